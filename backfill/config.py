@@ -1,0 +1,189 @@
+"""The config file: one model, validated before anything else runs.
+
+Every problem is reported as ``FILE: key.path: what is wrong``, one line each,
+and raises :class:`~backfill.errors.ConfigError` (exit 2). Paths in the file
+are relative to the file's folder. Secrets never live here: the config names
+the environment variable that holds each one.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from backfill.errors import ConfigError
+from backfill.extractors import SOURCE_TYPES, SourceConfigs
+from backfill.extractors.base import Model
+
+DEFAULT_URL = "https://prod.api.devgrid.io"
+_KEYED_MESSAGE = re.compile(r"^(?P<key>[A-Za-z_][\w.\[\]-]*): (?P<message>.*)$", re.DOTALL)
+MAX_BATCH = 15  # DevGrid answers 413 above this
+
+
+class DevGrid(Model):
+    url: str = DEFAULT_URL
+    api_key_env: str = Field(default="DEVGRID_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    batch_size: int = Field(default=MAX_BATCH, ge=1, le=MAX_BATCH)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a local receiver)")
+        return value.rstrip("/")
+
+
+class State(Model):
+    path: str = ".backfill/state.db"
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return str(Path(base, value) if base else Path(value))
+
+
+class Normalize(Model):
+    environments: list[str] = Field(default=["production", "staging", "development"], min_length=1)
+    env_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"prod": "production", "stg": "staging", "dev": "development"}
+    )
+    default_timezone: str = "UTC"
+
+    @field_validator("environments")
+    @classmethod
+    def _canonical_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != name.strip().lower() or not name:
+                raise ValueError(f"'{name}' must be lowercase with no surrounding spaces (DevGrid matches env exactly)")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a name twice")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"'{value}' is not a time zone name such as UTC or Europe/Berlin") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _aliases_point_at_environments(self) -> Normalize:
+        for alias, target in self.env_aliases.items():
+            if target not in self.environments:
+                raise ValueError(f"env_aliases.{alias}: points at '{target}', which is not in environments")
+        return self
+
+
+class Config(Model):
+    devgrid: DevGrid = DevGrid()
+    state: State = State()
+    normalize: Normalize = Normalize()
+    sources: Annotated[list[SourceConfigs], Field(min_length=1)]
+    # Where the config was read from; set by load_config, not by the file.
+    path: Path = Path("backfill.toml")
+
+    @model_validator(mode="after")
+    def _unique_names_and_known_envs(self) -> Config:
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(f"sources[{index}].name: '{source.name}' is used twice; names must be unique")
+            seen.add(source.name)
+            if source.env is not None:
+                canonical = self.normalize.env_aliases.get(source.env, source.env)
+                if canonical not in self.normalize.environments:
+                    raise ValueError(
+                        f"sources[{index}].env: '{source.env}' is not one of {', '.join(self.normalize.environments)}"
+                    )
+        return self
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; raise ConfigError naming the file and key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the path of a .toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: is not valid TOML: {exc}") from None
+    if "path" in data:
+        raise ConfigError(f"{path}: path: unknown key at the top level; did you mean a source's path?")
+    try:
+        config = Config.model_validate(data, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, error, data) for error in exc.errors())) from None
+    return config.model_copy(update={"path": path})
+
+
+def _describe(path: Path, error: Any, data: dict[str, Any]) -> str:
+    location = _key_path(error["loc"])
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "missing":
+        message = "is required"
+    elif kind == "extra_forbidden":
+        message = "unknown key; check its spelling against the README's config reference"
+    elif kind == "union_tag_invalid":
+        location = f"{location}.type" if location else "type"
+        message = f"unknown source type '{error['ctx']['tag']}'; use one of {', '.join(SOURCE_TYPES)}"
+    elif kind == "union_tag_not_found":
+        location = f"{location}.type" if location else "type"
+        message = f"is required; use one of {', '.join(SOURCE_TYPES)}"
+    elif kind == "literal_error":
+        message = f"is {given!r}; use one of {error['ctx']['expected']}"
+    elif kind in ("int_type", "string_type", "bool_type", "float_type", "list_type", "dict_type", "model_type"):
+        wanted = {"model_type": "table", "dict_type": "table", "list_type": "list"}.get(kind, kind.split("_")[0])
+        message = f"must be a {wanted}, not {_toml_type(given)}"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+        # A check on a whole table names the key it is about: "key.path: message".
+        named = _KEYED_MESSAGE.match(message)
+        if named:
+            location = f"{location}.{named['key']}" if location else named["key"]
+            message = named["message"]
+    else:
+        message = error["msg"][0].lower() + error["msg"][1:]
+    name = _source_name(error["loc"], data)
+    where = f"{location} (source '{name}')" if name else location
+    return f"{path}: {where}: {message}" if where else f"{path}: {message}"
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        elif item in SOURCE_TYPES and parts and parts[-1].startswith("sources["):
+            continue  # pydantic names the union member; the user never wrote it
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _source_name(loc: tuple[Any, ...], data: dict[str, Any]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        sources = data.get("sources")
+        if isinstance(sources, list) and loc[1] < len(sources) and isinstance(sources[loc[1]], dict):
+            name = sources[loc[1]].get("name")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def _toml_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    shown = repr(value) if isinstance(value, (bool, int, float, str)) else ""
+    return f"{names.get(type(value), type(value).__name__)} {shown}".strip()

@@ -1,0 +1,84 @@
+"""Every error backfill raises on purpose, and the exit code each one maps to.
+
+::
+
+    BackfillError                      exit 1  anything backfill reports as a sentence
+    ├── ConfigError                    exit 2  the config file or a command-line value is wrong
+    ├── SourceError                    exit 1  a source could not be read (missing file, bad column...)
+    ├── StateError                     exit 6  the state file is corrupt, foreign or from a newer version
+    │   └── StateLockedError           exit 5  another run holds the state file
+    └── DeliveryError                  exit 3  events could not be delivered
+        ├── TransientDeliveryError             worth retrying: timeouts, 5xx, 429
+        └── TerminalDeliveryError              retrying cannot help
+            └── AuthError              exit 4  DevGrid refused the API key (401/403)
+
+Messages are whole sentences that say what to do next. They never contain a
+secret: callers pass values through :func:`backfill.secrets.redact` when a
+message quotes text that came from outside.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+EXIT_AUTH = 4
+EXIT_LOCKED = 5
+EXIT_STATE = 6
+
+
+class BackfillError(Exception):
+    """Base class: a failure backfill can explain in one sentence."""
+
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(BackfillError):
+    """The config file, or a value given on the command line, is not usable."""
+
+    exit_code = EXIT_USAGE
+
+
+class SourceError(BackfillError):
+    """A source could not be read at all (as opposed to a bad row, which is rejected)."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"source '{source}': {message}")
+        self.source = source
+
+
+class StateError(BackfillError):
+    """The state file cannot be used; it is never overwritten when this is raised."""
+
+    exit_code = EXIT_STATE
+
+
+class StateLockedError(StateError):
+    """Another backfill run holds the state file."""
+
+    exit_code = EXIT_LOCKED
+
+
+class DeliveryError(BackfillError):
+    """Events could not be delivered to DevGrid."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class TransientDeliveryError(DeliveryError):
+    """A failure that may pass: a timeout, a dropped connection, a 5xx or a 429."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TerminalDeliveryError(DeliveryError):
+    """A failure that retrying the same request cannot fix."""
+
+
+class AuthError(TerminalDeliveryError):
+    """DevGrid refused the API key."""
+
+    exit_code = EXIT_AUTH

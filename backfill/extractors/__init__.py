@@ -1,0 +1,29 @@
+"""The registry of source types: one small extractor class per type.
+
+To add a source type, write a module with a config model (a subclass of
+:class:`~backfill.extractors.base.SourceConfig` with ``type: Literal["..."]``)
+and an :class:`~backfill.extractors.base.Extractor`, then list both here.
+Extractor modules import their heavy client libraries inside ``extract``, so
+that reading a config stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from pydantic import Field
+
+from backfill.extractors.base import ExtractContext, Extracted, Extractor, SourceConfig
+from backfill.extractors.ci_export import CiExportExtractor, CiExportSource
+
+REGISTRY: Final[dict[str, type[Extractor]]] = {extractor.type_name: extractor for extractor in (CiExportExtractor,)}
+SOURCE_TYPES: Final = tuple(REGISTRY)
+
+SourceConfigs = Annotated[CiExportSource, Field(discriminator="type")]
+
+
+def make_extractor(config: SourceConfig, context: ExtractContext) -> Extractor:
+    return REGISTRY[config.type](config, context)
+
+
+__all__ = ["REGISTRY", "SOURCE_TYPES", "ExtractContext", "Extracted", "Extractor", "SourceConfigs", "make_extractor"]

@@ -1,0 +1,167 @@
+"""``ci-export``: CSV, JSON and NDJSON exports of CI runs and deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from backfill.errors import SourceError
+from backfill.extractors.base import Extracted, Extractor, Model, Outcome, SourceConfig
+from backfill.extractors.csv_file import RAGGED, CsvFile, CsvFormatError
+from backfill.extractors.json_file import JsonFormatError, read_json_records, read_ndjson_records
+from backfill.extractors.mapping import FieldSource, MappingError, match_filter, raw_frame, resolve
+from backfill.extractors.presets import PRESETS
+
+PresetName = Literal["github-actions", "gitlab-ci", "jenkins", "circleci", "azure-devops", "events"]
+ColumnNames = str | list[str]
+
+
+class ColumnMap(Model):
+    """``[sources.columns]``: the column (or columns, first non-empty wins) for each field."""
+
+    build_id: ColumnNames | None = None
+    timestamp: ColumnNames | None = None
+    duration_ms: ColumnNames | None = None
+    status: ColumnNames | None = None
+    env: ColumnNames | None = None
+    build_commit_sha: ColumnNames | None = None
+    change_id: ColumnNames | None = None
+    build_url: ColumnNames | None = None
+    description: ColumnNames | None = None
+    initiator: ColumnNames | None = None
+    deployment_type: ColumnNames | None = None
+
+
+class CiExportSource(SourceConfig):
+    type: Literal["ci-export"]
+    path: str = Field(min_length=1)
+    preset: PresetName
+    format: Literal["auto", "csv", "json", "ndjson"] = "auto"
+    encoding: str = "utf-8"
+    entity_column: str | None = Field(default=None, min_length=1)
+    columns: ColumnMap = ColumnMap()
+    status_map: dict[str, Literal["success", "failed", "skip"]] = Field(default_factory=dict)
+    match: dict[str, str | list[str]] = Field(default_factory=dict)
+    build_id_prefix: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return str(Path(base, value) if base else Path(value))
+
+    @model_validator(mode="after")
+    def _one_entity(self) -> CiExportSource:
+        has_column = "entity" in PRESETS[self.preset].columns
+        if self.entity_id is not None and self.entity_column is not None:
+            raise ValueError("entity_id: set entity_id or entity_column, not both")
+        if self.entity_id is None and self.entity_column is None and not has_column:
+            raise ValueError(
+                'entity_id: is required; set entity_id = "<DevGrid entity id>" or entity_column = "<column>"'
+            )
+        if self.env is not None and self.columns.env is not None:
+            raise ValueError("env: set env (one environment for every row) or columns.env, not both")
+        return self
+
+
+class CiExportExtractor(Extractor):
+    type_name = "ci-export"
+    config_model = CiExportSource
+
+    def extract(self) -> Extracted:
+        config = self.config
+        assert isinstance(config, CiExportSource)
+        try:
+            frame = self._read_and_map(config)
+        except (CsvFormatError, JsonFormatError, MappingError) as exc:
+            raise SourceError(config.name, f"{config.path}: {exc}") from exc
+        preset = PRESETS[config.preset]
+        vocab: dict[str, Outcome] = dict(preset.statuses)
+        vocab.update({word.strip().lower(): outcome for word, outcome in config.status_map.items()})
+        return Extracted(frame=frame, status_vocab=vocab)
+
+    def _read_and_map(self, config: CiExportSource) -> pl.LazyFrame:
+        path = Path(config.path)
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise CsvFormatError(f"{what}; check path in this source (paths are relative to the config file)")
+        preset = PRESETS[config.preset]
+        file_format = config.format if config.format != "auto" else _format_of(path)
+
+        csv_file: CsvFile | None = None
+        table: pl.DataFrame | None = None
+        if file_format == "csv":
+            csv_file = CsvFile(path, config.encoding)
+            available = csv_file.columns
+        elif file_format == "json":
+            table = read_json_records(path, config.encoding, preset.record_keys)
+            available = table.columns
+        else:
+            table = read_ndjson_records(path, config.encoding)
+            available = table.columns
+
+        sources = self._field_sources(config, available)
+        if config.env is not None and sources["env"].columns:
+            self.context.warn(
+                f"source '{config.name}': the file has an environment column "
+                f'({", ".join(sources["env"].columns)}); env = "{config.env}" is not used'
+            )
+        if not sources["env"].columns and config.env is not None:
+            sources["env"] = FieldSource(constant=config.env)
+        needed = sorted({name for source in sources.values() for name in source.columns} | set(config.match))
+
+        if csv_file is not None:
+            table = csv_file.read(needed)
+        assert table is not None
+
+        expressions = {field: source.expression() for field, source in sources.items()}
+        if config.build_id_prefix:
+            expressions["build_id"] = pl.lit(config.build_id_prefix) + expressions["build_id"]
+        if preset.unescape_formulas:
+            from backfill.review import unescape_formula
+
+            expressions = {field: unescape_formula(expr) for field, expr in expressions.items()}
+        if config.match:
+            expressions["skip_reason"] = match_filter(config.match, available)
+        if RAGGED in table.columns:
+            expressions["reject_reason"] = pl.col(RAGGED)
+        return raw_frame(table, expressions)
+
+    def _field_sources(self, config: CiExportSource, available: list[str]) -> dict[str, FieldSource]:
+        preset = PRESETS[config.preset]
+        named = config.columns.model_dump(exclude_none=True)
+        sources: dict[str, FieldSource] = {}
+        for field in ColumnMap.model_fields:
+            sources[field] = resolve(
+                field,
+                available,
+                named=named.get(field),
+                candidates=preset.columns.get(field, ()),
+                required=field in ("build_id", "timestamp", "status") or (field == "env" and config.env is None),
+                hint='or set env = "production" in this source if every row is one environment'
+                if field == "env"
+                else None,
+            )
+        if config.entity_id is not None:
+            sources["entityId"] = FieldSource(constant=config.entity_id)
+        else:
+            sources["entityId"] = resolve(
+                "entityId",
+                available,
+                named=config.entity_column,
+                candidates=preset.columns.get("entity", ()),
+                required=True,
+            )
+        return sources
+
+
+def _format_of(path: Path) -> Literal["csv", "json", "ndjson"]:
+    suffix = path.suffix.lower()
+    if suffix in (".ndjson", ".jsonl"):
+        return "ndjson"
+    if suffix == ".json":
+        return "json"
+    return "csv"

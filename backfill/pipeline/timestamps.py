@@ -1,0 +1,114 @@
+"""Turn the many ways exports write time into one UTC instant, in polars.
+
+Accepted: ISO 8601 dates and times with ``T`` or a space, any fraction of a
+second, and an offset (``Z``, ``+02:00``, ``+0200``, ``+02``) or none, in
+which case ``default_timezone`` applies; and epoch time as a number, whose
+unit follows from its size (seconds below 10^11, then milliseconds,
+microseconds, nanoseconds). A local time that a daylight-saving change skips
+or repeats is rejected rather than guessed. ``duration_ms``, where a source
+records start and duration (Jenkins), is added to reach the end of the run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+TS = "_ts"  # Datetime(us, UTC), null where the timestamp is unusable
+TS_PROBLEM = "_ts_problem"  # why it is unusable
+
+_ISO = (
+    r"(?i)^(\d{4}-\d{2}-\d{2})"  # date
+    r"(?:[T ](\d{2}:\d{2})(?::(\d{2}))?(?:[.,](\d{1,9}))?)?"  # time, seconds, fraction
+    r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?$"  # offset
+)
+_EPOCH = r"^(\d{1,19})(?:\.\d+)?$"
+
+
+def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> pl.LazyFrame:
+    """Add ``_ts`` and ``_ts_problem`` from the raw ``timestamp`` and ``duration_ms`` columns.
+
+    ``now`` must be timezone-aware: anything after it is rejected as in the future.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    raw = pl.col("timestamp")
+    iso = raw.str.extract_groups(_ISO)
+    frame = frame.with_columns(
+        _iso_naive=(
+            iso.struct.field("1")
+            + " "
+            + iso.struct.field("2").fill_null("00:00")
+            + ":"
+            + iso.struct.field("3").fill_null("00")
+        ).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
+        + pl.duration(
+            microseconds=iso.struct.field("4").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64).fill_null(0)
+        ),
+        _iso_offset=iso.struct.field("5").str.to_uppercase(),
+        _epoch=raw.str.extract(_EPOCH, 1).cast(pl.Int64, strict=False),
+        _duration=pl.col("duration_ms").cast(pl.Float64, strict=False),
+    )
+    offset = pl.col("_iso_offset")
+    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
+    digits = offset.str.replace_all(r"[^0-9]", "")
+    offset_minutes = (
+        pl.when(offset == "Z")
+        .then(0)
+        .otherwise(
+            sign
+            * (
+                digits.str.slice(0, 2).cast(pl.Int64) * 60
+                + digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+            )
+        )
+    )
+    epoch = pl.col("_epoch")
+    epoch_us = (
+        pl.when(epoch < 10**11)
+        .then(epoch * 1_000_000)
+        .when(epoch < 10**14)
+        .then(epoch * 1_000)
+        .when(epoch < 10**17)
+        .then(epoch)
+        .otherwise(epoch // 1_000)
+    )
+    naive = pl.col("_iso_naive")
+    with_offset = naive.dt.replace_time_zone("UTC") - pl.duration(minutes=offset_minutes)
+    local = naive.dt.replace_time_zone(default_timezone, ambiguous="null", non_existent="null").dt.convert_time_zone(
+        "UTC"
+    )
+    instant = (
+        pl.when(epoch.is_not_null())
+        .then(pl.from_epoch(epoch_us, time_unit="us").dt.replace_time_zone("UTC"))
+        .when(offset.is_not_null())
+        .then(with_offset)
+        .otherwise(local)
+    )
+    duration = pl.col("_duration")
+    ts = instant + pl.duration(microseconds=(duration * 1000).round().cast(pl.Int64).fill_null(0))
+    frame = frame.with_columns(ts.alias(TS))
+    shown = pl.format("'{}'", raw)
+    problem = (
+        pl.when(raw.is_null())
+        .then(pl.lit("missing timestamp"))
+        .when(naive.is_null() & epoch.is_null())
+        .then(pl.format("timestamp {} is not a valid ISO 8601 or epoch time", shown))
+        .when(pl.col(TS).is_null())
+        .then(
+            pl.format(
+                "timestamp {} does not exist or is ambiguous in {} (a daylight-saving change); give it an offset",
+                shown,
+                pl.lit(default_timezone),
+            )
+        )
+        .when(pl.col("duration_ms").is_not_null() & duration.is_null())
+        .then(pl.format("duration_ms '{}' is not a number of milliseconds", pl.col("duration_ms")))
+        .when(pl.col(TS) > pl.lit(now))
+        .then(pl.format("timestamp {} is in the future", shown))
+    )
+    return frame.with_columns(
+        problem.alias(TS_PROBLEM),
+        pl.when(problem.is_null()).then(pl.col(TS)).alias(TS),
+    ).drop("_iso_naive", "_iso_offset", "_epoch", "_duration")

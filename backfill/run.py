@@ -1,0 +1,88 @@
+"""The data path in one place: extract, normalize, plan (and, when sending, load).
+
+This is the library's entry point; the CLI only parses arguments, calls
+:func:`plan_run`, writes files and prints the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from backfill.config import Config
+from backfill.errors import SourceError
+from backfill.extractors import ExtractContext, make_extractor
+from backfill.pipeline.normalize import Rules, normalize
+from backfill.pipeline.plan import Plan, make_plan
+
+Step = Callable[[str], AbstractContextManager[object]]
+
+
+def _no_progress(description: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+@dataclass
+class RunPlan:
+    """A plan plus what went wrong on the way: sources that failed, and warnings."""
+
+    plan: Plan
+    failures: list[SourceError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_run(
+    config: Config,
+    *,
+    now: datetime | None = None,
+    step: Step = _no_progress,
+) -> RunPlan:
+    """Read every source and build the send plan. A source that fails is reported, not fatal."""
+    now = now or datetime.now(UTC)
+    warnings: list[str] = []
+    failures: list[SourceError] = []
+    rules = Rules(
+        environments=tuple(config.normalize.environments),
+        env_aliases=dict(config.normalize.env_aliases),
+        default_timezone=config.normalize.default_timezone,
+        now=now,
+    )
+    context = ExtractContext(cache_dir=Path(config.state.path).parent, warn=warnings.append)
+    frames: list[pl.DataFrame] = []
+    for index, source in enumerate(config.sources):
+        with step(f"reading {source.name}"):
+            try:
+                extracted = make_extractor(source, context).extract()
+                frames.append(
+                    normalize(
+                        extracted.frame,
+                        source=source.name,
+                        source_index=index,
+                        status_vocab=extracted.status_vocab,
+                        rules=rules,
+                    ).collect()
+                )
+            except SourceError as exc:
+                failures.append(exc)
+            except pl.exceptions.PolarsError as exc:
+                failures.append(SourceError(source.name, f"could not be read: {_first_line(exc)}"))
+    with step("planning"):
+        classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
+        plan = make_plan(classified, [source.name for source in config.sources])
+    return RunPlan(plan=plan, failures=failures, warnings=warnings)
+
+
+def _empty(config: Config, rules: Rules) -> pl.DataFrame:
+    from backfill.columns import empty_raw_frame
+
+    return normalize(empty_raw_frame(), source="", source_index=0, status_vocab={}, rules=rules).collect()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines: Iterator[str] = (line.strip() for line in str(exc).splitlines())
+    return next((line for line in lines if line), type(exc).__name__)

@@ -1,0 +1,152 @@
+"""The run summary: one dict for ``--json``, the same facts as tables for people.
+
+Everything here is computed from the plan; nothing is counted twice, and the
+per-source counts always add up: read = events + skipped + rejected + duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from backfill.pipeline.plan import COUNT_COLUMNS, Plan
+from backfill.run import RunPlan
+
+# DevGrid's guide: what each attribute is needed for, and what goes wrong without it.
+COMPLETENESS = {
+    "build_commit_sha": "Lead Time for Change needs build_commit_sha; events without it break Lead Time.",
+    "change_id": "Change Failure Rate and Time to Restore need change_id; without it DevGrid cannot "
+    "calculate CFR or MTTR.",
+}
+
+
+def build_summary(run: RunPlan, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    plan = run.plan
+    summary: dict[str, Any] = dict(extra or {})
+    summary["sources"] = _sources(plan)
+    summary["totals"] = {name: int(plan.counts.get_column(name).sum()) for name in COUNT_COLUMNS}
+    summary["entities"] = _entities(plan.events)
+    summary["completeness"] = _completeness(plan.events)
+    summary["env_rewrites"] = (
+        plan.events.filter(pl.col("original_env") != pl.col("env"))
+        .group_by(pl.col("original_env").alias("from"), pl.col("env").alias("to"))
+        .agg(pl.len().alias("events"))
+        .sort("from", "to")
+        .to_dicts()
+    )
+    env_rejects = plan.rejects.filter(pl.col("reason").str.starts_with("env '"))
+    summary["env_rejected"] = (
+        env_rejects.group_by(pl.col("env").alias("value")).agg(pl.len().alias("rows")).sort("value").to_dicts()
+    )
+    summary["warnings"] = [*run.warnings, *_warnings(summary, plan)]
+    summary["errors"] = [str(failure) for failure in run.failures]
+    return summary
+
+
+def _sources(plan: Plan) -> list[dict[str, Any]]:
+    sources = plan.counts.to_dicts()
+    for source in sources:
+        reasons = plan.skips.filter(pl.col("source") == source["source"]).sort("rows", descending=True)
+        source["skip_reasons"] = dict(zip(reasons.get_column("reason"), reasons.get_column("rows"), strict=True))
+    return sources
+
+
+def _entities(events: pl.DataFrame) -> list[dict[str, Any]]:
+    return (
+        events.group_by("entityId", "env")
+        .agg(
+            pl.col("timestamp").min().alias("first"),
+            pl.col("timestamp").max().alias("last"),
+            (pl.col("status") == "success").sum().alias("success"),
+            (pl.col("status") == "failed").sum().alias("failed"),
+            pl.col("build_commit_sha").sort_by("_ts").first().alias("first_commit"),
+        )
+        .sort("entityId", "env")
+        .to_dicts()
+    )
+
+
+def _completeness(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    total = events.height
+    result = {}
+    for name in COMPLETENESS:
+        present = int(events.get_column(name).is_not_null().sum())
+        result[name] = {
+            "present": present,
+            "missing": total - present,
+            "percent": round(100.0 * present / total, 1) if total else 100.0,
+        }
+    return result
+
+
+def _warnings(summary: dict[str, Any], plan: Plan) -> list[str]:
+    warnings = []
+    for name, why in COMPLETENESS.items():
+        missing = summary["completeness"][name]["missing"]
+        if missing:
+            warnings.append(f"{missing} of {plan.events.height} events have no {name}. {why}")
+    for entity in summary["entities"]:
+        if entity["env"] == "production" and entity["first_commit"]:
+            warnings.append(
+                f"{entity['entityId']}/{entity['env']}: DevGrid may count every commit before "
+                f"{entity['first_commit'][:12]} in the lead time of the first imported deployment "
+                f"({entity['first']}); expect that one to look slow."
+            )
+    return warnings
+
+
+def render(summary: dict[str, Any], console: Console) -> None:
+    """Print the summary as tables, for a person reading a terminal or a CI log."""
+    sources = Table(title="Sources", title_justify="left")
+    sources.add_column("source")
+    for name in COUNT_COLUMNS:
+        sources.add_column(name, justify="right")
+    for source in summary["sources"]:
+        sources.add_row(escape(source["source"]), *(f"{source[name]:,}" for name in COUNT_COLUMNS))
+    totals = summary["totals"]
+    sources.add_row("total", *(f"{totals[name]:,}" for name in COUNT_COLUMNS), style="bold")
+    console.print(sources)
+
+    if summary["entities"]:
+        entities = Table(title="Events by entity and environment", title_justify="left")
+        for name in ("entity", "env", "first", "last", "success", "failed"):
+            entities.add_column(name, justify="right" if name in ("success", "failed") else "left")
+        for entity in summary["entities"]:
+            entities.add_row(
+                escape(entity["entityId"]),
+                entity["env"],
+                entity["first"],
+                entity["last"],
+                f"{entity['success']:,}",
+                f"{entity['failed']:,}",
+            )
+        console.print(entities)
+
+    fields = Table(title="Attributes DevGrid's metrics need", title_justify="left")
+    for name in ("attribute", "present", "missing", "complete"):
+        fields.add_column(name, justify="left" if name == "attribute" else "right")
+    for name, counts in summary["completeness"].items():
+        fields.add_row(name, f"{counts['present']:,}", f"{counts['missing']:,}", f"{counts['percent']}%")
+    console.print(fields)
+
+    if summary["env_rewrites"] or summary["env_rejected"]:
+        envs = Table(title="Environment names", title_justify="left")
+        for name in ("as written", "sent as", "rows"):
+            envs.add_column(name, justify="right" if name == "rows" else "left")
+        for rewrite in summary["env_rewrites"]:
+            envs.add_row(escape(rewrite["from"]), rewrite["to"], f"{rewrite['events']:,}")
+        for rejected in summary["env_rejected"]:
+            envs.add_row(escape(str(rejected["value"])), "[red]rejected[/red]", f"{rejected['rows']:,}")
+        console.print(envs)
+
+    for key in ("review_csv", "rejects_csv"):
+        if summary.get(key):
+            console.print(f"{key.replace('_csv', '')}: {escape(str(summary[key]))}", highlight=False)
+    for warning in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    for error in summary["errors"]:
+        console.print(f"[red]error:[/red] {escape(error)}", highlight=False)
