@@ -21,6 +21,15 @@ from backfill.extractors import SOURCE_TYPES, SourceConfigs
 from backfill.extractors.base import Model
 
 DEFAULT_URL = "https://prod.api.devgrid.io"
+_WANTED = {
+    "int_type": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "float_type": "a number",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
 _KEYED_MESSAGE = re.compile(r"^(?P<key>[A-Za-z_][\w.\[\]-]*): (?P<message>.*)$", re.DOTALL)
 MAX_BATCH = 15  # DevGrid answers 413 above this
 
@@ -39,7 +48,7 @@ class DevGrid(Model):
 
 
 class State(Model):
-    path: str = ".backfill/state.db"
+    path: str = Field(default=".backfill/state.db", validate_default=True)
 
     @field_validator("path")
     @classmethod
@@ -92,17 +101,21 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _unique_names_and_known_envs(self) -> Config:
+        problems = []
         seen: set[str] = set()
         for index, source in enumerate(self.sources):
             if source.name in seen:
-                raise ValueError(f"sources[{index}].name: '{source.name}' is used twice; names must be unique")
+                problems.append(f"sources[{index}].name: '{source.name}' is used twice; names must be unique")
             seen.add(source.name)
             if source.env is not None:
-                canonical = self.normalize.env_aliases.get(source.env, source.env)
+                canonical = self.normalize.env_aliases.get(source.env.strip().lower(), source.env.strip().lower())
                 if canonical not in self.normalize.environments:
-                    raise ValueError(
-                        f"sources[{index}].env: '{source.env}' is not one of {', '.join(self.normalize.environments)}"
+                    problems.append(
+                        f"sources[{index}].env: '{source.env}' is not one of "
+                        f"{', '.join(self.normalize.environments)} (nor an alias of one)"
                     )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -122,6 +135,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: is not valid TOML: {exc}") from None
     if "path" in data:
         raise ConfigError(f"{path}: path: unknown key at the top level; did you mean a source's path?")
+    # Validate [state] even when absent, so that its default path is resolved like a written one.
+    data.setdefault("state", {})
     try:
         config = Config.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
@@ -145,20 +160,26 @@ def _describe(path: Path, error: Any, data: dict[str, Any]) -> str:
         message = f"is required; use one of {', '.join(SOURCE_TYPES)}"
     elif kind == "literal_error":
         message = f"is {given!r}; use one of {error['ctx']['expected']}"
-    elif kind in ("int_type", "string_type", "bool_type", "float_type", "list_type", "dict_type", "model_type"):
-        wanted = {"model_type": "table", "dict_type": "table", "list_type": "list"}.get(kind, kind.split("_")[0])
-        message = f"must be a {wanted}, not {_toml_type(given)}"
+    elif kind in _WANTED:
+        message = f"must be {_WANTED[kind]}, not {_toml_type(given)}"
     elif kind == "value_error":
-        message = str(error["ctx"]["error"])
-        # A check on a whole table names the key it is about: "key.path: message".
-        named = _KEYED_MESSAGE.match(message)
-        if named:
-            location = f"{location}.{named['key']}" if location else named["key"]
-            message = named["message"]
+        # A check on a whole table names the keys it is about: "key.path: message", a line each.
+        lines = []
+        for problem in str(error["ctx"]["error"]).splitlines():
+            named = _KEYED_MESSAGE.match(problem)
+            key, sentence = location, problem
+            if named:
+                key = f"{location}.{named['key']}" if location else named["key"]
+                sentence = named["message"]
+            lines.append(_line(path, key, _source_name(error["loc"], data), sentence))
+        return "\n".join(lines)
     else:
         message = error["msg"][0].lower() + error["msg"][1:]
-    name = _source_name(error["loc"], data)
-    where = f"{location} (source '{name}')" if name else location
+    return _line(path, location, _source_name(error["loc"], data), message)
+
+
+def _line(path: Path, location: str, source: str | None, message: str) -> str:
+    where = f"{location} (source '{source}')" if source else location
     return f"{path}: {where}: {message}" if where else f"{path}: {message}"
 
 

@@ -16,6 +16,8 @@ import polars as pl
 
 from backfill.columns import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS, ROW
 
+_FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r", "'"]
+
 
 def escape_formula(column: pl.Expr) -> pl.Expr:
     return column.str.replace(r"^([=+\-@\t\r'])", "'${1}")
@@ -43,7 +45,10 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
 
 def write_csv_atomically(frame: pl.DataFrame, path: Path) -> None:
     """Write text cells formula-safe, to a temporary file renamed into place when complete."""
-    safe = frame.with_columns(escape_formula(pl.col(pl.String)))
+    text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    # Checking the first character is cheap; rewriting a column only pays where one needs it.
+    risky = frame.select(pl.col(text).str.slice(0, 1).is_in(_FORMULA_STARTS).any())
+    safe = frame.with_columns(escape_formula(pl.col(name)) for name in text if risky.get_column(name).item())
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)

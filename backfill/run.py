@@ -17,6 +17,7 @@ import polars as pl
 from backfill.config import Config
 from backfill.errors import SourceError
 from backfill.extractors import ExtractContext, make_extractor
+from backfill.extractors.base import SourceConfig
 from backfill.pipeline.normalize import Rules, normalize
 from backfill.pipeline.plan import Plan, make_plan
 
@@ -57,24 +58,33 @@ def plan_run(
     for index, source in enumerate(config.sources):
         with step(f"reading {source.name}"):
             try:
-                extracted = make_extractor(source, context).extract()
-                frames.append(
-                    normalize(
-                        extracted.frame,
-                        source=source.name,
-                        source_index=index,
-                        status_vocab=extracted.status_vocab,
-                        rules=rules,
-                    ).collect()
-                )
+                frames.append(_classify_source(source, index, context, rules))
             except SourceError as exc:
                 failures.append(exc)
-            except pl.exceptions.PolarsError as exc:
-                failures.append(SourceError(source.name, f"could not be read: {_first_line(exc)}"))
     with step("planning"):
         classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
-        plan = make_plan(classified, [source.name for source in config.sources])
+        plan = make_plan(classified, [source.name for source in config.sources], rules)
     return RunPlan(plan=plan, failures=failures, warnings=warnings)
+
+
+def _classify_source(source: SourceConfig, index: int, context: ExtractContext, rules: Rules) -> pl.DataFrame:
+    """Extract and normalize one source; every failure becomes a SourceError naming it."""
+    extracted = make_extractor(source, context).extract()
+
+    def classify(raw: pl.LazyFrame) -> pl.DataFrame:
+        return normalize(
+            raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules
+        ).collect()
+
+    try:
+        try:
+            return classify(extracted.frame)
+        except pl.exceptions.PolarsError:
+            if extracted.fallback is None:
+                raise
+            return classify(extracted.fallback())
+    except pl.exceptions.PolarsError as exc:
+        raise SourceError(source.name, f"could not be read: {_first_line(exc)}") from exc
 
 
 def _empty(config: Config, rules: Rules) -> pl.DataFrame:

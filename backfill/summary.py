@@ -78,7 +78,7 @@ def _completeness(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
         result[name] = {
             "present": present,
             "missing": total - present,
-            "percent": round(100.0 * present / total, 1) if total else 100.0,
+            "percent": round(100.0 * present / total, 1) if total else None,
         }
     return result
 
@@ -130,7 +130,8 @@ def render(summary: dict[str, Any], console: Console) -> None:
     for name in ("attribute", "present", "missing", "complete"):
         fields.add_column(name, justify="left" if name == "attribute" else "right")
     for name, counts in summary["completeness"].items():
-        fields.add_row(name, f"{counts['present']:,}", f"{counts['missing']:,}", f"{counts['percent']}%")
+        percent = "-" if counts["percent"] is None else f"{counts['percent']}%"
+        fields.add_row(name, f"{counts['present']:,}", f"{counts['missing']:,}", percent)
     console.print(fields)
 
     if summary["env_rewrites"] or summary["env_rejected"]:
@@ -145,8 +146,9 @@ def render(summary: dict[str, Any], console: Console) -> None:
 
     for key in ("review_csv", "rejects_csv"):
         if summary.get(key):
-            console.print(f"{key.replace('_csv', '')}: {escape(str(summary[key]))}", highlight=False)
+            console.print(f"{key.replace('_csv', '')}: {escape(str(summary[key]))}", highlight=False, soft_wrap=True)
+    # One line each, never wrapped: people grep CI logs for them.
     for warning in summary["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     for error in summary["errors"]:
-        console.print(f"[red]error:[/red] {escape(error)}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(error)}", highlight=False, soft_wrap=True)

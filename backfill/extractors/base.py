@@ -35,7 +35,6 @@ class SourceConfig(Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     entity_id: str | None = Field(default=None, min_length=1)
     env: str | None = Field(default=None, min_length=1)
-    hotfix_pattern: str | list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,8 @@ class Extracted:
 
     frame: pl.LazyFrame
     status_vocab: Mapping[str, Outcome]
+    # A slower, more forgiving reading, for when polars refuses the fast one.
+    fallback: Callable[[], pl.LazyFrame] | None = None
 
 
 class Extractor(ABC):

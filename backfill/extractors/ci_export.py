@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +16,7 @@ from backfill.extractors.csv_file import RAGGED, CsvFile, CsvFormatError
 from backfill.extractors.json_file import JsonFormatError, read_json_records, read_ndjson_records
 from backfill.extractors.mapping import FieldSource, MappingError, match_filter, raw_frame, resolve
 from backfill.extractors.presets import PRESETS
+from backfill.review import unescape_formula
 
 PresetName = Literal["github-actions", "gitlab-ci", "jenkins", "circleci", "azure-devops", "events"]
 ColumnNames = str | list[str]
@@ -62,8 +65,6 @@ class CiExportSource(SourceConfig):
             raise ValueError(
                 'entity_id: is required; set entity_id = "<DevGrid entity id>" or entity_column = "<column>"'
             )
-        if self.env is not None and self.columns.env is not None:
-            raise ValueError("env: set env (one environment for every row) or columns.env, not both")
         return self
 
 
@@ -74,16 +75,32 @@ class CiExportExtractor(Extractor):
     def extract(self) -> Extracted:
         config = self.config
         assert isinstance(config, CiExportSource)
-        try:
-            frame = self._read_and_map(config)
-        except (CsvFormatError, JsonFormatError, MappingError) as exc:
-            raise SourceError(config.name, f"{config.path}: {exc}") from exc
         preset = PRESETS[config.preset]
         vocab: dict[str, Outcome] = dict(preset.statuses)
         vocab.update({word.strip().lower(): outcome for word, outcome in config.status_map.items()})
+        with self._source_errors():
+            frame, fallback = self._read_and_map(config)
+        if fallback is not None:
+            read_leniently = fallback
+
+            def fallback_with_errors() -> pl.LazyFrame:
+                with self._source_errors():
+                    return read_leniently()
+
+            return Extracted(frame=frame, status_vocab=vocab, fallback=fallback_with_errors)
         return Extracted(frame=frame, status_vocab=vocab)
 
-    def _read_and_map(self, config: CiExportSource) -> pl.LazyFrame:
+    @contextmanager
+    def _source_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (CsvFormatError, JsonFormatError, MappingError) as exc:
+            config = self.config
+            assert isinstance(config, CiExportSource)
+            raise SourceError(config.name, f"{config.path}: {exc}") from exc
+
+    def _read_and_map(self, config: CiExportSource) -> tuple[pl.LazyFrame, Callable[[], pl.LazyFrame] | None]:
+        """The raw frame, and for CSV a slower exact reading to fall back on."""
         path = Path(config.path)
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
@@ -113,34 +130,41 @@ class CiExportExtractor(Extractor):
             sources["env"] = FieldSource(constant=config.env)
         needed = sorted({name for source in sources.values() for name in source.columns} | set(config.match))
 
-        if csv_file is not None:
-            table = csv_file.read(needed)
-        assert table is not None
-
         expressions = {field: source.expression() for field, source in sources.items()}
         if config.build_id_prefix:
             expressions["build_id"] = pl.lit(config.build_id_prefix) + expressions["build_id"]
         if preset.unescape_formulas:
-            from backfill.review import unescape_formula
-
             expressions = {field: unescape_formula(expr) for field, expr in expressions.items()}
         if config.match:
             expressions["skip_reason"] = match_filter(config.match, available)
-        if RAGGED in table.columns:
-            expressions["reject_reason"] = pl.col(RAGGED)
-        return raw_frame(table, expressions)
+        expressions["reject_reason"] = pl.col(RAGGED) if csv_file is not None else pl.lit(None, dtype=pl.String)
+
+        if csv_file is not None:
+            lenient = csv_file
+            return raw_frame(csv_file.scan(needed), expressions), lambda: raw_frame(
+                lenient.read_leniently(needed), expressions
+            )
+        assert table is not None
+        return raw_frame(table, expressions), None
 
     def _field_sources(self, config: CiExportSource, available: list[str]) -> dict[str, FieldSource]:
         preset = PRESETS[config.preset]
         named = config.columns.model_dump(exclude_none=True)
         sources: dict[str, FieldSource] = {}
         for field in ColumnMap.model_fields:
+            if field == "env" and config.env is not None:
+                # `env` is for exports without an environment column: a mapped column that
+                # is not in the file is not an error then.
+                present = [name for name in _as_list(named.get(field)) if name in available]
+                candidates = present or [name for name in preset.columns.get(field, ()) if name in available]
+                sources[field] = FieldSource(columns=tuple(candidates))
+                continue
             sources[field] = resolve(
                 field,
                 available,
                 named=named.get(field),
                 candidates=preset.columns.get(field, ()),
-                required=field in ("build_id", "timestamp", "status") or (field == "env" and config.env is None),
+                required=field in ("build_id", "timestamp", "status", "env"),
                 hint='or set env = "production" in this source if every row is one environment'
                 if field == "env"
                 else None,
@@ -156,6 +180,10 @@ class CiExportExtractor(Extractor):
                 required=True,
             )
         return sources
+
+
+def _as_list(names: str | list[str] | None) -> list[str]:
+    return [] if names is None else [names] if isinstance(names, str) else list(names)
 
 
 def _format_of(path: Path) -> Literal["csv", "json", "ndjson"]:

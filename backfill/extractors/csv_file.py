@@ -2,10 +2,15 @@
 
 polars pads a short row with nulls and, told to, cuts a long one silently: a
 row that lost or gained a field would shift its values into the wrong columns
-and could become a wrong event. So a second, cheap pass reads the file as
+and could become a wrong event. So a first, cheap pass streams the file as
 lines and counts each record's fields (quote-aware); rows whose count differs
-from the header's are marked, and normalization rejects them with the count
-in the reason.
+from the header's carry a reason, and normalization rejects them.
+
+The file itself is then scanned lazily, so that reading and normalizing stream
+together. Where polars refuses the file (a quote inside an unquoted field) or
+its records do not line up with the line pass, :meth:`CsvFile.read_leniently`
+reads it with Python's csv module instead: slower, exact, and one bad row no
+longer stops the good ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from backfill.columns import ROW
 RAGGED = "__ragged"
 # A byte that does not occur in CSV text, so that polars hands back whole lines.
 _LINE_SEPARATOR = "\x1f"
+# What remains of a line once its quoted text is removed (a quote left open runs to the end).
+_QUOTED = r'"[^"]*"?'
 
 
 class CsvFormatError(Exception):
@@ -47,45 +54,91 @@ class CsvFile:
             raise CsvFormatError("the file is empty; export the runs again, header row included") from exc
         except pl.exceptions.ComputeError as exc:
             raise self._explain(exc) from exc
-        return [name for name in header.columns if name != ""]
+        return header.columns
 
-    def read(self, columns: Sequence[str]) -> pl.DataFrame:
-        """The given columns as text, plus the record number and a reason for ragged rows."""
-        try:
-            frame = pl.read_csv(
+    def scan(self, columns: Sequence[str]) -> pl.LazyFrame:
+        """The given columns as text, the record number, and a reason for each ragged row."""
+        counts = self._count_fields_by_line()
+        return (
+            pl.scan_csv(
                 self._source,
-                columns=list(columns) or None,
                 infer_schema=False,
                 separator=self.separator,
                 truncate_ragged_lines=True,
                 row_index_name=ROW,
                 row_index_offset=1,
             )
+            .select(ROW, *columns)
+            # A different record count than the line pass fails the query (ShapeError).
+            .with_columns(pl.lit(_ragged_reasons(counts, len(self.columns))))
+        )
+
+    def read_leniently(self, columns: Sequence[str]) -> pl.DataFrame:
+        """Like :meth:`scan`, through Python's csv module: for files polars refuses."""
+        text = self._source.decode("utf-8-sig") if isinstance(self._source, bytes) else self._read_text()
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.separator)
+        next(reader, None)
+        rows = list(reader)
+        positions = {name: self.columns.index(name) for name in columns}
+        data = {
+            name: [row[index] if index < len(row) and row[index] != "" else None for row in rows]
+            for name, index in positions.items()
+        }
+        frame = pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(ROW, offset=1)
+        counts = pl.Series("fields", [len(row) for row in rows], dtype=pl.UInt32)
+        return frame.with_columns(_ragged_reasons(counts, len(self.columns)))
+
+    def _read_text(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise CsvFormatError(_describe_bad_utf8(self.path)) from exc
+
+    def _count_fields_by_line(self) -> pl.Series:
+        """Fields per record (0 for a blank line); a quoted field may span lines."""
+        lines = pl.scan_csv(
+            self._source,
+            has_header=False,
+            separator=_LINE_SEPARATOR,
+            quote_char=None,
+            infer_schema=False,
+            new_columns=["line"],
+        )
+        line = pl.col("line")
+        try:
+            # Streamed: the lines themselves are never all in memory at once.
+            frame = lines.select(
+                quotes=line.str.count_matches('"', literal=True).fill_null(0),
+                separators=line.str.replace_all(_QUOTED, "").str.count_matches(self.separator, literal=True),
+                blank=line.is_null(),
+            ).collect()
         except pl.exceptions.ComputeError as exc:
             raise self._explain(exc) from exc
-        if not columns:
-            frame = frame.select(ROW)
-        counts = self._field_counts(frame.height)
-        expected = len(self.columns)
-        if counts is None:
-            ragged = pl.lit(None, dtype=pl.String)
-        else:
-            ragged = (
-                pl.when(counts == 0)
-                .then(pl.lit("the row is blank"))
-                .when(counts != expected)
-                .then(pl.format("the row has {} fields but the header has {}", counts, pl.lit(expected)))
+        # A line continues a record when an odd number of quotes came before it.
+        quotes = frame.get_column("quotes")
+        continues = (quotes.cum_sum() - quotes) % 2 == 1
+        if continues.any():
+            # Rare: a quoted field spans lines, and a continuation line starts inside quotes.
+            inside = (
+                lines.filter(pl.lit(continues))
+                .select(
+                    (pl.lit('"') + line).str.replace_all(_QUOTED, "").str.count_matches(self.separator, literal=True)
+                )
+                .collect()
+                .to_series()
             )
-        return frame.with_columns(ragged.alias(RAGGED))
-
-    def _field_counts(self, records: int) -> pl.Series | None:
-        """Fields per record (0 for a blank line), aligned with polars' records."""
-        counts = _count_fields_by_line(self._source, self.separator)
-        if counts is not None and counts.len() == records:
-            return counts
-        # Quotes inside unquoted fields confuse the line pass; csv is slower but exact.
-        counts = _count_fields_with_csv_module(self._source, self.separator)
-        return counts if counts.len() == records else None
+            frame = (
+                frame.with_columns(
+                    separators=frame.get_column("separators").scatter(continues.arg_true(), inside),
+                    blank=pl.col("blank") & ~continues,
+                    record=(~continues).cum_sum() - 1,
+                )
+                .group_by("record", maintain_order=True)
+                .agg(pl.col("separators").sum(), pl.col("blank").first())
+            )
+        counts = pl.when(pl.col("blank")).then(0).otherwise(pl.col("separators") + 1)
+        # Record 0 is the header.
+        return frame.select(counts.cast(pl.UInt32).alias("fields")).to_series().slice(1)
 
     def _explain(self, exc: Exception) -> CsvFormatError:
         text = str(exc)
@@ -93,6 +146,21 @@ class CsvFile:
             return CsvFormatError(_describe_bad_utf8(self.path))
         first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return CsvFormatError(f"cannot be read as CSV ({first_line}); check that it is a comma-separated export")
+
+
+def _ragged_reasons(counts: pl.Series, expected: int) -> pl.Series:
+    """A reason for each row whose field count is wrong; sentences are built for those rows only."""
+    reasons = pl.repeat(None, counts.len(), dtype=pl.String, eager=True).alias(RAGGED)
+    bad = (counts != expected).arg_true()
+    if bad.len() == 0:
+        return reasons
+    wrong = counts.gather(bad)
+    sentences = pl.select(
+        pl.when(wrong == 0)
+        .then(pl.lit("the row is blank"))
+        .otherwise(pl.format("the row has {} fields but the header has {}", wrong, pl.lit(expected)))
+    ).to_series()
+    return reasons.scatter(bad, sentences)
 
 
 def _transcode(path: Path, encoding: str) -> bytes:
@@ -118,42 +186,3 @@ def _describe_bad_utf8(path: Path) -> str:
             'save the file as UTF-8, or set encoding = "cp1252" (the file\'s real encoding) in this source'
         )
     return "is not valid UTF-8; save the file as UTF-8 or set encoding in this source"
-
-
-def _count_fields_by_line(source: Path | bytes, separator: str) -> pl.Series | None:
-    try:
-        lines = pl.read_csv(
-            source,
-            has_header=False,
-            separator=_LINE_SEPARATOR,
-            quote_char=None,
-            infer_schema=False,
-            new_columns=["line"],
-        ).get_column("line")
-    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError):
-        return None
-    frame = pl.DataFrame({"line": lines}).with_columns(quotes=pl.col("line").str.count_matches('"').fill_null(0))
-    frame = frame.with_columns(
-        # A line continues a record when an odd number of quotes came before it.
-        continues=((pl.col("quotes").cum_sum() - pl.col("quotes")) % 2 == 1),
-    )
-    # A continuation line starts inside a quoted field: open it so one regex fits every line.
-    text = pl.when(pl.col("continues")).then(pl.lit('"') + pl.col("line")).otherwise(pl.col("line"))
-    outside_quotes = text.str.replace_all(r'"[^"]*("|$)', "")
-    frame = frame.with_columns(
-        separators=outside_quotes.str.count_matches(separator, literal=True).fill_null(0),
-        blank=pl.col("line").is_null() & ~pl.col("continues"),
-        record=(~pl.col("continues")).cum_sum() - 1,
-    )
-    if frame.get_column("continues").any():
-        frame = frame.group_by("record", maintain_order=True).agg(pl.col("separators").sum(), pl.col("blank").first())
-    counts = pl.when(pl.col("blank")).then(0).otherwise(pl.col("separators") + 1)
-    # Record 0 is the header.
-    return frame.select(counts.alias("fields")).get_column("fields").slice(1)
-
-
-def _count_fields_with_csv_module(source: Path | bytes, separator: str) -> pl.Series:
-    text = source.decode("utf-8-sig") if isinstance(source, bytes) else source.read_text(encoding="utf-8-sig")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
-    next(reader, None)
-    return pl.Series("fields", [len(row) for row in reader], dtype=pl.UInt32)

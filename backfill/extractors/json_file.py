@@ -11,6 +11,7 @@ text, and whole-number floats lose their ``.0``: identifiers stay identifiers.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,15 +37,20 @@ def read_json_records(path: Path, encoding: str, record_keys: Sequence[str]) -> 
 
 def read_ndjson_records(path: Path, encoding: str) -> pl.DataFrame:
     text = _decode(path, encoding)
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise JsonFormatError(f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from exc
-    return _to_frame(records)
+    try:
+        frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        # Find the line at fault, or read mixed value types as text.
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise JsonFormatError(f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        return _to_frame(records)
+    return flatten(frame).with_row_index(ROW, offset=1)
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -104,19 +110,24 @@ def _to_frame(records: list[Any]) -> pl.DataFrame:
         raise JsonFormatError(f"record {index} is not a JSON object; each record must be one run")
     if not records:
         return pl.DataFrame(schema={ROW: pl.UInt32})
+    # polars' JSON reader, unlike building from Python dicts, refuses a field that is an
+    # object in one record and a plain value in another instead of quietly emptying it.
     try:
-        frame = pl.from_dicts(records, infer_schema_length=None)
-    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
-        # Mixed types in one field (a number here, an object there): text for every leaf
-        # leaves only object-versus-value clashes, which are reported.
+        frame = _read(records)
+    except pl.exceptions.PolarsError:
+        # Mixed plain types (a number here, text there) read as text everywhere.
         try:
-            frame = pl.from_dicts([_leaves_as_text(record) for record in records], infer_schema_length=None)
-        except (pl.exceptions.ComputeError, pl.exceptions.SchemaError) as exc:
+            frame = _read([_leaves_as_text(record) for record in records])
+        except pl.exceptions.PolarsError as exc:
             raise JsonFormatError(
                 "has a field that is an object in some records and a plain value in others; "
                 "export all records from the same API"
             ) from exc
     return flatten(frame).with_row_index(ROW, offset=1)
+
+
+def _read(records: list[Any]) -> pl.DataFrame:
+    return pl.read_json(io.BytesIO(json.dumps(records).encode("utf-8")), infer_schema_length=None)
 
 
 def _leaves_as_text(value: Any) -> Any:

@@ -7,13 +7,13 @@ exist; a preset's candidates are used where present.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from backfill.columns import RAW_COLUMNS, ROW
+from backfill.patterns import patterns_regex
 
 
 class MappingError(Exception):
@@ -67,14 +67,13 @@ def resolve(
 
 
 def match_filter(rules: Mapping[str, str | Sequence[str]], available: Sequence[str]) -> pl.Expr:
-    """A skip reason for rows whose value in a column matches none of its glob patterns."""
+    """A skip reason for rows whose value in a column matches none of its patterns."""
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     for column, patterns in reversed(list(rules.items())):
         if column not in available:
             raise MappingError(f"column '{column}' (used in match) is not in the file; {_describe(available)}")
         globs = (patterns,) if isinstance(patterns, str) else tuple(patterns)
-        regex = "|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs)
-        matched = pl.col(column).fill_null("").str.contains(regex)
+        matched = pl.col(column).fill_null("").str.contains(patterns_regex(globs))
         reason = pl.when(~matched).then(pl.lit(f"{column} matches none of {', '.join(globs)}")).otherwise(reason)
     return reason
 

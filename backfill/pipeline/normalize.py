@@ -1,9 +1,10 @@
 """The rules that make a raw row a DevGrid event, or say why it is not one.
 
-Every row leaves this step classified: ``event``, ``skip`` (not a deployment:
-cancelled, unfinished, filtered out) or ``reject`` (should be a deployment
-but cannot be sent as it is), with the reason. Nothing is dropped here, so
-every input row can be accounted for.
+Every row leaves this step with a verdict: an event, a skip (not a deployment:
+cancelled, unfinished, filtered out) or a reject (should be a deployment but
+cannot be sent as it is). Nothing is dropped here, so every input row can be
+accounted for. The first rule a row breaks decides its verdict, in the order
+of :class:`~backfill.pipeline.verdicts.Verdict`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import polars as pl
 
 from backfill.columns import EVENT_COLUMNS, RAW_COLUMNS, ROW
 from backfill.extractors.base import Outcome
-from backfill.pipeline.timestamps import TS, TS_PROBLEM, add_timestamp
+from backfill.pipeline.timestamps import TS, TS_VERDICT, add_timestamp
+from backfill.pipeline.verdicts import VERDICT, Verdict
 
-CLASS = "_class"  # "event", "skip" or "reject"
-REASON = "_reason"
 SOURCE_INDEX = "_source_index"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# Values as read (trimmed), kept for the sentences and the rejects file.
+RAW_KEPT = ("_raw_timestamp", "_raw_status", "duration_ms", "skip_reason", "reject_reason")
 
 
 @dataclass(frozen=True)
 class Rules:
-    """The ``[normalize]`` settings, lowercased once."""
+    """The ``[normalize]`` settings, and the instant after which a timestamp is in the future."""
 
     environments: Sequence[str]
     env_aliases: Mapping[str, str]
@@ -42,15 +44,8 @@ def normalize(
     status_vocab: Mapping[str, Outcome],
     rules: Rules,
 ) -> pl.LazyFrame:
-    """Classify every row of one source's raw frame and normalize the events' fields."""
-    trimmed = raw.with_columns(
-        # The values as read, for the rejects file.
-        pl.struct(*EVENT_COLUMNS).alias("_raw"),
-    ).with_columns(
-        pl.when(pl.col(name).str.strip_chars() != "").then(pl.col(name).str.strip_chars()).alias(name)
-        for name in RAW_COLUMNS
-    )
-    env_key = pl.col("env").str.to_lowercase()
+    """Give every row of one source's raw frame a verdict, and normalize the events' fields."""
+    blank_is_null = (pl.col(name).str.strip_chars().replace("", None).alias(name) for name in RAW_COLUMNS)
     aliases = {key.strip().lower(): value for key, value in rules.env_aliases.items()}
     outcome = (
         pl.col("status")
@@ -58,73 +53,57 @@ def normalize(
         .str.to_lowercase()
         .replace_strict(dict(status_vocab), default=None, return_dtype=pl.String)
     )
-    frame = trimmed.with_columns(
+    frame = raw.with_columns(blank_is_null).with_columns(
+        pl.col("timestamp").alias("_raw_timestamp"),
+        pl.col("status").alias("_raw_status"),
         pl.lit(source).alias("source"),
         pl.lit(source_index, dtype=pl.UInt16).alias(SOURCE_INDEX),
         pl.col("env").alias("original_env"),
-        env_key.replace(aliases).alias("env"),
-        outcome.alias("_outcome"),
+        pl.col("env").str.to_lowercase().replace(aliases).alias("env"),
+        outcome.alias("status"),
     )
     frame = add_timestamp(frame, rules.default_timezone, rules.now)
 
-    status_shown = pl.format("'{}'", pl.col("status"))
-    reason = (
+    def code(verdict: Verdict) -> pl.Expr:
+        return pl.lit(verdict.value, dtype=pl.UInt8)
+
+    status = pl.col("status")
+    verdict = (
         pl.when(pl.col("reject_reason").is_not_null())
-        .then(pl.struct(c=pl.lit("reject"), r=pl.col("reject_reason")))
+        .then(code(Verdict.UNREADABLE_ROW))
         .when(pl.col("skip_reason").is_not_null())
-        .then(pl.struct(c=pl.lit("skip"), r=pl.col("skip_reason")))
-        .when((pl.col("_outcome") == "skip") & pl.col("status").is_null())
-        .then(pl.struct(c=pl.lit("skip"), r=pl.lit("no status: the run had not finished when it was exported")))
-        .when(pl.col("_outcome") == "skip")
-        .then(pl.struct(c=pl.lit("skip"), r=pl.format("status {} is not a deployment", status_shown)))
-        .when(pl.col("_outcome").is_null() & pl.col("status").is_null())
-        .then(pl.struct(c=pl.lit("reject"), r=pl.lit("missing status")))
-        .when(pl.col("_outcome").is_null())
-        .then(
-            pl.struct(
-                c=pl.lit("reject"),
-                r=pl.format("unknown status {}; say what it means with status_map in this source", status_shown),
-            )
-        )
+        .then(code(Verdict.FILTERED))
+        .when((status == "skip") & pl.col("_raw_status").is_null())
+        .then(code(Verdict.NOT_FINISHED))
+        .when(status == "skip")
+        .then(code(Verdict.NOT_A_DEPLOYMENT))
+        .when(status.is_null() & pl.col("_raw_status").is_null())
+        .then(code(Verdict.MISSING_STATUS))
+        .when(status.is_null())
+        .then(code(Verdict.UNKNOWN_STATUS))
         .when(pl.col("entityId").is_null())
-        .then(pl.struct(c=pl.lit("reject"), r=pl.lit("missing entityId")))
+        .then(code(Verdict.MISSING_ENTITY))
         .when(pl.col("build_id").is_null())
-        .then(pl.struct(c=pl.lit("reject"), r=pl.lit("missing build_id")))
+        .then(code(Verdict.MISSING_BUILD_ID))
         .when(pl.col("env").is_null())
-        .then(pl.struct(c=pl.lit("reject"), r=pl.lit("missing env")))
+        .then(code(Verdict.MISSING_ENV))
         .when(~pl.col("env").is_in(list(rules.environments)))
-        .then(
-            pl.struct(
-                c=pl.lit("reject"),
-                r=pl.format(
-                    "env '{}' is not one of {}; add it to [normalize] environments or env_aliases",
-                    pl.col("original_env"),
-                    pl.lit(", ".join(rules.environments)),
-                ),
-            )
-        )
-        .when(pl.col(TS_PROBLEM).is_not_null())
-        .then(pl.struct(c=pl.lit("reject"), r=pl.col(TS_PROBLEM)))
-        .otherwise(pl.struct(c=pl.lit("event"), r=pl.lit(None, dtype=pl.String)))
+        .then(code(Verdict.UNKNOWN_ENV))
+        .otherwise(pl.col(TS_VERDICT).fill_null(Verdict.EVENT.value))
     )
-    return (
-        frame.with_columns(reason.alias("_verdict"))
-        .with_columns(
-            pl.col("_verdict").struct.field("c").alias(CLASS),
-            pl.col("_verdict").struct.field("r").alias(REASON),
-            pl.col("_outcome").alias("status"),
-            pl.col(TS).dt.truncate("1s").alias(TS),
-        )
-        .with_columns(pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp"))
-        .select(
-            *EVENT_COLUMNS,
-            "source",
-            "original_env",
-            ROW,
-            SOURCE_INDEX,
-            TS,
-            CLASS,
-            REASON,
-            "_raw",
-        )
+    return frame.with_columns(
+        verdict.alias(VERDICT),
+        # DevGrid receives whole seconds; order and dedupe use what it receives.
+        pl.col(TS).dt.truncate("1s").alias(TS),
+    ).select(
+        # The text form of the timestamp is written by the plan, for the events it keeps.
+        pl.lit(None, dtype=pl.String).alias("timestamp"),
+        *(name for name in EVENT_COLUMNS if name != "timestamp"),
+        "source",
+        "original_env",
+        ROW,
+        SOURCE_INDEX,
+        TS,
+        VERDICT,
+        *RAW_KEPT,
     )

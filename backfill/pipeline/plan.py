@@ -4,8 +4,8 @@ Dedupe key ``(entityId, env, build_id)``: one run that deployed to staging and
 then production is two events; the same run exported twice is one. Of rows
 sharing a key, the row from the source listed first in the config wins; within
 one source, the latest timestamp (a re-run's final outcome), then the later
-row. Send order: timestamp, then entityId, env, build_id. Both choices are
-total orders, so the same inputs always give the same plan.
+row. Send order: timestamp, then entityId, env, build_id. Both are total
+orders, so the same inputs always give the same plan.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from backfill.columns import EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW
-from backfill.pipeline.normalize import CLASS, REASON, SOURCE_INDEX
+from backfill.columns import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW
+from backfill.pipeline.normalize import SOURCE_INDEX, TIMESTAMP_FORMAT, Rules
 from backfill.pipeline.timestamps import TS
+from backfill.pipeline.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
 
 COUNT_COLUMNS = ("read", "skipped", "rejected", "duplicates", "events")
 
@@ -27,29 +28,47 @@ class Plan:
     """What a run would send, and an account of every row it read."""
 
     events: pl.DataFrame  # send order; EVENT_COLUMNS, source, original_env, _ts
-    rejects: pl.DataFrame  # source, row, reason, then the raw event fields
+    rejects: pl.DataFrame  # source, row, reason, then the event fields as read
     skips: pl.DataFrame  # source, reason, rows
     counts: pl.DataFrame  # source, read, skipped, rejected, duplicates, events (config order)
 
 
-def make_plan(classified: pl.DataFrame, sources: Sequence[str]) -> Plan:
-    candidates = classified.filter(pl.col(CLASS) == "event")
-    kept = (
-        candidates.sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])
+def make_plan(classified: pl.DataFrame, sources: Sequence[str], rules: Rules) -> Plan:
+    is_event = pl.col(VERDICT) == Verdict.EVENT
+    # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
+    winners = (
+        classified.lazy()
+        .select(*EVENT_KEY, SOURCE_INDEX, TS, ROW, VERDICT, pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"))
+        .filter(is_event)
+        .sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])
         .unique(subset=list(EVENT_KEY), keep="first", maintain_order=True)
-        .sort([TS, *(name for name in EVENT_KEY)])
+        .sort([TS, *EVENT_KEY])
+        .collect()
+        .get_column("_i")
     )
-    rejects = classified.filter(pl.col(CLASS) == "reject").select(
-        "source", ROW, pl.col(REASON).alias("reason"), pl.col("_raw").struct.unnest()
+    kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS)[winners].with_columns(
+        pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp")
+    )
+    others = classified.filter(~is_event).with_columns(
+        reason(rules.environments, rules.default_timezone).alias("reason")
+    )
+    rejects = others.filter(pl.col(VERDICT) >= REJECT_FIRST).select(
+        "source",
+        ROW,
+        "reason",
+        pl.col("_raw_timestamp").alias("timestamp"),
+        "entityId",
+        pl.col("original_env").alias("env"),
+        pl.col("_raw_status").alias("status"),
+        *ATTRIBUTE_COLUMNS,
     )
     skips = (
-        classified.filter(pl.col(CLASS) == "skip")
-        .group_by("source", REASON, maintain_order=True)
+        others.filter(pl.col(VERDICT) < REJECT_FIRST)
+        .group_by("source", "reason", maintain_order=True)
         .agg(pl.len().alias("rows"))
-        .rename({REASON: "reason"})
     )
     return Plan(
-        events=kept.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS),
+        events=kept,
         rejects=rejects,
         skips=skips,
         counts=_counts(classified, kept, sources),
@@ -57,16 +76,17 @@ def make_plan(classified: pl.DataFrame, sources: Sequence[str]) -> Plan:
 
 
 def _counts(classified: pl.DataFrame, kept: pl.DataFrame, sources: Sequence[str]) -> pl.DataFrame:
-    per_class = classified.group_by("source").agg(
+    verdict = pl.col(VERDICT)
+    per_source = classified.group_by("source").agg(
         pl.len().alias("read"),
-        (pl.col(CLASS) == "skip").sum().alias("skipped"),
-        (pl.col(CLASS) == "reject").sum().alias("rejected"),
-        (pl.col(CLASS) == "event").sum().alias("_candidates"),
+        ((verdict > Verdict.EVENT) & (verdict < REJECT_FIRST)).sum().alias("skipped"),
+        (verdict >= REJECT_FIRST).sum().alias("rejected"),
+        (verdict == Verdict.EVENT).sum().alias("_candidates"),
     )
     per_kept = kept.group_by("source").agg(pl.len().alias("events"))
     order = pl.DataFrame({"source": list(sources)}, schema={"source": pl.String})
     return (
-        order.join(per_class, on="source", how="left")
+        order.join(per_source, on="source", how="left")
         .join(per_kept, on="source", how="left")
         .fill_null(0)
         .with_columns((pl.col("_candidates") - pl.col("events")).alias("duplicates"))

@@ -15,8 +15,10 @@ from datetime import datetime
 
 import polars as pl
 
+from backfill.pipeline.verdicts import Verdict
+
 TS = "_ts"  # Datetime(us, UTC), null where the timestamp is unusable
-TS_PROBLEM = "_ts_problem"  # why it is unusable
+TS_VERDICT = "_ts_verdict"  # why it is unusable (a Verdict), null where it is fine
 
 _ISO = (
     r"(?i)^(\d{4}-\d{2}-\d{2})"  # date
@@ -27,7 +29,7 @@ _EPOCH = r"^(\d{1,19})(?:\.\d+)?$"
 
 
 def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> pl.LazyFrame:
-    """Add ``_ts`` and ``_ts_problem`` from the raw ``timestamp`` and ``duration_ms`` columns.
+    """Add ``_ts`` and ``_ts_verdict`` from the raw ``timestamp`` and ``duration_ms`` columns.
 
     ``now`` must be timezone-aware: anything after it is rejected as in the future.
     """
@@ -35,22 +37,21 @@ def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> 
         raise ValueError("now must be timezone-aware")
     raw = pl.col("timestamp")
     iso = raw.str.extract_groups(_ISO)
+    fraction_us = iso.struct.field("4").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64)
     frame = frame.with_columns(
-        _iso_naive=(
+        _naive=(
             iso.struct.field("1")
             + " "
             + iso.struct.field("2").fill_null("00:00")
             + ":"
             + iso.struct.field("3").fill_null("00")
         ).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
-        + pl.duration(
-            microseconds=iso.struct.field("4").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64).fill_null(0)
-        ),
-        _iso_offset=iso.struct.field("5").str.to_uppercase(),
+        + pl.duration(microseconds=fraction_us.fill_null(0)),
+        _offset=iso.struct.field("5").str.to_uppercase(),
         _epoch=raw.str.extract(_EPOCH, 1).cast(pl.Int64, strict=False),
         _duration=pl.col("duration_ms").cast(pl.Float64, strict=False),
     )
-    offset = pl.col("_iso_offset")
+    naive, offset, epoch, duration = pl.col("_naive"), pl.col("_offset"), pl.col("_epoch"), pl.col("_duration")
     sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
     digits = offset.str.replace_all(r"[^0-9]", "")
     offset_minutes = (
@@ -64,7 +65,6 @@ def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> 
             )
         )
     )
-    epoch = pl.col("_epoch")
     epoch_us = (
         pl.when(epoch < 10**11)
         .then(epoch * 1_000_000)
@@ -74,41 +74,33 @@ def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> 
         .then(epoch)
         .otherwise(epoch // 1_000)
     )
-    naive = pl.col("_iso_naive")
-    with_offset = naive.dt.replace_time_zone("UTC") - pl.duration(minutes=offset_minutes)
-    local = naive.dt.replace_time_zone(default_timezone, ambiguous="null", non_existent="null").dt.convert_time_zone(
-        "UTC"
-    )
+    if default_timezone == "UTC":
+        local = naive.dt.replace_time_zone("UTC")
+    else:
+        local = naive.dt.replace_time_zone(default_timezone, ambiguous="null", non_existent="null")
+        local = local.dt.convert_time_zone("UTC")
     instant = (
         pl.when(epoch.is_not_null())
         .then(pl.from_epoch(epoch_us, time_unit="us").dt.replace_time_zone("UTC"))
         .when(offset.is_not_null())
-        .then(with_offset)
+        .then(naive.dt.replace_time_zone("UTC") - pl.duration(minutes=offset_minutes))
         .otherwise(local)
     )
-    duration = pl.col("_duration")
     ts = instant + pl.duration(microseconds=(duration * 1000).round().cast(pl.Int64).fill_null(0))
     frame = frame.with_columns(ts.alias(TS))
-    shown = pl.format("'{}'", raw)
-    problem = (
+    verdict = (
         pl.when(raw.is_null())
-        .then(pl.lit("missing timestamp"))
+        .then(pl.lit(Verdict.MISSING_TIMESTAMP.value))
         .when(naive.is_null() & epoch.is_null())
-        .then(pl.format("timestamp {} is not a valid ISO 8601 or epoch time", shown))
+        .then(pl.lit(Verdict.INVALID_TIMESTAMP.value))
         .when(pl.col(TS).is_null())
-        .then(
-            pl.format(
-                "timestamp {} does not exist or is ambiguous in {} (a daylight-saving change); give it an offset",
-                shown,
-                pl.lit(default_timezone),
-            )
-        )
+        .then(pl.lit(Verdict.LOCAL_TIME_GAP.value))
         .when(pl.col("duration_ms").is_not_null() & duration.is_null())
-        .then(pl.format("duration_ms '{}' is not a number of milliseconds", pl.col("duration_ms")))
+        .then(pl.lit(Verdict.INVALID_DURATION.value))
         .when(pl.col(TS) > pl.lit(now))
-        .then(pl.format("timestamp {} is in the future", shown))
-    )
+        .then(pl.lit(Verdict.FUTURE_TIMESTAMP.value))
+    ).cast(pl.UInt8)
     return frame.with_columns(
-        problem.alias(TS_PROBLEM),
-        pl.when(problem.is_null()).then(pl.col(TS)).alias(TS),
-    ).drop("_iso_naive", "_iso_offset", "_epoch", "_duration")
+        verdict.alias(TS_VERDICT),
+        pl.when(verdict.is_null()).then(pl.col(TS)).alias(TS),
+    ).drop("_naive", "_offset", "_epoch", "_duration")
