@@ -1,0 +1,144 @@
+"""Reading exports: CSV shapes and encodings, JSON and NDJSON dumps."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from conftest import WriteFile
+from helpers import plan_for, source_block
+
+from backfill.errors import SourceError
+from backfill.extractors.csv_file import CsvFile, CsvFormatError
+from backfill.extractors.json_file import JsonFormatError, flatten, read_json_records
+
+HEADER = "id,updated_at,conclusion,environment,display_title\n"
+
+
+def test_ragged_rows_are_rejected_with_their_field_count(write: WriteFile) -> None:
+    write(
+        "runs.csv",
+        HEADER + "1,2025-01-01T00:00:00Z,success,production,ok\n"
+        "2,2025-01-01T00:00:00Z,success,production\n"  # one field short
+        "3,2025-01-01T00:00:00Z,success,production,too,many\n"
+        "4,2025-01-01T00:00:00Z,success,production,\n"  # empty last field: fine
+        '5,2025-01-01T00:00:00Z,success,production,"a title, with a comma\nand a new line"\n'
+        "\n"
+        '6,2025-01-01T00:00:00Z,success,production,"quoted ""twice"""\n',
+    )
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv"))).plan
+    assert plan.events.select("build_id", "description").rows() == [
+        ("1", "ok"),
+        ("4", None),
+        ("5", "a title, with a comma\nand a new line"),
+        ("6", 'quoted "twice"'),
+    ]
+    assert plan.rejects.select("row", "build_id", "reason").rows() == [
+        (2, "2", "the row has 4 fields but the header has 5"),
+        (3, "3", "the row has 6 fields but the header has 5"),
+        (6, None, "the row is blank"),
+    ]
+
+
+def test_quotes_inside_unquoted_fields_fall_back_to_an_exact_count(write: WriteFile) -> None:
+    write(
+        "runs.csv",
+        HEADER + '1,2025-01-01T00:00:00Z,success,production,say "hi\n2,2025-01-01T00:00:00Z,success,production\n',
+    )
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv"))).plan
+    assert plan.events.select("build_id", "description").rows() == [("1", 'say "hi')]
+    assert plan.rejects.select("build_id", "reason").rows() == [("2", "the row has 4 fields but the header has 5")]
+
+
+def test_bom_and_crlf_are_fine(write: WriteFile) -> None:
+    write(
+        "runs.csv", ("\ufeff" + HEADER + "1,2025-01-01T00:00:00Z,success,production,x\n").replace("\n", "\r\n").encode()
+    )
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv"))).plan
+    assert plan.events.select("build_id", "description").rows() == [("1", "x")]
+    assert plan.rejects.height == 0
+
+
+def test_non_utf8_bytes_name_the_line_and_what_to_do(write: WriteFile) -> None:
+    path = write("runs.csv", (HEADER + "1,2025-01-01T00:00:00Z,success,production,caf\xe9\n").encode("cp1252"))
+    with pytest.raises(CsvFormatError) as error:
+        CsvFile(path).scan(["id"])
+    assert str(error.value) == (
+        "line 2 is not UTF-8 (byte 0xE9 at offset 96); save the file as UTF-8, or set "
+        'encoding = "cp1252" (the file\'s real encoding) in this source'
+    )
+
+
+def test_encoding_setting_reads_other_encodings(write: WriteFile) -> None:
+    write("runs.csv", (HEADER + "1,2025-01-01T00:00:00Z,success,production,caf\xe9\n").encode("cp1252"))
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv", encoding="cp1252"))).plan
+    assert plan.events.get_column("description").to_list() == ["café"]
+
+
+def test_empty_file_and_header_only(write: WriteFile) -> None:
+    with pytest.raises(CsvFormatError, match="the file is empty; export the runs again, header row included"):
+        CsvFile(write("empty.csv", ""))
+    plan = plan_for(write("backfill.toml", source_block("runs", write("runs.csv", HEADER).name))).plan
+    assert plan.counts.row(0, named=True)["read"] == 0
+
+
+def test_json_wrappers_and_back_to_back_pages(write: WriteFile) -> None:
+    page = {"total_count": 2, "workflow_runs": [{"id": 1, "actor": {"login": "mona"}}]}
+    second = {"total_count": 2, "workflow_runs": [{"id": 2, "actor": {"login": "hubot"}}]}
+    path = write("runs.json", json.dumps(page) + "\n" + json.dumps(second))
+    frame = read_json_records(path, "utf-8", ["workflow_runs"])
+    assert frame.select("row", "id", "actor.login").rows() == [(1, "1", "mona"), (2, "2", "hubot")]
+    path = write("builds.json", json.dumps({"count": 1, "value": [{"id": 12}]}))
+    assert read_json_records(path, "utf-8", ()).get_column("id").to_list() == ["12"]
+
+
+def test_json_that_is_not_a_list_of_records(write: WriteFile) -> None:
+    with pytest.raises(JsonFormatError, match=r"is not valid JSON at line 1, column 9 \(Expecting value\)"):
+        read_json_records(write("a.json", '[{"id": }]'), "utf-8", ())
+    with pytest.raises(JsonFormatError, match="without one list of records in it"):
+        read_json_records(write("b.json", '{"a": 1}'), "utf-8", ())
+    with pytest.raises(JsonFormatError, match="record 2 is not a JSON object"):
+        read_json_records(write("c.json", '[{"id": 1}, 5]'), "utf-8", ())
+
+
+def test_json_mixed_value_types_become_text(write: WriteFile) -> None:
+    path = write("runs.json", '[{"id": 1, "n": 1}, {"id": "x", "n": 2.5}, {"id": 3.5, "n": {"a": 1}}]')
+    # A number in one record and text in another: all text. An object against a number cannot be one column.
+    with pytest.raises(JsonFormatError, match="is an object in some records and a plain value in others"):
+        read_json_records(path, "utf-8", ())
+    path = write("runs.json", '[{"id": 1, "n": 1}, {"id": "x", "n": 2.5}, {"id": 3.0}]')
+    assert read_json_records(path, "utf-8", ()).select("id", "n").rows() == [("1", "1"), ("x", "2.5"), ("3", None)]
+
+
+def test_flatten_nested_lists_of_objects() -> None:
+    frame = pl.DataFrame(
+        {
+            "actions": [
+                [{"causes": [{"userId": "ann"}]}, {"lastBuiltRevision": {"SHA1": "abc"}}],
+                [{"lastBuiltRevision": {"SHA1": "def"}}],
+            ]
+        }
+    )
+    flat = flatten(frame)
+    assert flat.select("actions[].causes[].userId", "actions[].lastBuiltRevision.SHA1").rows() == [
+        ("ann", "abc"),
+        (None, "def"),
+    ]
+
+
+def test_ndjson_lines(write: WriteFile) -> None:
+    write(
+        "runs.ndjson",
+        '{"id": 1, "updated_at": "2025-01-01T00:00:00Z", "conclusion": "success"}\n\n'
+        '{"id": 2, "updated_at": "2025-01-02T00:00:00Z", "conclusion": "failure"}\n',
+    )
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.ndjson", env="production"))).plan
+    assert plan.events.select("build_id", "status").rows() == [("1", "success"), ("2", "failed")]
+    write("bad.ndjson", '{"id": 1}\n{"id": \n')
+    config = write("bad.toml", source_block("runs", "bad.ndjson", env="production"))
+    result = plan_for(config)
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'runs': {config.parent / 'bad.ndjson'}: line 2 is not valid JSON (Expecting value at column 8)"
+    ]
+    assert isinstance(result.failures[0], SourceError)

@@ -1,0 +1,90 @@
+"""Every way exports write time becomes one UTC instant, or a reason why not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from backfill.pipeline.timestamps import TS, TS_VERDICT, add_timestamp
+from backfill.pipeline.verdicts import VERDICT, reason
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def parse(value: str | None, timezone: str = "UTC", duration_ms: str | None = None) -> tuple[str | None, str | None]:
+    """The instant as text, or the sentence a rejected row gets."""
+    frame = pl.LazyFrame(
+        {"timestamp": [value], "duration_ms": [duration_ms]}, schema={"timestamp": pl.String, "duration_ms": pl.String}
+    )
+    parsed = add_timestamp(frame, timezone, NOW).with_columns(
+        pl.col(TS_VERDICT).alias(VERDICT),
+        pl.col("timestamp").alias("_raw_timestamp"),
+        *(
+            pl.lit(None, dtype=pl.String).alias(name)
+            for name in ("_raw_status", "skip_reason", "reject_reason", "original_env")
+        ),
+    )
+    row = parsed.with_columns(reason(["production"], timezone).alias("reason")).collect().row(0, named=True)
+    instant = row[TS].strftime("%Y-%m-%dT%H:%M:%S.%fZ") if row[TS] is not None else None
+    return instant, row["reason"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2025-01-15T14:30:00Z", "2025-01-15T14:30:00.000000Z"),
+        ("2025-01-15t14:30:00z", "2025-01-15T14:30:00.000000Z"),
+        ("2025-01-15T14:30:00+02:00", "2025-01-15T12:30:00.000000Z"),
+        ("2025-01-15T14:30:00+0200", "2025-01-15T12:30:00.000000Z"),
+        ("2025-01-15T14:30:00-05", "2025-01-15T19:30:00.000000Z"),
+        ("2025-01-15T14:30:00+05:30", "2025-01-15T09:00:00.000000Z"),
+        ("2025-01-15 14:30:00", "2025-01-15T14:30:00.000000Z"),
+        ("2025-01-15T14:30", "2025-01-15T14:30:00.000000Z"),
+        ("2025-01-15", "2025-01-15T00:00:00.000000Z"),
+        ("2023-02-25T06:23:04.0061884Z", "2023-02-25T06:23:04.006188Z"),  # Azure DevOps: 7 digits
+        ("2019-03-13T14:14:23.000+00:00", "2019-03-13T14:14:23.000000Z"),
+        ("2025-01-15T14:30:00,5Z", "2025-01-15T14:30:00.500000Z"),
+        ("1736951400", "2025-01-15T14:30:00.000000Z"),  # epoch seconds
+        ("1736951400.75", "2025-01-15T14:30:00.000000Z"),
+        ("1736951400123", "2025-01-15T14:30:00.123000Z"),  # milliseconds
+        ("1736951400123456", "2025-01-15T14:30:00.123456Z"),  # microseconds
+        ("1736951400123456789", "2025-01-15T14:30:00.123456Z"),  # nanoseconds
+    ],
+)
+def test_accepted_forms(value: str, expected: str) -> None:
+    assert parse(value) == (expected, None)
+
+
+def test_no_offset_means_the_default_timezone() -> None:
+    assert parse("2025-07-01 12:00:00", "Europe/Berlin") == ("2025-07-01T10:00:00.000000Z", None)
+    assert parse("2025-01-01 12:00:00", "America/New_York") == ("2025-01-01T17:00:00.000000Z", None)
+    # An explicit offset wins over the default time zone.
+    assert parse("2025-07-01T12:00:00Z", "Europe/Berlin") == ("2025-07-01T12:00:00.000000Z", None)
+
+
+@pytest.mark.parametrize("local", ["2025-03-30 02:30:00", "2025-10-26 02:30:00"])
+def test_local_times_a_clock_change_skips_or_repeats_are_rejected(local: str) -> None:
+    instant, problem = parse(local, "Europe/Berlin")
+    assert instant is None
+    assert problem == (
+        f"timestamp '{local}' does not exist or is ambiguous in Europe/Berlin (a daylight-saving change); "
+        "give it an offset"
+    )
+
+
+@pytest.mark.parametrize("value", ["garbage", "2025-02-30T00:00:00Z", "2025-01-15T25:00:00Z", "15/01/2025 14:30", "-5"])
+def test_unparseable_is_rejected(value: str) -> None:
+    assert parse(value) == (None, f"timestamp '{value}' is not a valid ISO 8601 or epoch time")
+
+
+def test_missing_and_future_are_rejected() -> None:
+    assert parse(None) == (None, "missing timestamp")
+    assert parse("2026-01-01T00:00:01Z") == (None, "timestamp '2026-01-01T00:00:01Z' is in the future")
+    assert parse("2026-01-01T00:00:00Z") == ("2026-01-01T00:00:00.000000Z", None)
+
+
+def test_duration_is_added_to_reach_the_end_of_the_run() -> None:
+    assert parse("1650024049161", duration_ms="1587") == ("2022-04-15T12:00:50.748000Z", None)
+    assert parse("1650024049161", duration_ms="soon") == (None, "duration_ms 'soon' is not a number of milliseconds")
