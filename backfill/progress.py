@@ -1,8 +1,8 @@
 """Progress on a terminal, silence in a pipe or a CI log.
 
 A thin layer over rich's progress display so that library code only says
-what it is doing (``with progress.step("reading shop-runs")``) or how far it
-got (``progress.advance(15)``), and never decides whether anyone is watching.
+what it is doing (``with display.step("reading shop-runs")``) or how far it
+got (``display.advance(15)``), and never decides whether anyone is watching.
 """
 
 from __future__ import annotations
@@ -26,43 +26,63 @@ from rich.progress import (
 
 
 class Display:
-    """Spinner steps and one counting bar, drawn only when ``console`` is a terminal."""
+    """Spinner steps and counting bars, drawn only when ``console`` is a terminal."""
 
     def __init__(self, console: Console) -> None:
-        self._enabled = console.is_terminal
-        self._progress = Progress(
+        disabled = not console.is_terminal
+        self._steps = Progress(
             SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=disabled,
+        )
+        self._bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
             console=console,
             transient=True,
-            disable=not self._enabled,
+            disable=disabled,
         )
         self._bar: TaskID | None = None
 
     def __enter__(self) -> Display:
-        self._progress.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._progress.stop()
+        self._steps.stop()
+        self._bars.stop()
 
     @contextmanager
     def step(self, description: str) -> Iterator[None]:
-        task = self._progress.add_task(escape(description), total=None)
+        self._steps.start()
+        task = self._steps.add_task(escape(description), total=None)
         try:
             yield
         finally:
-            self._progress.remove_task(task)
+            self._steps.remove_task(task)
+            self._steps.stop()
 
-    def start_bar(self, description: str, total: int) -> None:
-        self._bar = self._progress.add_task(escape(description), total=total)
+    def start_bar(self, description: str, total: int, unit: str = "events") -> None:
+        self._bars.start()
+        self._bar = self._bars.add_task(escape(description), total=total, unit=unit, rate="")
 
     def advance(self, amount: int) -> None:
+        if self._bar is None:
+            return
+        self._bars.advance(self._bar, amount)
+        speed = self._bars.tasks[self._bar].speed
+        self._bars.update(self._bar, rate=f"{speed:,.0f}/s" if speed else "")
+
+    def stop_bar(self) -> None:
         if self._bar is not None:
-            self._progress.advance(self._bar, amount)
+            self._bars.remove_task(self._bar)
+            self._bar = None
+        self._bars.stop()
