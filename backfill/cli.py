@@ -1,16 +1,19 @@
 """The command line: parse, call the library, print, and map errors to exit codes.
 
-Exit codes (also in the README):
-0 done; 1 a source could not be read or another error; 2 bad command line or
-config; 3 events left unsent; 4 DevGrid refused the API key; 5 another run
-holds the state file; 6 the state file cannot be used.
+Exit codes (also in the README): 0 done; 1 a source could not be read; 2 bad
+command line or config; 3 events left unsent or refused by DevGrid; 4 DevGrid
+refused the API key; 5 another run holds the state file; 6 the state file
+cannot be used.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,12 +22,21 @@ import click
 from rich.console import Console
 
 from backfill import __version__
-from backfill.config import load_config
-from backfill.errors import EXIT_ERROR, EXIT_OK, BackfillError
+from backfill.config import Config, load_config
+from backfill.errors import (
+    EXIT_AUTH,
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    AuthError,
+    BackfillError,
+    ConfigError,
+    StateError,
+)
 from backfill.progress import Display
 from backfill.review import rejects_path_for, write_rejects, write_review
 from backfill.run import plan_run
-from backfill.summary import build_summary, render
+from backfill.summary import build_summary, delivery_summary, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +56,16 @@ def _errors_to_exit_codes(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 config_option = click.option(
     "-c",
     "--config",
@@ -52,6 +74,7 @@ config_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="The TOML config file.",
 )
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,35 +96,316 @@ def main() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Send nothing: write the events that would be sent to this CSV, and rejected rows beside it.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout instead of tables.")
+@json_option
+@click.option("--url", help="Send to this DevGrid URL instead of [devgrid] url (a local receiver, the dev API).")
+@click.option("--since", help="Only events at or after this time (ISO 8601; UTC unless it has an offset).")
+@click.option("--until", help="Only events before this time (ISO 8601; UTC unless it has an offset).")
+@click.option("--allow-http", is_flag=True, help="Allow plain http:// to a host other than this machine.")
+@click.option("--retry-rejected", is_flag=True, help="Plan the events DevGrid refused before again.")
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where a sending run writes the rows it rejected (default: rejects.csv beside the state file).",
+)
 @_errors_to_exit_codes
-def run(config_path: Path, dry_run: Path | None, as_json: bool) -> None:
-    """Read every source, normalize and dedupe the deployments, and send them (or review them).
+def run(
+    config_path: Path,
+    dry_run: Path | None,
+    as_json: bool,
+    url: str | None,
+    since: str | None,
+    until: str | None,
+    allow_http: bool,
+    retry_rejected: bool,
+    rejects_path: Path | None,
+) -> None:
+    """Read every source, normalize and dedupe the deployments, and send the new ones to DevGrid.
 
-    With --dry-run, nothing is sent and no state is written: the review CSV holds
-    every event exactly as it would be sent, in send order, and REVIEW.rejects.csv
+    Events go oldest first, in batches of at most 15. Every event sent is
+    recorded in the state file, so a second run sends only what is new, and a
+    run that was interrupted resumes where it stopped.
+
+    With --dry-run, nothing is sent and no state is written: the review CSV
+    holds every event exactly as it would be sent, in send order (with a state
+    column, new or sent, when a state file exists), and REVIEW.rejects.csv
     holds every rejected row with its reason.
 
     Example:
 
         backfill run -c configs/demo.toml --dry-run review.csv
+
+        DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
     config = load_config(config_path)
-    if dry_run is None:
-        raise click.UsageError("sending is not available yet; use --dry-run PATH to review the events")
+    window = (_instant(since), _instant(until))
     console = _stderr_console()
+    if dry_run is not None:
+        _review(config, dry_run, window, as_json, console)
+    else:
+        _send(config, url, window, allow_http, retry_rejected, rejects_path, as_json, console)
+
+
+def _review(
+    config: Config, review: Path, window: tuple[datetime | None, datetime | None], as_json: bool, console: Console
+) -> None:
+    from backfill.state.rules import mark_known, within
+    from backfill.state.store import Store
+
     with Display(console) as display:
         result = plan_run(config, step=display.step)
+        events = within(result.plan.events, *window)
+        store = Store.open(Path(config.state.path), create=False)
+        extra: dict[str, Any] = {}
+        if store is not None:
+            try:
+                events = mark_known(events, store.known_keys(events))
+            finally:
+                store.close()
+            counts = dict(events.get_column("state").value_counts().iter_rows())
+            extra["ledger"] = {"new": counts.get("new", 0), "sent": counts.get("sent", 0)}
         with display.step("writing the review"):
-            rejects_path = rejects_path_for(dry_run)
-            write_review(result.plan.events, dry_run)
+            rejects_path = rejects_path_for(review)
+            write_review(events, review)
             write_rejects(result.plan.rejects, rejects_path)
     summary = build_summary(
         result,
-        {"mode": "dry-run", "config": str(config.path), "review_csv": str(dry_run), "rejects_csv": str(rejects_path)},
+        {
+            "mode": "dry-run",
+            "config": str(config.path),
+            "review_csv": str(review),
+            "rejects_csv": str(rejects_path),
+            **extra,
+        },
     )
     _report(summary, as_json, console)
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
+
+
+def _send(
+    config: Config,
+    url: str | None,
+    window: tuple[datetime | None, datetime | None],
+    allow_http: bool,
+    retry_rejected: bool,
+    rejects_path: Path | None,
+    as_json: bool,
+    console: Console,
+) -> None:
+    import httpx
+
+    from backfill.secrets import api_key, check_url
+    from backfill.send import SendOptions, send_run
+
+    target = (url or config.devgrid.url).rstrip("/")
+    check_url(target, allow_http=allow_http)
+    key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None
+    options = SendOptions(
+        url=target,
+        api_key=api_key(config.devgrid.api_key_env, key_file, os.environ),
+        since=window[0],
+        until=window[1],
+        retry_rejected=retry_rejected,
+    )
+
+    def notice(message: str) -> None:
+        console.print(f"[dim]{message}[/dim]", highlight=False, soft_wrap=True, markup=True)
+
+    with (
+        httpx.Client(timeout=config.devgrid.timeout, follow_redirects=False) as client,
+        Display(console) as display,
+    ):
+        result = send_run(
+            config,
+            options,
+            client,
+            step=display.step,
+            start_bar=lambda total: display.start_bar("sending", total),
+            progress=display.advance,
+            notice=notice,
+        )
+        display.stop_bar()
+    rejects = rejects_path or Path(config.state.path).with_name("rejects.csv")
+    write_rejects(result.run.plan.rejects, rejects)
+    delivery = delivery_summary(result)
+    summary = build_summary(
+        result.run,
+        {"mode": "send", "config": str(config.path), "url": target, "rejects_csv": str(rejects), "delivery": delivery},
+    )
+    _report(summary, as_json, console)
+    if isinstance(result.stopped, AuthError):
+        sys.exit(EXIT_AUTH)
+    if result.stopped is not None or delivery["rejected_by_devgrid"] or delivery["left_to_send"]:
+        sys.exit(EXIT_INCOMPLETE)
+    sys.exit(EXIT_ERROR if result.run.failures else EXIT_OK)
+
+
+@main.command()
+@config_option
+@json_option
+@_errors_to_exit_codes
+def status(config_path: Path, as_json: bool) -> None:
+    """Show what the state file knows: cursors, what was sent, the last runs, anything pending or refused.
+
+    Example:
+
+        backfill status -c configs/shop.toml
+    """
+    from backfill.state.store import Store
+    from backfill.status import render_status, status_report
+
+    config = load_config(config_path)
+    store = Store.open(Path(config.state.path), create=False)
+    try:
+        report = status_report(config, store)
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        render_status(report, _stderr_console())
+
+
+@main.command()
+@config_option
+@click.argument("source")
+@click.option("--to", "to", help="Move the cursor back to this time (ISO 8601). Without it, forget the cursor.")
+@_errors_to_exit_codes
+def rewind(config_path: Path, source: str, to: str | None) -> None:
+    """Move a source's cursor back, so that the next run reads its history again from there.
+
+    Events already sent stay in the ledger and are not sent again: rewinding
+    only makes a run read more, never send twice.
+
+    Example:
+
+        backfill rewind -c configs/shop.toml shop-releases --to 2025-01-01
+    """
+    from backfill.state.lock import StateLock
+    from backfill.state.store import Store
+
+    config = load_config(config_path)
+    if source not in {item.name for item in config.sources}:
+        names = ", ".join(item.name for item in config.sources)
+        raise ConfigError(f"{config.path}: no source named '{source}'; the sources are: {names}")
+    position = _instant(to)
+    state_path = Path(config.state.path)
+    with StateLock(state_path):
+        store = Store.open(state_path, create=False)
+        if store is None:
+            raise StateError(f"{state_path}: does not exist yet; there is no cursor to rewind")
+        try:
+            store.rewind(source, position)
+        finally:
+            store.close()
+    where = f"to {position.isoformat()}" if position else "to the beginning"
+    click.echo(f"{source}: cursor moved {where}", err=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on; 0 picks a free one.")
+@click.option(
+    "--db",
+    "db_path",
+    default="devgrid-receiver.db",
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="SQLite file for the events received (:memory: keeps nothing).",
+)
+@click.option("--api-key-env", default="DEVGRID_API_KEY", show_default=True, help="Variable holding the key to expect.")
+@click.option("--entity", "entities", multiple=True, help="An entity that exists (repeatable); others are refused.")
+@click.option("--error-rate", default=0.0, help="Share of requests answered 500.")
+@click.option("--throttle-rate", default=0.0, help="Share of requests answered 429.")
+@click.option("--retry-after", default=1.0, help="Retry-After seconds sent with a 429.")
+@click.option("--latency-ms", default=0.0, help="Delay before every answer.")
+@click.option(
+    "--drop-rate", default=0.0, help="Share of requests whose events are stored, then the connection dropped."
+)
+@click.option("--seed", type=int, help="Seed for the fault draws, to repeat a rehearsal exactly.")
+@_errors_to_exit_codes
+def serve(
+    host: str,
+    port: int,
+    db_path: Path,
+    api_key_env: str,
+    entities: tuple[str, ...],
+    error_rate: float,
+    throttle_rate: float,
+    retry_after: float,
+    latency_ms: float,
+    drop_rate: float,
+    seed: int | None,
+) -> None:
+    """Run a local receiver that answers like DevGrid's events API, to rehearse a backfill.
+
+    It checks what DevGrid checks, stores what it accepts in --db, and can
+    inject faults. GET /events lists what it holds, GET /events/duplicates the
+    keys it holds more than once; POST /_control/faults changes the faults.
+
+    Example:
+
+        DEVGRID_API_KEY=test backfill serve --port 8080 &
+        DEVGRID_API_KEY=test backfill run -c configs/demo.toml --url http://127.0.0.1:8080
+    """
+    from backfill.receiver import EventStore, Faults, Receiver
+
+    expected = os.environ.get(api_key_env, "")
+    if not expected:
+        raise ConfigError(f"set ${api_key_env} to the API key the receiver should expect")
+    faults = Faults(
+        error_rate=error_rate,
+        throttle_rate=throttle_rate,
+        retry_after=retry_after,
+        latency_ms=latency_ms,
+        drop_after_store_rate=drop_rate,
+        seed=seed,
+    )
+    try:
+        store = EventStore(":memory:" if str(db_path) == ":memory:" else db_path)
+        server = Receiver((host, port), expected, store, faults, frozenset(entities))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(f"listening on http://{host}:{server.server_port} (events stored in {db_path})", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
+@click.option(
+    "--db",
+    "db_path",
+    default="devgrid-receiver.db",
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The receiver's SQLite file.",
+)
+@json_option
+def received(db_path: Path, as_json: bool) -> None:
+    """Show what a local receiver (backfill serve) holds, and the keys it holds more than once.
+
+    Example:
+
+        backfill received --db devgrid-receiver.db
+    """
+    from backfill.receiver import EventStore
+
+    store = EventStore(db_path)
+    events, duplicates = store.count(), store.duplicates()
+    if as_json:
+        click.echo(json.dumps({"events": events, "duplicates": duplicates}, indent=2))
+        return
+    click.echo(f"{events:,} events received; {len(duplicates):,} keys received more than once")
+    for duplicate in duplicates:
+        click.echo(
+            f"  {duplicate['entityId']}/{duplicate['env']}/{duplicate['build_id']}: {duplicate['copies']} copies"
+        )
 
 
 @main.command()
@@ -124,6 +428,11 @@ def presets() -> None:
         for note in preset.notes:
             click.echo(f"  note: {note}")
         click.echo()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops ``serve`` the way Ctrl-C does (shutdown() from here would deadlock)."""
+    raise KeyboardInterrupt
 
 
 def _stderr_console() -> Console:

@@ -67,11 +67,16 @@ class DeliveryError(BackfillError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """A failure that may pass: a timeout, a dropped connection, a 5xx or a 429."""
+    """A failure that may pass: a timeout, a dropped connection, a 5xx or a 429.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``uncertain`` says the request may have been stored all the same (the
+    connection broke after it was written, or the server failed mid-way).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, *, uncertain: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.uncertain = uncertain
 
 
 class TerminalDeliveryError(DeliveryError):

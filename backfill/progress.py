@@ -17,12 +17,22 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, computed when the display redraws rather than on every advance."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
 
 class Display:
@@ -30,6 +40,7 @@ class Display:
 
     def __init__(self, console: Console) -> None:
         disabled = not console.is_terminal
+        self._enabled = not disabled
         self._steps = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -43,7 +54,7 @@ class Display:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"),
-            TextColumn("{task.fields[rate]}"),
+            _RateColumn(),
             TimeRemainingColumn(),
             console=console,
             transient=True,
@@ -72,14 +83,11 @@ class Display:
 
     def start_bar(self, description: str, total: int, unit: str = "events") -> None:
         self._bars.start()
-        self._bar = self._bars.add_task(escape(description), total=total, unit=unit, rate="")
+        self._bar = self._bars.add_task(escape(description), total=total, unit=unit)
 
     def advance(self, amount: int) -> None:
-        if self._bar is None:
-            return
-        self._bars.advance(self._bar, amount)
-        speed = self._bars.tasks[self._bar].speed
-        self._bars.update(self._bar, rate=f"{speed:,.0f}/s" if speed else "")
+        if self._bar is not None and self._enabled:
+            self._bars.advance(self._bar, amount)
 
     def stop_bar(self) -> None:
         if self._bar is not None:

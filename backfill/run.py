@@ -1,19 +1,21 @@
 """The data path in one place: extract, normalize, plan (and, when sending, load).
 
-This is the library's entry point; the CLI only parses arguments, calls
-:func:`plan_run`, writes files and prints the summary.
+:func:`plan_run` reads and plans; :mod:`backfill.send` adds the state file and
+delivery. The CLI only parses arguments, calls these, writes files and prints
+the summary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
+from backfill.columns import empty_raw_frame
 from backfill.config import Config
 from backfill.errors import SourceError
 from backfill.extractors import ExtractContext, make_extractor
@@ -24,7 +26,7 @@ from backfill.pipeline.plan import Plan, make_plan
 Step = Callable[[str], AbstractContextManager[object]]
 
 
-def _no_progress(description: str) -> AbstractContextManager[object]:
+def no_progress(description: str) -> AbstractContextManager[object]:
     return nullcontext()
 
 
@@ -41,9 +43,14 @@ def plan_run(
     config: Config,
     *,
     now: datetime | None = None,
-    step: Step = _no_progress,
+    step: Step = no_progress,
+    reading_from: Mapping[str, datetime | None] | None = None,
 ) -> RunPlan:
-    """Read every source and build the send plan. A source that fails is reported, not fatal."""
+    """Read every source and build the send plan. A source that fails is reported, not fatal.
+
+    ``reading_from`` gives, per source name, the time from which a source that
+    reads incrementally may start (see :func:`backfill.state.rules.incremental_since`).
+    """
     now = now or datetime.now(UTC)
     warnings: list[str] = []
     failures: list[SourceError] = []
@@ -57,8 +64,9 @@ def plan_run(
     frames: list[pl.DataFrame] = []
     for index, source in enumerate(config.sources):
         with step(f"reading {source.name}"):
+            since = (reading_from or {}).get(source.name)
             try:
-                frames.append(_classify_source(source, index, context, rules))
+                frames.append(_classify_source(source, index, replace(context, since=since), rules))
             except SourceError as exc:
                 failures.append(exc)
     with step("planning"):
@@ -88,8 +96,6 @@ def _classify_source(source: SourceConfig, index: int, context: ExtractContext, 
 
 
 def _empty(config: Config, rules: Rules) -> pl.DataFrame:
-    from backfill.columns import empty_raw_frame
-
     return normalize(empty_raw_frame(), source="", source_index=0, status_vocab={}, rules=rules).collect()
 
 

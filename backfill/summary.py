@@ -6,7 +6,8 @@ per-source counts always add up: read = events + skipped + rejected + duplicates
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from backfill.pipeline.plan import COUNT_COLUMNS, Plan
 from backfill.run import RunPlan
+
+if TYPE_CHECKING:
+    from backfill.send import SendResult
 
 # DevGrid's guide: what each attribute is needed for, and what goes wrong without it.
 COMPLETENESS = {
@@ -45,6 +49,29 @@ def build_summary(run: RunPlan, extra: dict[str, Any] | None = None) -> dict[str
     summary["warnings"] = [*run.warnings, *_warnings(summary, plan)]
     summary["errors"] = [str(failure) for failure in run.failures]
     return summary
+
+
+def delivery_summary(result: SendResult, limit: int = 50) -> dict[str, Any]:
+    """What a real run did: the counts, and the events a person must look at."""
+    reports = (result.settled, result.delivery)
+    rejected = [(key, message) for report in reports for key, message in report.rejected]
+    flagged = [key for report in reports for key in report.possibly_duplicated]
+    stopped = result.stopped
+    return {
+        "run_id": result.run_id,
+        "already_sent": result.already_sent,
+        "outside_window": result.outside_window,
+        "to_send": result.to_send,
+        "sent": sum(report.sent for report in reports),
+        "rejected_by_devgrid": len(rejected),
+        "possibly_duplicated": len(flagged),
+        "left_to_send": sum(report.left_to_send for report in reports),
+        "seconds": round(result.send_seconds, 3),
+        "events_per_second": round(result.delivery.sent / result.send_seconds, 1) if result.send_seconds else None,
+        "stopped": str(stopped) if stopped else None,
+        "rejected_events": [{**asdict(key), "message": message} for key, message in rejected[:limit]],
+        "possibly_duplicated_events": [asdict(key) for key in flagged[:limit]],
+    }
 
 
 def _sources(plan: Plan) -> list[dict[str, Any]]:
@@ -144,6 +171,15 @@ def render(summary: dict[str, Any], console: Console) -> None:
             envs.add_row(escape(str(rejected["value"])), "[red]rejected[/red]", f"{rejected['rows']:,}")
         console.print(envs)
 
+    if "delivery" in summary:
+        _render_delivery(summary["delivery"], console)
+        if summary["delivery"]["stopped"]:
+            console.print(
+                f"[red]stopped:[/red] {escape(summary['delivery']['stopped'])}", highlight=False, soft_wrap=True
+            )
+    if "ledger" in summary:
+        ledger = summary["ledger"]
+        console.print(f"state: {ledger['new']:,} new, {ledger['sent']:,} already sent (the review's state column)")
     for key in ("review_csv", "rejects_csv"):
         if summary.get(key):
             console.print(f"{key.replace('_csv', '')}: {escape(str(summary[key]))}", highlight=False, soft_wrap=True)
@@ -152,3 +188,38 @@ def render(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     for error in summary["errors"]:
         console.print(f"[red]error:[/red] {escape(error)}", highlight=False, soft_wrap=True)
+
+
+def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"Delivery (run {delivery['run_id']})", title_justify="left")
+    table.add_column("")
+    table.add_column("events", justify="right")
+    rows = [
+        ("already sent (in the ledger)", delivery["already_sent"]),
+        ("outside --since/--until", delivery["outside_window"]),
+        ("to send", delivery["to_send"]),
+        ("sent", delivery["sent"]),
+        ("refused by DevGrid", delivery["rejected_by_devgrid"]),
+        ("possibly duplicated", delivery["possibly_duplicated"]),
+        ("left to send", delivery["left_to_send"]),
+    ]
+    for label, count in rows:
+        table.add_row(label, f"{count:,}")
+    console.print(table)
+    if delivery["events_per_second"]:
+        rate = f"sent in {delivery['seconds']:.1f} s ({delivery['events_per_second']:,.0f} events/s)"
+        console.print(rate, highlight=False)
+    for event in delivery["rejected_events"]:
+        console.print(
+            f"[red]refused:[/red] {escape(event['entity_id'])}/{event['env']}/{escape(event['build_id'])}: "
+            f"{escape(event['message'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for event in delivery["possibly_duplicated_events"]:
+        console.print(
+            f"[yellow]possibly duplicated:[/yellow] {escape(event['entity_id'])}/{event['env']}/"
+            f"{escape(event['build_id'])} (sent again after an answer that never came)",
+            highlight=False,
+            soft_wrap=True,
+        )

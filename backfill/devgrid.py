@@ -1,0 +1,153 @@
+"""DevGrid's events API: the event body, and one POST with its answer classified.
+
+``POST {url}/events`` with ``x-api-key`` and ``{"events": [...]}`` (1 to 15).
+Answers: 201 stored; 400 invalid; 401/403 bad key; 413 too many events; 429
+and 5xx may pass. DevGrid documents no idempotency key: whether a request whose
+answer never arrived was stored cannot be known, so every attempt says whether
+its outcome is *uncertain*, and the loader flags what it sends again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import polars as pl
+
+from backfill.columns import ATTRIBUTE_COLUMNS
+from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
+from backfill.secrets import redact
+from backfill.state.store import EventKey
+
+EVENT_TYPE = "event-deploy"
+# Failures after which the request may have been stored: the connection broke
+# after it was written, or the server failed while handling it.
+_MAYBE_STORED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.WriteTimeout)
+_NOT_STORED_STATUSES = (429, 503)
+
+
+def events_json(events: pl.DataFrame) -> list[str]:
+    """Each review row as the JSON DevGrid receives: timestamp always, empty attributes never.
+
+    Built by polars for all rows at once; ``{"type": "event-deploy", "timestamp": ...,
+    "entityId": ..., "attributes": {"env": ..., "status": ..., ...}}``.
+    """
+
+    def value(name: str) -> pl.Expr:
+        # polars' JSON encoder does the escaping: {"name":"value"} -> "value".
+        return pl.struct(pl.col(name)).struct.json_encode().str.slice(len(name) + 4).str.strip_suffix("}")
+
+    def attribute(name: str) -> pl.Expr:
+        present = pl.col(name).is_not_null() & (pl.col(name) != "")
+        return pl.when(present).then(pl.lit(f',"{name}":') + value(name)).otherwise(pl.lit(""))
+
+    text = pl.concat_str(
+        pl.lit(f'{{"type":"{EVENT_TYPE}","timestamp":'),
+        value("timestamp"),
+        pl.lit(',"entityId":'),
+        value("entityId"),
+        pl.lit(',"attributes":{"env":'),
+        value("env"),
+        pl.lit(',"status":'),
+        value("status"),
+        *(attribute(name) for name in ATTRIBUTE_COLUMNS),
+        pl.lit("}}"),
+    )
+    return events.select(text.alias("json")).get_column("json").to_list()
+
+
+def body_of(events: Sequence[str]) -> str:
+    """A request body from events already in JSON."""
+    return '{"events":[' + ",".join(events) + "]}"
+
+
+def key_of(event: Mapping[str, Any]) -> EventKey:
+    attributes = event["attributes"]
+    return EventKey(entity_id=event["entityId"], env=attributes["env"], build_id=attributes["build_id"])
+
+
+@dataclass(frozen=True)
+class Refused:
+    """DevGrid refused the whole request (nothing was stored)."""
+
+    status: int
+    message: str
+
+
+class DevGridClient:
+    """One POST at a time over a keep-alive ``httpx.Client`` that the caller owns (and may mock)."""
+
+    def __init__(self, client: httpx.Client, url: str, api_key: str, api_key_env: str) -> None:
+        self._client = client
+        self.endpoint = f"{url.rstrip('/')}/events"
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+
+    def post(self, body: str) -> Refused | None:
+        """None when stored (201); Refused for 400/413; raises for everything else."""
+        headers = {"x-api-key": self._api_key, "content-type": "application/json"}
+        try:
+            response = self._client.post(self.endpoint, content=body.encode("utf-8"), headers=headers)
+        except _MAYBE_STORED as exc:
+            raise TransientDeliveryError(self._describe(exc), uncertain=True) from None
+        except httpx.TransportError as exc:
+            raise TransientDeliveryError(self._describe(exc), uncertain=False) from None
+        status = response.status_code
+        if status in (200, 201):
+            return None
+        message = self._message(response)
+        if status in (400, 413, 422):
+            return Refused(status=status, message=message)
+        if status in (401, 403):
+            raise AuthError(f"DevGrid refused the API key ({status}: {message}); check the key in ${self._api_key_env}")
+        if status == 429 or status >= 500:
+            raise TransientDeliveryError(
+                f"DevGrid answered {status}: {message}",
+                retry_after=retry_after(response.headers.get("retry-after")),
+                uncertain=status not in _NOT_STORED_STATUSES,
+            )
+        raise TerminalDeliveryError(f"DevGrid answered {status} at {self.endpoint}: {message}; check [devgrid] url")
+
+    def _message(self, response: httpx.Response) -> str:
+        text = response.text
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            for field in ("message", "error", "detail", "errors"):
+                if data.get(field):
+                    text = str(data[field])
+                    break
+        text = " ".join(text.split())[:300] or response.reason_phrase
+        return self._redact(text)
+
+    def _describe(self, exc: Exception) -> str:
+        return self._redact(f"{type(exc).__name__} talking to {self.endpoint}: {exc}".rstrip(": "))
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._api_key])
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
+    return max((when - current).total_seconds(), 0.0)

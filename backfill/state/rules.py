@@ -1,0 +1,68 @@
+"""The resume rules, as plain functions over frames and values (no I/O).
+
+* An event whose key the ledger holds (sent, in flight, or refused by DevGrid)
+  is not new: it is never planned again.
+* A batch found pending when a run starts was written but never answered: it
+  is sent again first. Its events count as possibly duplicated unless it was
+  certainly never POSTed (see :func:`outcome_unknown`).
+* A source that reads incrementally starts from ``cursor - lookback``; the
+  ledger absorbs the overlap.
+* A cursor moves to the newest event a source delivered, and only forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from backfill.columns import EVENT_KEY
+from backfill.pipeline.timestamps import TS
+
+NOT_NEW = ("sent", "pending", "rejected")
+
+
+def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+    """Add ``state``: ``sent`` where the ledger holds the key, ``new`` otherwise."""
+    held = known.filter(pl.col("ledger_state").is_in(NOT_NEW)).select(*EVENT_KEY, pl.lit("sent").alias("state"))
+    return events.join(held, on=list(EVENT_KEY), how="left", maintain_order="left").with_columns(
+        pl.col("state").fill_null("new")
+    )
+
+
+def outcome_unknown(posted: bool, written_on_boot: str | None, current_boot: str | None) -> bool:
+    """Whether a pending batch may have been stored.
+
+    The "posted" mark is written without a flush: after a process crash it is
+    reliable, after a machine crash it may be lost. So a batch that was never
+    posted is known to be unsent only on the same boot.
+    """
+    return posted or written_on_boot is None or written_on_boot != current_boot
+
+
+def within(events: pl.DataFrame, since: datetime | None, until: datetime | None) -> pl.DataFrame:
+    """Events with ``since <= timestamp < until``."""
+    keep = pl.lit(True)
+    if since is not None:
+        keep = keep & (pl.col(TS) >= since)
+    if until is not None:
+        keep = keep & (pl.col(TS) < until)
+    return events.filter(keep)
+
+
+def incremental_since(cursor: datetime | None, lookback: timedelta, since: datetime | None) -> datetime | None:
+    """Where an incremental source starts reading: an explicit --since wins, else cursor - lookback."""
+    if since is not None:
+        return since
+    return cursor - lookback if cursor is not None else None
+
+
+def advanced_cursors(delivered: pl.DataFrame, current: Mapping[str, datetime]) -> dict[str, datetime]:
+    """Per source, the newest delivered timestamp, never earlier than the cursor already held."""
+    newest = delivered.group_by("source").agg(pl.col(TS).max()).iter_rows()
+    result = {}
+    for source, position in newest:
+        held = current.get(source)
+        result[source] = position if held is None or position > held else held
+    return result
