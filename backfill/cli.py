@@ -103,6 +103,11 @@ def main() -> None:
 @click.option("--allow-http", is_flag=True, help="Allow plain http:// to a host other than this machine.")
 @click.option("--retry-rejected", is_flag=True, help="Plan the events DevGrid refused before again.")
 @click.option(
+    "--require-state",
+    is_flag=True,
+    help="Refuse to run when the state file is missing (for scheduled runs: a lost state would resend history).",
+)
+@click.option(
     "--rejects",
     "rejects_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -118,6 +123,7 @@ def run(
     until: str | None,
     allow_http: bool,
     retry_rejected: bool,
+    require_state: bool,
     rejects_path: Path | None,
 ) -> None:
     """Read every source, normalize and dedupe the deployments, and send the new ones to DevGrid.
@@ -140,6 +146,11 @@ def run(
     config = load_config(config_path)
     window = (_instant(since), _instant(until))
     console = _stderr_console()
+    if require_state and not Path(config.state.path).exists():
+        raise StateError(
+            f"{config.state.path}: does not exist, and --require-state says it must: without it this run would "
+            "send all history again. Restore the state file, or run once without --require-state"
+        )
     if dry_run is not None:
         _review(config, dry_run, window, as_json, console)
     else:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 
@@ -62,3 +67,72 @@ def write(tmp_path: Path) -> WriteFile:
         return path
 
     return _write
+
+
+KEY = "test-key-4f9c2a"
+
+
+class LocalReceiver:
+    """`backfill serve` in a subprocess on 127.0.0.1, and the calls a test makes to it."""
+
+    def __init__(self, url: str, process: subprocess.Popen[bytes]) -> None:
+        self.url = url
+        self.process = process
+
+    def events(self) -> list[dict[str, object]]:
+        return list(httpx.get(f"{self.url}/events", timeout=10).json()["events"])
+
+    def duplicates(self) -> list[dict[str, object]]:
+        return list(httpx.get(f"{self.url}/events/duplicates", timeout=10).json()["duplicates"])
+
+    def faults(self, **settings: object) -> None:
+        httpx.post(f"{self.url}/_control/faults", json=settings, timeout=10).raise_for_status()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[LocalReceiver]:
+    yield from start_receiver(tmp_path)
+
+
+def start_receiver(tmp_path: Path, *arguments: str) -> Iterator[LocalReceiver]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backfill",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "received.db"),
+            *arguments,
+        ],
+        env={**os.environ, "DEVGRID_API_KEY": KEY},
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("backfill serve did not start") from None
+            time.sleep(0.05)
+    try:
+        yield LocalReceiver(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

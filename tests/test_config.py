@@ -98,3 +98,12 @@ def test_file_level_mistakes(write: WriteFile, tmp_path: Path) -> None:
     assert _error(path) == f"{path}: sources: is required"
     path = write("binary.toml", b"\xff\xfe")
     assert _error(path) == f"{path}: is not UTF-8 text (byte 0); save it as UTF-8"
+
+
+def test_every_example_config_is_valid() -> None:
+    from helpers import REPO
+
+    examples = sorted((REPO / "configs").glob("*.toml"))
+    assert examples
+    for example in examples:
+        load_config(example)

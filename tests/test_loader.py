@@ -1,0 +1,251 @@
+"""Batches, retries and the write-ahead protocol, against scripted DevGrid answers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from backfill.devgrid import DevGridClient
+from backfill.errors import AuthError, TransientDeliveryError
+from backfill.loader import WRITE_AHEAD, Delivery, RetryPolicy
+from backfill.state.store import Store, current_boot_id
+
+Answer = httpx.Response | Exception
+
+
+def events(count: int, entity: str = "shop") -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "timestamp": [f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}Z" for i in range(count)],
+            "entityId": [entity] * count,
+            "env": ["production"] * count,
+            "status": ["success"] * count,
+            "build_id": [str(i) for i in range(count)],
+            "source": ["runs"] * count,
+            **{name: [None] * count for name in ("build_commit_sha", "change_id", "build_url", "description")},
+            **{name: [None] * count for name in ("initiator", "deployment_type")},
+        },
+        schema_overrides={
+            name: pl.String
+            for name in ("build_commit_sha", "change_id", "build_url", "description", "initiator", "deployment_type")
+        },
+    )
+
+
+class DevGrid:
+    """Answers requests from a script; after the script, 201. Records every body."""
+
+    def __init__(self, script: list[Answer] | None = None, answer: Callable[[dict], Answer] | None = None) -> None:
+        self.script = list(script or [])
+        self.answer = answer
+        self.bodies: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        outcome = self.script.pop(0) if self.script else (self.answer(body) if self.answer else httpx.Response(201))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def build_ids(self) -> list[list[str]]:
+        return [[event["attributes"]["build_id"] for event in body["events"]] for body in self.bodies]
+
+
+def delivery(
+    tmp_path: Path, devgrid: DevGrid, *, run: int | None = None, **policy: float
+) -> tuple[Delivery, Store, list[float]]:
+    store = Store.open(tmp_path / "state.db", create=True)
+    assert store is not None
+    sleeps: list[float] = []
+    client = DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY")
+    run_id = run if run is not None else store.start_run("https://devgrid.test", current_boot_id())
+    loader = Delivery(
+        store,
+        client,
+        run_id=run_id,
+        batch_size=15,
+        policy=RetryPolicy(**policy),
+        sleep=sleeps.append,  # type: ignore[arg-type]
+    )
+    return loader, store, sleeps
+
+
+def ledger(store: Store) -> dict[str, str]:
+    keys = events(100).select("entityId", "env", "build_id")
+    return dict(store.known_keys(keys).select("build_id", "ledger_state").iter_rows())
+
+
+def test_batches_of_15_in_order(tmp_path: Path) -> None:
+    devgrid = DevGrid()
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(events(40))
+    assert devgrid.build_ids() == [
+        [str(i) for i in range(0, 15)],
+        [str(i) for i in range(15, 30)],
+        [str(i) for i in range(30, 40)],
+    ]
+    assert loader.report.sent == 40 and loader.report.stopped is None
+    assert set(ledger(store).values()) == {"sent"}
+
+
+def test_transient_failures_are_retried_with_backoff_and_retry_after(tmp_path: Path) -> None:
+    request = httpx.Request("POST", "https://devgrid.test/events")
+    devgrid = DevGrid(
+        [
+            httpx.ConnectError("refused", request=request),
+            httpx.Response(429, headers={"Retry-After": "7"}),
+            httpx.Response(503),
+        ]
+    )
+    loader, _, sleeps = delivery(tmp_path, devgrid, backoff=0.5, max_backoff=60)
+    loader.send(events(3))
+    assert len(devgrid.bodies) == 4
+    assert loader.report.sent == 3 and not loader.report.possibly_duplicated
+    assert sleeps[1] == 7.0  # Retry-After honoured
+    assert 0 <= sleeps[0] <= 0.5 and 0 <= sleeps[2] <= 2.0  # full jitter, growing
+
+
+def test_a_retried_batch_whose_first_answer_was_lost_is_flagged(tmp_path: Path) -> None:
+    request = httpx.Request("POST", "https://devgrid.test/events")
+    devgrid = DevGrid([httpx.ReadTimeout("no answer", request=request)])
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(events(3))
+    assert loader.report.sent == 3
+    assert [key.build_id for key in loader.report.possibly_duplicated] == ["0", "1", "2"]
+    assert [key.build_id for key in store.possibly_duplicated()] == ["0", "1", "2"]
+
+
+def test_a_400_finds_the_refused_event_and_sends_the_other_fourteen(tmp_path: Path) -> None:
+    def answer(body: dict) -> Answer:
+        if any(event["attributes"]["build_id"] == "6" for event in body["events"]):
+            return httpx.Response(400, json={"message": "entityId 'shop' has no environment production"})
+        return httpx.Response(201)
+
+    devgrid = DevGrid(answer=answer)
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(events(15))
+    assert loader.report.sent == 14
+    assert [(key.build_id, message) for key, message in loader.report.rejected] == [
+        ("6", "entityId 'shop' has no environment production")
+    ]
+    states = ledger(store)
+    assert states.pop("6") == "rejected" and set(states.values()) == {"sent"} and len(states) == 14
+    stored = sorted(int(build) for ids in devgrid.build_ids() if "6" not in ids for build in ids)
+    assert stored == [i for i in range(15) if i != 6]  # each stored once: splitting never resends a stored event
+
+
+def test_a_413_halves_the_batch_for_the_rest_of_the_run(tmp_path: Path) -> None:
+    devgrid = DevGrid(answer=lambda body: httpx.Response(413) if len(body["events"]) > 7 else httpx.Response(201))
+    loader, _, _ = delivery(tmp_path, devgrid)
+    loader.send(events(30))
+    assert loader.report.sent == 30
+    assert loader.batch_size == 7
+    assert max(len(ids) for ids in devgrid.build_ids() if len(ids) <= 7) == 7
+
+
+def test_a_refused_key_stops_at_once_with_nothing_marked_sent(tmp_path: Path) -> None:
+    devgrid = DevGrid([httpx.Response(401, json={"message": "invalid key"})])
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(events(40))
+    assert isinstance(loader.report.stopped, AuthError)
+    assert len(devgrid.bodies) == 1
+    assert loader.report.sent == 0 and loader.report.left_to_send == 40
+    assert ledger(store) == {}
+    assert store.pending_batches() == []
+
+
+def test_giving_up_on_answers_that_stored_nothing_releases_the_batch(tmp_path: Path) -> None:
+    devgrid = DevGrid(answer=lambda body: httpx.Response(503))
+    loader, store, sleeps = delivery(tmp_path, devgrid, max_attempts=3)
+    loader.send(events(20))
+    assert isinstance(loader.report.stopped, TransientDeliveryError)
+    assert str(loader.report.stopped) == "gave up after 3 attempts: DevGrid answered 503: Service Unavailable"
+    assert len(sleeps) == 2 and loader.report.left_to_send == 20
+    assert ledger(store) == {} and store.pending_batches() == []
+
+
+def test_giving_up_after_an_unknown_outcome_leaves_the_batch_pending(tmp_path: Path) -> None:
+    devgrid = DevGrid(answer=lambda body: httpx.Response(500))
+    loader, store, _ = delivery(tmp_path, devgrid, max_attempts=2)
+    loader.send(events(20))
+    assert loader.report.left_to_send == 20
+    assert [len(json.loads(batch.body)["events"]) for batch in store.pending_batches()] == [15]
+    assert set(ledger(store).values()) == {"pending"}
+
+
+def test_a_long_retry_after_gives_up_instead_of_waiting(tmp_path: Path) -> None:
+    devgrid = DevGrid(answer=lambda body: httpx.Response(429, headers={"Retry-After": "3600"}))
+    loader, _, sleeps = delivery(tmp_path, devgrid, max_wait=300)
+    loader.send(events(5))
+    assert sleeps == [] and len(devgrid.bodies) == 1
+    assert str(loader.report.stopped).startswith("gave up after 1 attempt: DevGrid answered 429")
+
+
+def _crash_during_second_batch(tmp_path: Path, *, posted: bool) -> Store:
+    """A run that wrote its batches ahead, got 201 for the first, and died with the second in flight."""
+
+    class Crash(BaseException):
+        pass
+
+    def answer(body: dict) -> Answer:
+        if body["events"][0]["attributes"]["build_id"] == "15":
+            raise Crash
+        return httpx.Response(201)
+
+    loader, store, _ = delivery(tmp_path, DevGrid(answer=answer))
+    if not posted:
+        store.mark_posted = lambda batch_id: None  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        loader.send(events(40))
+    store.close()
+    reopened = Store.open(tmp_path / "state.db", create=True)
+    assert reopened is not None
+    return reopened
+
+
+def test_settling_after_a_crash_resends_only_the_batch_that_was_in_flight_as_possibly_duplicated(
+    tmp_path: Path,
+) -> None:
+    store = _crash_during_second_batch(tmp_path, posted=True)
+    assert WRITE_AHEAD >= 3
+    assert [json.loads(batch.body)["events"][0]["attributes"]["build_id"] for batch in store.pending_batches()] == [
+        "15",
+        "30",
+    ]
+    devgrid = DevGrid()
+    loader = Delivery(
+        store,
+        DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY"),
+        run_id=store.start_run("x", current_boot_id()),
+        batch_size=15,
+        policy=RetryPolicy(),
+    )
+    loader.settle()
+    assert devgrid.build_ids() == [[str(i) for i in range(15, 30)], [str(i) for i in range(30, 40)]]
+    assert [key.build_id for key in loader.report.possibly_duplicated] == [str(i) for i in range(15, 30)]
+    assert set(ledger(store).values()) == {"sent"} and len(ledger(store)) == 40
+
+
+def test_after_a_machine_restart_every_pending_batch_is_possibly_duplicated(tmp_path: Path) -> None:
+    store = _crash_during_second_batch(tmp_path, posted=False)
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("UPDATE runs SET boot_id = 'an-earlier-boot'")
+    db.commit()
+    db.close()
+    devgrid = DevGrid()
+    loader = Delivery(
+        store,
+        DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY"),
+        run_id=store.start_run("x", current_boot_id()),
+        batch_size=15,
+        policy=RetryPolicy(),
+    )
+    loader.settle()
+    assert len(loader.report.possibly_duplicated) == 25

@@ -1,0 +1,281 @@
+"""Sending to the real local receiver (`backfill serve` in a subprocess): the promises of a real run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from conftest import KEY, LocalReceiver, WriteFile, start_receiver
+from helpers import source_block
+
+from backfill.cli import main
+from backfill.errors import EXIT_AUTH, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE
+from backfill.state.lock import StateLock
+
+HEADER = "id,updated_at,conclusion,environment,head_sha,app\n"
+
+
+def runs(first: int, count: int, app: str = "shop") -> str:
+    return "".join(
+        f"{i},2025-01-{1 + i // 100:02d}T{i % 24:02d}:{i % 60:02d}:00Z,success,production,sha{i},{app}\n"
+        for i in range(first, first + count)
+    )
+
+
+def cli(*args: str, key: str | None = KEY) -> Result:
+    env = {"DEVGRID_API_KEY": key} if key is not None else {"DEVGRID_API_KEY": ""}
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    assert "Traceback" not in result.output
+    return result
+
+
+def config(write: WriteFile, **keys: object) -> Path:
+    keys.setdefault("entity_id", None)
+    keys.setdefault("entity_column", "app")
+    return write("backfill.toml", source_block("runs", "runs.csv", **keys))
+
+
+def send(path: Path, receiver: LocalReceiver, *extra: str, key: str | None = KEY) -> tuple[Result, dict]:
+    result = cli("run", "-c", str(path), "--url", receiver.url, "--json", *extra, key=key)
+    return result, json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def status(path: Path) -> dict:
+    result = cli("status", "-c", str(path), "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    return dict(json.loads(result.stdout))
+
+
+def test_a_run_sends_every_event_once_oldest_first_and_a_rerun_sends_nothing(
+    write: WriteFile, receiver: LocalReceiver
+) -> None:
+    write("runs.csv", HEADER + runs(0, 40))
+    path = config(write)
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK, result.output
+    assert summary["delivery"]["sent"] == 40 and summary["delivery"]["left_to_send"] == 0
+    received = [event["event"] for event in receiver.events()]
+    assert [event["attributes"]["build_id"] for event in received] == [
+        str(i) for i in sorted(range(40), key=lambda i: (1 + i // 100, i % 24, i % 60, str(i)))
+    ]
+    assert [event["timestamp"] for event in received] == sorted(event["timestamp"] for event in received)
+    assert received[0] == {
+        "type": "event-deploy",
+        "timestamp": "2025-01-01T00:00:00Z",
+        "entityId": "shop",
+        "attributes": {"env": "production", "status": "success", "build_id": "0", "build_commit_sha": "sha0"},
+    }
+
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK
+    assert summary["delivery"] | {"run_id": 0, "seconds": 0} == summary["delivery"] | {
+        "run_id": 0,
+        "seconds": 0,
+        "sent": 0,
+        "already_sent": 40,
+        "to_send": 0,
+    }
+    assert len(receiver.events()) == 40 and receiver.duplicates() == []
+
+
+def test_a_catch_up_run_sends_only_what_is_new(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 20))
+    path = config(write)
+    assert send(path, receiver)[0].exit_code == EXIT_OK
+    write("runs.csv", HEADER + runs(0, 20) + runs(20, 7))
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK
+    assert (summary["delivery"]["sent"], summary["delivery"]["already_sent"]) == (7, 20)
+    assert len(receiver.events()) == 27 and receiver.duplicates() == []
+    assert status(path)["sources"][0]["cursor"] == "2025-01-01T23:23:00Z"
+
+
+def test_a_refused_key_stops_at_once_and_names_the_variable(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 40))
+    path = config(write)
+    result, summary = send(path, receiver, key="not-the-key")
+    assert result.exit_code == EXIT_AUTH
+    assert summary["delivery"]["stopped"] == (
+        "DevGrid refused the API key (401: invalid API key); check the key in $DEVGRID_API_KEY"
+    )
+    assert summary["delivery"]["sent"] == 0 and summary["delivery"]["left_to_send"] == 40
+    report = status(path)
+    assert report["sources"][0]["sent"] == 0 and report["pending_batches"] == []
+    assert receiver.events() == []
+
+
+def test_an_event_devgrid_refuses_does_not_stop_the_other_fourteen(write: WriteFile, tmp_path: Path) -> None:
+    write("runs.csv", HEADER + runs(0, 7) + runs(7, 1, app="ghost") + runs(8, 7))
+    path = config(write)
+    for receiver in start_receiver(tmp_path, "--entity", "shop"):
+        result, summary = send(path, receiver)
+        assert result.exit_code == EXIT_INCOMPLETE
+        assert summary["delivery"]["sent"] == 14
+        assert summary["delivery"]["rejected_events"] == [
+            {
+                "entity_id": "ghost",
+                "env": "production",
+                "build_id": "7",
+                "message": "events[0]: entityId 'ghost' is not an entity of this account",
+            }
+        ]
+        assert len(receiver.events()) == 14
+        # Known refusals are not planned again, unless asked.
+        result, summary = send(path, receiver)
+        assert (result.exit_code, summary["delivery"]["to_send"]) == (EXIT_OK, 0)
+        result, summary = send(path, receiver, "--retry-rejected")
+        assert (result.exit_code, summary["delivery"]["to_send"]) == (EXIT_INCOMPLETE, 1)
+
+
+def test_429_and_500_are_retried_and_a_lost_answer_is_flagged(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 30))
+    path = config(write)
+    receiver.faults(script=[{"status": 429, "retry_after": 0}, {"status": 503}, {"drop": "after_store"}])
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK, result.output
+    assert summary["delivery"]["sent"] == 30
+    flagged = {event["build_id"] for event in summary["delivery"]["possibly_duplicated_events"]}
+    duplicated = {duplicate["build_id"] for duplicate in receiver.duplicates()}
+    assert duplicated and duplicated <= flagged and len(flagged) == 15
+
+
+def test_a_second_run_on_the_same_state_is_refused(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 5))
+    path = config(write)
+    with StateLock(path.parent / ".backfill" / "state.db"):
+        result, _ = send(path, receiver)
+    assert result.exit_code == EXIT_LOCKED
+    assert "error: another backfill run is using" in result.stderr
+    assert receiver.events() == []
+
+
+def test_a_corrupt_state_file_is_refused_and_kept(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 5))
+    state = write(".backfill/state.db", b"\x00garbage\x00" * 512)
+    digest = hashlib.sha256(state.read_bytes()).hexdigest()
+    path = config(write)
+    result, _ = send(path, receiver)
+    assert result.exit_code == EXIT_STATE
+    assert result.stderr.startswith(f"error: {state}: is not a readable backfill state file")
+    assert hashlib.sha256(state.read_bytes()).hexdigest() == digest
+    assert cli("run", "-c", str(path), "--dry-run", str(path.parent / "r.csv")).exit_code == EXIT_STATE
+
+
+def test_plain_http_to_another_machine_and_a_missing_key_are_refused(write: WriteFile) -> None:
+    write("runs.csv", HEADER + runs(0, 5))
+    path = config(write)
+    result = cli("run", "-c", str(path), "--url", "http://devgrid.example.com")
+    assert result.exit_code == EXIT_USAGE
+    assert "is plain http on another machine" in result.stderr and "--allow-http" in result.stderr
+    result = cli("run", "-c", str(path), key=None)
+    assert result.exit_code == EXIT_USAGE
+    assert result.stderr == (
+        "error: the DevGrid API key is not set: export DEVGRID_API_KEY=<your key> "
+        "(the variable is named by [devgrid] api_key_env)\n"
+    )
+    assert not (path.parent / ".backfill").exists()
+
+
+def test_the_key_is_in_no_file_and_no_output(write: WriteFile, tmp_path: Path, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 20))
+    path = config(write)
+    outputs = [send(path, receiver, key="wrong-" + KEY)[0], send(path, receiver)[0]]
+    receiver.faults(script=[{"status": 500}])
+    write("runs.csv", HEADER + runs(0, 25))
+    outputs.append(send(path, receiver)[0])
+    outputs.append(cli("run", "-c", str(path), "--dry-run", str(tmp_path / "review.csv")))
+    outputs.append(cli("status", "-c", str(path)))
+    for result in outputs:
+        assert KEY not in result.output
+    files = [file for file in tmp_path.rglob("*") if file.is_file()]
+    assert any(file.name == "state.db" for file in files)
+    for file in files:
+        assert KEY.encode() not in file.read_bytes(), file
+
+
+def test_a_dry_run_with_a_state_file_marks_new_and_sent(
+    write: WriteFile, tmp_path: Path, receiver: LocalReceiver
+) -> None:
+    write("runs.csv", HEADER + runs(0, 10))
+    path = config(write)
+    send(path, receiver)
+    write("runs.csv", HEADER + runs(0, 13))
+    review = tmp_path / "review.csv"
+    result = cli("run", "-c", str(path), "--dry-run", str(review), "--json")
+    assert json.loads(result.stdout)["ledger"] == {"new": 3, "sent": 10}
+    lines = review.read_text(encoding="utf-8").splitlines()
+    assert lines[0].endswith(",source,original_env,state")
+    assert [line.rsplit(",", 1)[1] for line in lines[1:]].count("new") == 3
+
+
+def test_since_and_until_bound_a_run(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 24))
+    path = config(write)
+    result, summary = send(path, receiver, "--since", "2025-01-01T05:00:00", "--until", "2025-01-01T10:00:00Z")
+    assert result.exit_code == EXIT_OK
+    assert (summary["delivery"]["sent"], summary["delivery"]["outside_window"]) == (5, 19)
+
+
+def test_status_and_rewind(write: WriteFile, receiver: LocalReceiver) -> None:
+    assert "does not exist yet" in cli("status", "-c", str(config(write))).stderr
+    write("runs.csv", HEADER + runs(0, 5))
+    path = config(write)
+    send(path, receiver)
+    report = status(path)
+    assert report["sources"] == [
+        {
+            "source": "runs",
+            "cursor": "2025-01-01T04:04:00Z",
+            "sent": 5,
+            "pending": 0,
+            "rejected": 0,
+            "possibly_duplicated": 0,
+        }
+    ]
+    assert report["entities"] == [
+        {
+            "entityId": "shop",
+            "env": "production",
+            "first": "2025-01-01T00:00:00Z",
+            "last": "2025-01-01T04:04:00Z",
+            "sent": 5,
+        }
+    ]
+    assert report["runs"][0]["outcome"] == "done" and report["runs"][0]["sent"] == 5
+    result = cli("rewind", "-c", str(path), "runs", "--to", "2025-01-01")
+    assert result.exit_code == EXIT_OK
+    assert status(path)["sources"][0]["cursor"] == "2025-01-01T00:00:00Z"
+    assert cli("rewind", "-c", str(path), "runs").exit_code == EXIT_OK
+    assert status(path)["sources"][0]["cursor"] is None
+    result = cli("rewind", "-c", str(path), "nope")
+    assert result.exit_code == EXIT_USAGE and "no source named 'nope'; the sources are: runs" in result.stderr
+    # Rewinding never makes a run send twice.
+    assert send(path, receiver)[1]["delivery"]["sent"] == 0
+
+
+@pytest.mark.parametrize("keys", [{"batch_size": 4}])
+def test_batch_size_from_the_config(write: WriteFile, receiver: LocalReceiver, keys: dict[str, int]) -> None:
+    write("runs.csv", HEADER + runs(0, 10))
+    write(
+        "backfill.toml",
+        f"[devgrid]\nbatch_size = {keys['batch_size']}\n"
+        + source_block("runs", "runs.csv", entity_id=None, entity_column="app"),
+    )
+    result, _ = send(Path(write("runs.csv", HEADER + runs(0, 10)).parent / "backfill.toml"), receiver)
+    assert result.exit_code == EXIT_OK
+    received_at = [event["received_at"] for event in receiver.events()]
+    assert len(set(received_at)) == 3  # 4 + 4 + 2
+
+
+def test_require_state_refuses_a_run_whose_state_was_lost(write: WriteFile, receiver: LocalReceiver) -> None:
+    write("runs.csv", HEADER + runs(0, 5))
+    path = config(write)
+    result, _ = send(path, receiver, "--require-state")
+    assert result.exit_code == EXIT_STATE
+    assert "does not exist, and --require-state says it must" in result.stderr
+    assert receiver.events() == []
+    assert send(path, receiver)[0].exit_code == EXIT_OK
+    assert send(path, receiver, "--require-state")[0].exit_code == EXIT_OK
