@@ -15,11 +15,14 @@ from pydantic import Field
 
 from backfill.extractors.base import ExtractContext, Extracted, Extractor, SourceConfig
 from backfill.extractors.ci_export import CiExportExtractor, CiExportSource
+from backfill.extractors.git_tags import GitTagsExtractor, GitTagsSource
 
-REGISTRY: Final[dict[str, type[Extractor]]] = {extractor.type_name: extractor for extractor in (CiExportExtractor,)}
+REGISTRY: Final[dict[str, type[Extractor]]] = {
+    extractor.type_name: extractor for extractor in (CiExportExtractor, GitTagsExtractor)
+}
 SOURCE_TYPES: Final = tuple(REGISTRY)
 
-SourceConfigs = Annotated[CiExportSource, Field(discriminator="type")]
+SourceConfigs = Annotated[CiExportSource | GitTagsSource, Field(discriminator="type")]
 
 
 def make_extractor(config: SourceConfig, context: ExtractContext) -> Extractor:

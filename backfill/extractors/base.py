@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,9 @@ class Extracted:
     status_vocab: Mapping[str, Outcome]
     # A slower, more forgiving reading, for when polars refuses the fast one.
     fallback: Callable[[], pl.LazyFrame] | None = None
+    # For (commit, later commit) pairs: is the first an ancestor of the second? Sources
+    # that have the repository offer it to the rollback rule.
+    is_ancestor: Callable[[Sequence[tuple[str, str]]], list[bool]] | None = None
 
 
 class Extractor(ABC):

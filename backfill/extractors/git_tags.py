@@ -1,0 +1,358 @@
+"""``git-tags``: release tags as past production deployments.
+
+One event per tag: ``build_id`` is the tag name (so a tag and the GitHub or
+GitLab release made from it dedupe to one event), ``build_commit_sha`` the
+commit it points to (annotated tags peeled), the timestamp the tagger date of
+an annotated tag or the commit date of a lightweight one (``time_source``),
+``description`` the tag's subject line, ``initiator`` the tagger's email.
+
+All tags are read with one ``git for-each-ref`` through GitPython's command
+interface, not one Python object per tag: resolving thousands of tags object by
+object takes seconds, the one command a fraction of one.
+
+``repo`` is a local path, a clone URL, or a git bundle; the last two are cloned
+(bare, without file contents) into a cache beside the state file and fetched on
+every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import polars as pl
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from backfill.errors import SourceError
+from backfill.extractors.base import Extracted, Extractor, SourceConfig
+from backfill.extractors.mapping import raw_frame
+from backfill.patterns import pattern_regex, patterns_regex
+
+# for-each-ref fields, in this order; %1f (unit separator) cannot occur in any of them.
+_FIELDS = {
+    "tag": "%(refname:strip=2)",
+    "type": "%(objecttype)",
+    "object": "%(objectname)",
+    "peeled_type": "%(*objecttype)",
+    "peeled": "%(*objectname)",
+    "tagger_date": "%(taggerdate:iso-strict)",
+    "tagger_email": "%(taggeremail)",
+    "commit_date": "%(committerdate:iso-strict)",
+    "peeled_commit_date": "%(*committerdate:iso-strict)",
+    "subject": "%(contents:subject)",
+}
+_FORMAT = "%1f".join(_FIELDS.values())
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "LC_ALL": "C"}
+
+
+class GitTagsSource(SourceConfig):
+    type: Literal["git-tags"]
+    repo: str = "."
+    pattern: str | list[str] = "*"
+    exclude: list[str] = Field(default_factory=lambda: ["*-rc*", "*-alpha*", "*-beta*"])
+    env_from_tag: str | None = None
+    hotfix_pattern: str | list[str] | None = None
+    time_source: Literal["auto", "tagger", "commit"] = "auto"
+    build_url: str | None = None
+
+    @field_validator("repo")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if _is_url(value) or not base:
+            return value
+        return str(Path(base, value))
+
+    @field_validator("pattern", "exclude", "hotfix_pattern")
+    @classmethod
+    def _valid_patterns(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for pattern in [value] if isinstance(value, str) else value or []:
+            _check_regex(pattern_regex(pattern))
+        return value
+
+    @field_validator("env_from_tag")
+    @classmethod
+    def _has_env_group(cls, value: str | None) -> str | None:
+        if value is not None and "env" not in _check_regex(value.removeprefix("re:")).groupindex:
+            raise ValueError("must be a regular expression with a group named env, like re:^deploy/(?P<env>[a-z]+)/")
+        return value
+
+    @model_validator(mode="after")
+    def _one_env(self) -> GitTagsSource:
+        if self.entity_id is None:
+            raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
+        if (self.env is None) == (self.env_from_tag is None):
+            raise ValueError('env: set env = "production", or env_from_tag = "re:...(?P<env>...)...", not both')
+        return self
+
+
+def _check_regex(regex: str) -> re.Pattern[str]:
+    try:
+        return re.compile(regex)
+    except re.error as exc:
+        raise ValueError(f"'{regex}' is not a valid regular expression ({exc})") from None
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value or bool(re.match(r"^[\w.-]+@[\w.-]+:", value))
+
+
+class GitTagsExtractor(Extractor):
+    type_name = "git-tags"
+    config_model = GitTagsSource
+
+    def extract(self) -> Extracted:
+        config = self.config
+        assert isinstance(config, GitTagsSource)
+        repo = self._repository(config)
+        try:
+            tags = self._read_tags(repo)
+        except GitError as exc:
+            raise SourceError(config.name, f"{config.repo}: {exc}") from None
+        if tags.height and config.pattern != "*":
+            matching = tags.get_column("tag").str.contains(patterns_regex(config.pattern))
+            if not matching.any():
+                seen = ", ".join(tags.get_column("tag").head(8).to_list())
+                more = f" and {tags.height - 8} more" if tags.height > 8 else ""
+                self.context.warn(
+                    f"source '{config.name}': pattern {_shown(config.pattern)} matches none of the "
+                    f"{tags.height} tags ({seen}{more})"
+                )
+        commit_times = _commit_times(tags)
+        return Extracted(
+            frame=raw_frame(tags, self._fields(config)),
+            status_vocab={"success": "success"},
+            is_ancestor=_ancestry(repo, commit_times),
+        )
+
+    # -- the repository -------------------------------------------------------------------------
+
+    def _repository(self, config: GitTagsSource) -> Path:
+        location = config.repo
+        if _is_url(location) or (Path(location).is_file() and location.endswith(".bundle")):
+            return self._cached_clone(config, location)
+        path = Path(location)
+        if not path.exists():
+            raise SourceError(config.name, f"repo {location} does not exist; check repo (relative to the config file)")
+        import git
+
+        try:
+            repository = git.Repo(path, search_parent_directories=False)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise SourceError(config.name, f"{location} is not a git repository; point repo at one") from None
+        return Path(repository.git_dir)
+
+    def _cached_clone(self, config: GitTagsSource, location: str) -> Path:
+        shown = _without_credentials(location)
+        cache = self.context.cache_dir or Path(".backfill")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", shown.rstrip("/").rsplit("/", 1)[-1])[:60]
+        digest = hashlib.sha256(location.encode()).hexdigest()[:12]
+        target = cache / "repos" / f"{name}-{digest}.git"
+        source = location if _is_url(location) else str(Path(location).resolve())
+        if target.exists():
+            command = [
+                "git",
+                "--git-dir",
+                str(target),
+                "fetch",
+                "--prune",
+                "--force",
+                "--quiet",
+                source,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ]
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            command = ["git", "clone", "--bare", "--quiet", "--filter=blob:none", source, str(target)]
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, **_GIT_ENV}, timeout=600, check=False
+        )
+        if result.returncode != 0:
+            problem = _first_line(result.stderr).replace(location, shown)
+            raise SourceError(config.name, f"cannot fetch {shown} ({problem}); check repo and your access to it")
+        return target
+
+    def _read_tags(self, git_dir: Path) -> pl.DataFrame:
+        output = _git(git_dir, "for-each-ref", f"--format={_FORMAT}", "refs/tags")
+        lines = [line for line in output.split("\n") if line]
+        frame = (
+            pl.DataFrame({"line": lines}, schema={"line": pl.String})
+            .select(pl.col("line").str.split_exact("\x1f", len(_FIELDS) - 1).struct.rename_fields(list(_FIELDS)))
+            .unnest("line")
+            .with_columns(pl.all().replace("", None))
+            .with_row_index("row", offset=1)
+        )
+        return _peel_nested(git_dir, frame)
+
+    # -- the mapping ------------------------------------------------------------------------------
+
+    def _fields(self, config: GitTagsSource) -> dict[str, pl.Expr]:
+        tag = pl.col("tag")
+        annotated = pl.col("type") == "tag"
+        commit = pl.when(annotated).then(pl.col("peeled")).otherwise(pl.col("object"))
+        target_type = pl.when(annotated).then(pl.col("peeled_type")).otherwise(pl.col("type"))
+        commit_date = pl.when(annotated).then(pl.col("peeled_commit_date")).otherwise(pl.col("commit_date"))
+        timestamp = {
+            "auto": pl.when(annotated).then(pl.col("tagger_date")).otherwise(pl.col("commit_date")),
+            "tagger": pl.col("tagger_date"),
+            "commit": commit_date,
+        }[config.time_source]
+        fields: dict[str, pl.Expr] = {
+            "entityId": pl.lit(config.entity_id),
+            "build_id": tag,
+            "build_commit_sha": commit,
+            "timestamp": timestamp,
+            "status": pl.lit("success"),
+            "description": pl.col("subject"),
+            "initiator": pl.col("tagger_email").str.strip_chars("<>"),
+        }
+        skip: list[tuple[pl.Expr, pl.Expr]] = [
+            (target_type != "commit", pl.format("the tag points at a {}, not a commit", target_type)),
+            (
+                ~tag.str.contains(patterns_regex(config.pattern)),
+                pl.lit(f"tag matches none of {_shown(config.pattern)}"),
+            ),
+        ]
+        if config.exclude:
+            skip.append(
+                (
+                    tag.str.contains(patterns_regex(config.exclude)),
+                    pl.lit(f"tag matches exclude {_shown(config.exclude)}"),
+                )
+            )
+        if config.env_from_tag is not None:
+            regex = config.env_from_tag.removeprefix("re:")
+            group = re.compile(regex).groupindex["env"]
+            fields["env"] = tag.str.extract(regex, group)
+            skip.append((fields["env"].is_null(), pl.lit(f"tag does not match env_from_tag {config.env_from_tag}")))
+        else:
+            fields["env"] = pl.lit(config.env)
+        if config.hotfix_pattern is not None:
+            fields["deployment_type"] = pl.when(tag.str.contains(patterns_regex(config.hotfix_pattern))).then(
+                pl.lit("hotfix")
+            )
+        if config.build_url is not None:
+            fields["build_url"] = _template(config.build_url, {"tag": tag, "sha": commit})
+        reason: pl.Expr = pl.lit(None, dtype=pl.String)
+        for condition, message in reversed(skip):
+            reason = pl.when(condition.fill_null(False)).then(message).otherwise(reason)
+        fields["skip_reason"] = reason
+        if config.time_source == "tagger":
+            fields["reject_reason"] = pl.when(~annotated).then(
+                pl.lit('a lightweight tag has no tagger date; use time_source = "auto" or "commit"')
+            )
+        return fields
+
+
+def _template(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
+    """``https://x/releases/tag/{tag}`` as an expression; other braces stay as they are."""
+    parts: list[pl.Expr] = []
+    for piece in re.split(r"(\{(?:tag|sha)\})", template):
+        if piece in ("{tag}", "{sha}"):
+            parts.append(values[piece[1:-1]])
+        elif piece:
+            parts.append(pl.lit(piece))
+    return pl.concat_str(parts)
+
+
+def _peel_nested(git_dir: Path, frame: pl.DataFrame) -> pl.DataFrame:
+    """Tags of tags: for-each-ref peels one level; git rev-parse peels the rest (rare)."""
+    nested = frame.filter(pl.col("peeled_type") == "tag")
+    if nested.height == 0:
+        return frame
+    names = nested.get_column("tag").to_list()
+    peeled = _git(git_dir, "rev-parse", *(f"refs/tags/{name}^{{commit}}" for name in names)).split()
+    shown = _git(git_dir, "show", "-s", "--format=%H%x1f%cI", *peeled).splitlines()
+    dates = dict(line.split("\x1f") for line in shown)
+    fixes = pl.DataFrame(
+        {"tag": names, "_peeled": peeled, "_date": [dates.get(sha) for sha in peeled]},
+        schema={"tag": pl.String, "_peeled": pl.String, "_date": pl.String},
+    )
+    return (
+        frame.join(fixes, on="tag", how="left", maintain_order="left")
+        .with_columns(
+            pl.coalesce("_peeled", "peeled").alias("peeled"),
+            pl.when(pl.col("_peeled").is_not_null())
+            .then(pl.lit("commit"))
+            .otherwise(pl.col("peeled_type"))
+            .alias("peeled_type"),
+            pl.coalesce("_date", "peeled_commit_date").alias("peeled_commit_date"),
+        )
+        .drop("_peeled", "_date")
+    )
+
+
+def _commit_times(tags: pl.DataFrame) -> dict[str, int]:
+    """Commit date per tagged commit, for the ancestry rule's cheap first test."""
+    if tags.height == 0:
+        return {}
+    annotated = pl.col("type") == "tag"
+    pairs = tags.select(
+        pl.when(annotated).then(pl.col("peeled")).otherwise(pl.col("object")).alias("sha"),
+        pl.when(annotated).then(pl.col("peeled_commit_date")).otherwise(pl.col("commit_date")).alias("date"),
+    ).drop_nulls()
+    instants = pairs.get_column("date").str.to_datetime(time_zone="UTC", strict=False).dt.epoch("s")
+    return dict(zip(pairs.get_column("sha").to_list(), instants.to_list(), strict=True))
+
+
+def _ancestry(git_dir: Path, commit_times: dict[str, int]) -> Callable[[Sequence[tuple[str, str]]], list[bool]]:
+    """Whether each commit is an ancestor of the other, asking git only where dates allow it."""
+
+    def is_ancestor(pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        answers = []
+        for commit, later in pairs:
+            when, later_when = commit_times.get(commit), commit_times.get(later)
+            if commit == later or when is None or later_when is None or when > later_when:
+                answers.append(False)
+                continue
+            result = subprocess.run(
+                ["git", "--git-dir", str(git_dir), "merge-base", "--is-ancestor", commit, later],
+                capture_output=True,
+                env={**os.environ, **_GIT_ENV},
+                timeout=60,
+                check=False,
+            )
+            answers.append(result.returncode == 0)
+        return answers
+
+    return is_ancestor
+
+
+class GitError(Exception):
+    """A git command failed; the message is git's first line."""
+
+
+def _git(git_dir: Path, *args: str) -> str:
+    import git
+
+    try:
+        output: Any = git.Git().execute(
+            ["git", "--git-dir", str(git_dir), *args], env=_GIT_ENV, strip_newline_in_stdout=False
+        )
+    except git.GitCommandError as exc:
+        raise GitError(f"git {args[0]} failed: {_first_line(str(exc.stderr))}") from None
+    return str(output)
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _shown(patterns: str | Sequence[str]) -> str:
+    return patterns if isinstance(patterns, str) else ", ".join(patterns)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "no message")
