@@ -76,6 +76,8 @@ class Normalize(Model):
         default_factory=lambda: {"prod": "production", "stg": "staging", "dev": "development"}
     )
     default_timezone: str = "UTC"
+    # Mark rollbacks (a commit deployed again after a later one) with deployment_type = "rollback".
+    infer_rollbacks: bool = True
 
     @field_validator("environments")
     @classmethod

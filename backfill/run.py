@@ -22,6 +22,7 @@ from backfill.extractors import ExtractContext, make_extractor
 from backfill.extractors.base import SourceConfig
 from backfill.pipeline.normalize import Rules, normalize
 from backfill.pipeline.plan import Plan, make_plan
+from backfill.pipeline.rollbacks import IsAncestor
 
 Step = Callable[[str], AbstractContextManager[object]]
 
@@ -59,23 +60,31 @@ def plan_run(
         env_aliases=dict(config.normalize.env_aliases),
         default_timezone=config.normalize.default_timezone,
         now=now,
+        infer_rollbacks=config.normalize.infer_rollbacks,
     )
     context = ExtractContext(cache_dir=Path(config.state.path).parent, warn=warnings.append)
     frames: list[pl.DataFrame] = []
+    ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):
         with step(f"reading {source.name}"):
             since = (reading_from or {}).get(source.name)
             try:
-                frames.append(_classify_source(source, index, replace(context, since=since), rules))
+                frame, is_ancestor = _classify_source(source, index, replace(context, since=since), rules)
             except SourceError as exc:
                 failures.append(exc)
+                continue
+            frames.append(frame)
+            if is_ancestor is not None:
+                ancestry[source.name] = is_ancestor
     with step("planning"):
         classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
-        plan = make_plan(classified, [source.name for source in config.sources], rules)
+        plan = make_plan(classified, [source.name for source in config.sources], rules, ancestry)
     return RunPlan(plan=plan, failures=failures, warnings=warnings)
 
 
-def _classify_source(source: SourceConfig, index: int, context: ExtractContext, rules: Rules) -> pl.DataFrame:
+def _classify_source(
+    source: SourceConfig, index: int, context: ExtractContext, rules: Rules
+) -> tuple[pl.DataFrame, IsAncestor | None]:
     """Extract and normalize one source; every failure becomes a SourceError naming it."""
     extracted = make_extractor(source, context).extract()
 
@@ -86,11 +95,11 @@ def _classify_source(source: SourceConfig, index: int, context: ExtractContext, 
 
     try:
         try:
-            return classify(extracted.frame)
+            return classify(extracted.frame), extracted.is_ancestor
         except pl.exceptions.PolarsError:
             if extracted.fallback is None:
                 raise
-            return classify(extracted.fallback())
+            return classify(extracted.fallback()), extracted.is_ancestor
     except pl.exceptions.PolarsError as exc:
         raise SourceError(source.name, f"could not be read: {_first_line(exc)}") from exc
 

@@ -10,6 +10,7 @@ from backfill.cli import main
 from backfill.config import DevGrid, Normalize, State
 from backfill.errors import EXIT_AUTH, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE
 from backfill.extractors.ci_export import CiExportSource, ColumnMap
+from backfill.extractors.git_tags import GitTagsSource
 from backfill.extractors.presets import PRESETS
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -32,7 +33,8 @@ def test_every_preset_and_config_key_is_documented() -> None:
     for name in PRESETS:
         assert f"`{name}`" in README
     top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields)
-    for key in (*top_level, *CiExportSource.model_fields, *ColumnMap.model_fields):
+    sources = (*CiExportSource.model_fields, *GitTagsSource.model_fields)
+    for key in (*top_level, *sources, *ColumnMap.model_fields):
         if key == "columns":
             assert "[sources.columns]" in README
             continue

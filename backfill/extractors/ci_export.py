@@ -16,6 +16,7 @@ from backfill.extractors.csv_file import RAGGED, CsvFile, CsvFormatError
 from backfill.extractors.json_file import JsonFormatError, read_json_records, read_ndjson_records
 from backfill.extractors.mapping import FieldSource, MappingError, match_filter, raw_frame, resolve
 from backfill.extractors.presets import PRESETS
+from backfill.patterns import patterns_regex
 from backfill.review import unescape_formula
 
 PresetName = Literal["github-actions", "gitlab-ci", "jenkins", "circleci", "azure-devops", "events"]
@@ -49,6 +50,9 @@ class CiExportSource(SourceConfig):
     status_map: dict[str, Literal["success", "failed", "skip"]] = Field(default_factory=dict)
     match: dict[str, str | list[str]] = Field(default_factory=dict)
     build_id_prefix: str | None = None
+    # Rows whose hotfix_column (default: the description) matches get deployment_type = "hotfix".
+    hotfix_pattern: str | list[str] | None = None
+    hotfix_column: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -128,7 +132,11 @@ class CiExportExtractor(Extractor):
             )
         if not sources["env"].columns and config.env is not None:
             sources["env"] = FieldSource(constant=config.env)
-        needed = sorted({name for source in sources.values() for name in source.columns} | set(config.match))
+        needed = {name for source in sources.values() for name in source.columns} | set(config.match)
+        if config.hotfix_column is not None:
+            if config.hotfix_column not in available:
+                raise MappingError(f"column '{config.hotfix_column}' (hotfix_column) is not in the file")
+            needed.add(config.hotfix_column)
 
         expressions = {field: source.expression() for field, source in sources.items()}
         if config.build_id_prefix:
@@ -137,12 +145,17 @@ class CiExportExtractor(Extractor):
             expressions = {field: unescape_formula(expr) for field, expr in expressions.items()}
         if config.match:
             expressions["skip_reason"] = match_filter(config.match, available)
+        if config.hotfix_pattern is not None:
+            target = pl.col(config.hotfix_column) if config.hotfix_column else expressions["description"]
+            hotfix = pl.when(target.str.contains(patterns_regex(config.hotfix_pattern))).then(pl.lit("hotfix"))
+            # An explicit deployment_type column wins over the pattern.
+            expressions["deployment_type"] = pl.coalesce(expressions["deployment_type"], hotfix)
         expressions["reject_reason"] = pl.col(RAGGED) if csv_file is not None else pl.lit(None, dtype=pl.String)
 
         if csv_file is not None:
-            lenient = csv_file
-            return raw_frame(csv_file.scan(needed), expressions), lambda: raw_frame(
-                lenient.read_leniently(needed), expressions
+            lenient, columns = csv_file, sorted(needed)
+            return raw_frame(csv_file.scan(columns), expressions), lambda: raw_frame(
+                lenient.read_leniently(columns), expressions
             )
         assert table is not None
         return raw_frame(table, expressions), None

@@ -34,6 +34,7 @@ class Rules:
     env_aliases: Mapping[str, str]
     default_timezone: str
     now: datetime
+    infer_rollbacks: bool = True
 
 
 def normalize(

@@ -10,13 +10,14 @@ orders, so the same inputs always give the same plan.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from backfill.columns import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW
 from backfill.pipeline.normalize import SOURCE_INDEX, TIMESTAMP_FORMAT, Rules
+from backfill.pipeline.rollbacks import IsAncestor, infer_rollbacks
 from backfill.pipeline.timestamps import TS
 from backfill.pipeline.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
 
@@ -33,7 +34,9 @@ class Plan:
     counts: pl.DataFrame  # source, read, skipped, rejected, duplicates, events (config order)
 
 
-def make_plan(classified: pl.DataFrame, sources: Sequence[str], rules: Rules) -> Plan:
+def make_plan(
+    classified: pl.DataFrame, sources: Sequence[str], rules: Rules, ancestry: Mapping[str, IsAncestor] | None = None
+) -> Plan:
     is_event = pl.col(VERDICT) == Verdict.EVENT
     # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
     winners = (
@@ -49,6 +52,8 @@ def make_plan(classified: pl.DataFrame, sources: Sequence[str], rules: Rules) ->
     kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS)[winners].with_columns(
         pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp")
     )
+    if rules.infer_rollbacks:
+        kept = infer_rollbacks(kept, ancestry or {})
     others = classified.filter(~is_event).with_columns(
         reason(rules.environments, rules.default_timezone).alias("reason")
     )

@@ -1,0 +1,307 @@
+"""git-tags: real repositories built in tmp_path, every event field checked."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import WriteFile
+from gitrepo import GitRepo
+from helpers import plan_for
+
+from backfill.config import load_config
+from backfill.errors import ConfigError
+
+
+def _source(repo: Path | str = "repo", **keys: object) -> str:
+    lines = ["[[sources]]", 'name = "tags"', 'type = "git-tags"', f'repo = "{repo}"', 'entity_id = "shop"']
+    keys.setdefault("env", "production")
+    for key, value in keys.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(repr(item).replace(chr(39), chr(34)) for item in value)}]")
+        else:
+            lines.append(f'{key} = "{value}"')
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> GitRepo:
+    """A release history: annotated and lightweight tags, a hotfix, pre-releases, other tags, a re-tag."""
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit("Initial release", "2024-01-10T09:00:00+01:00")
+    repo.tag("v1.0.0", message="Release 1.0.0\n\nThe first one.", date="2024-01-10T10:00:00+01:00")
+    repo.commit("Add search", "2024-02-01T12:00:00-05:00")
+    repo.tag("v1.1.0-rc1", message="Release candidate", date="2024-02-01T13:00:00-05:00")
+    repo.tag("v1.1.0", message="Release 1.1.0", date="2024-02-02T08:30:00-05:00")
+    repo.tag("docs-2024", message="Docs snapshot", date="2024-02-02T09:00:00-05:00")
+    repo.commit("Fix rounding", "2024-02-05T23:30:00+09:00")
+    repo.tag(
+        "v1.1.1-hotfix",
+        message="Hotfix: rounding",
+        date="2024-02-05T23:45:00+09:00",
+        who="Ops Person <ops@example.com>",
+    )
+    repo.commit("Faster search", "2024-03-01T10:00:00+00:00")
+    repo.tag("v1.2.0")  # lightweight: the commit's date and subject
+    repo.tag("v1.2.0-same", message="Same commit, second tag", date="2024-03-01T11:00:00+00:00")
+    repo.tag("v1.2.1", message="Roll back to the first release", date="2024-03-02T10:00:00+00:00", at=first)
+    return repo
+
+
+def test_every_field_of_every_kind_of_tag(write: WriteFile, shop: GitRepo) -> None:
+    config = write(
+        "backfill.toml",
+        _source(pattern="v*", hotfix_pattern="*-hotfix*", build_url="https://github.com/acme/shop/releases/tag/{tag}"),
+    )
+    plan = plan_for(config).plan
+    sha = {tag: shop.git("rev-parse", f"{tag}^{{commit}}") for tag in ("v1.0.0", "v1.1.0", "v1.1.1-hotfix", "v1.2.0")}
+    events = plan.events.select(
+        "timestamp",
+        "build_id",
+        "build_commit_sha",
+        "description",
+        "initiator",
+        "deployment_type",
+        "build_url",
+        "env",
+        "status",
+        "entityId",
+    )
+    assert events.rows() == [
+        (
+            "2024-01-10T09:00:00Z",
+            "v1.0.0",
+            sha["v1.0.0"],
+            "Release 1.0.0",
+            "releases@example.com",
+            None,
+            "https://github.com/acme/shop/releases/tag/v1.0.0",
+            "production",
+            "success",
+            "shop",
+        ),
+        (
+            "2024-02-02T13:30:00Z",
+            "v1.1.0",
+            sha["v1.1.0"],
+            "Release 1.1.0",
+            "releases@example.com",
+            None,
+            "https://github.com/acme/shop/releases/tag/v1.1.0",
+            "production",
+            "success",
+            "shop",
+        ),
+        (
+            "2024-02-05T14:45:00Z",
+            "v1.1.1-hotfix",
+            sha["v1.1.1-hotfix"],
+            "Hotfix: rounding",
+            "ops@example.com",
+            "hotfix",
+            "https://github.com/acme/shop/releases/tag/v1.1.1-hotfix",
+            "production",
+            "success",
+            "shop",
+        ),
+        (
+            "2024-03-01T10:00:00Z",
+            "v1.2.0",
+            sha["v1.2.0"],
+            "Faster search",
+            None,
+            None,
+            "https://github.com/acme/shop/releases/tag/v1.2.0",
+            "production",
+            "success",
+            "shop",
+        ),
+        (
+            "2024-03-01T11:00:00Z",
+            "v1.2.0-same",
+            sha["v1.2.0"],
+            "Same commit, second tag",
+            "releases@example.com",
+            None,
+            "https://github.com/acme/shop/releases/tag/v1.2.0-same",
+            "production",
+            "success",
+            "shop",
+        ),
+        (
+            "2024-03-02T10:00:00Z",
+            "v1.2.1",
+            sha["v1.0.0"],
+            "Roll back to the first release",
+            "releases@example.com",
+            "rollback",
+            "https://github.com/acme/shop/releases/tag/v1.2.1",
+            "production",
+            "success",
+            "shop",
+        ),
+    ]
+    skipped = dict(plan.skips.select("reason", "rows").iter_rows())
+    assert skipped == {"tag matches none of v*": 1, "tag matches exclude *-rc*, *-alpha*, *-beta*": 1}
+    assert plan.counts.row(0, named=True) == {
+        "source": "tags",
+        "read": 8,
+        "skipped": 2,
+        "rejected": 0,
+        "duplicates": 0,
+        "events": 6,
+    }
+
+
+def test_time_source_commit_and_tagger(write: WriteFile, shop: GitRepo) -> None:
+    by_commit = plan_for(write("a.toml", _source(pattern="v1.1.0", time_source="commit"))).plan.events
+    assert by_commit.select("build_id", "timestamp").rows() == [("v1.1.0", "2024-02-01T17:00:00Z")]
+    by_tagger = plan_for(write("b.toml", _source(pattern=["v1.2.0", "v1.1.0"], time_source="tagger"))).plan
+    assert by_tagger.events.get_column("build_id").to_list() == ["v1.1.0"]
+    assert by_tagger.rejects.select("build_id", "reason").rows() == [
+        ("v1.2.0", 'a lightweight tag has no tagger date; use time_source = "auto" or "commit"')
+    ]
+
+
+def test_env_from_tag(write: WriteFile, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one", "2024-05-01T10:00:00Z")
+    repo.tag("deploy/staging/42", message="to staging", date="2024-05-01T10:05:00Z")
+    repo.tag("deploy/production/42", message="to production", date="2024-05-01T11:00:00Z")
+    repo.tag("v42", message="a release tag", date="2024-05-01T11:30:00Z")
+    config = write("backfill.toml", _source(env=None, env_from_tag="re:^deploy/(?P<env>[a-z]+)/"))
+    plan = plan_for(config).plan
+    assert plan.events.select("build_id", "env").rows() == [
+        ("deploy/staging/42", "staging"),
+        ("deploy/production/42", "production"),
+    ]
+    assert plan.skips.select("reason", "rows").rows() == [
+        ("tag does not match env_from_tag re:^deploy/(?P<env>[a-z]+)/", 1)
+    ]
+
+
+def test_a_rollback_to_an_ancestor_needs_the_repository(write: WriteFile, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one", "2024-01-01T10:00:00Z")
+    older = repo.commit("two", "2024-01-02T10:00:00Z")
+    repo.commit("three", "2024-01-03T10:00:00Z")
+    repo.tag("v3", message="v3", date="2024-01-03T11:00:00Z")
+    # An annotated tag with an empty message: no description, so the rule writes one.
+    repo.git("tag", "-a", "v2-again", "-m", "", older, date="2024-01-04T11:00:00Z")
+    repo.commit("four", "2024-01-05T10:00:00Z")
+    repo.tag("v4", message="v4", date="2024-01-05T11:00:00Z")
+    events = plan_for(write("backfill.toml", _source())).plan.events
+    rows = events.select("build_id", "deployment_type", "description").rows()
+    assert rows[0] == ("v3", None, "v3")
+    assert rows[1][:2] == ("v2-again", "rollback")
+    assert rows[1][2] == f"Rollback to {older[:12]} (an ancestor of v3)"
+    assert rows[2] == ("v4", None, "v4")
+
+
+def test_rollback_inference_can_be_turned_off(write: WriteFile, shop: GitRepo) -> None:
+    config = write("backfill.toml", "[normalize]\ninfer_rollbacks = false\n" + _source(pattern="v*"))
+    assert "rollback" not in plan_for(config).plan.events.get_column("deployment_type").to_list()
+
+
+def test_a_catch_up_run_picks_up_new_tags_only(write: WriteFile, shop: GitRepo, tmp_path: Path) -> None:
+    from conftest import start_receiver
+    from test_send import cli, send
+
+    config = write("backfill.toml", _source(pattern="v*"))
+    for receiver in start_receiver(tmp_path):
+        assert send(config, receiver)[1]["delivery"]["sent"] == 6
+        shop.commit("More search", "2024-04-01T10:00:00Z")
+        shop.tag("v1.3.0", message="Release 1.3.0", date="2024-04-01T11:00:00Z")
+        result, summary = send(config, receiver)
+        assert result.exit_code == 0
+        assert (summary["delivery"]["sent"], summary["delivery"]["already_sent"]) == (1, 6)
+        assert [event["event"]["attributes"]["build_id"] for event in receiver.events()][-1] == "v1.3.0"
+        assert cli("run", "-c", str(config), "--url", receiver.url).exit_code == 0
+
+
+def test_a_pattern_that_matches_nothing_warns_with_the_tags_it_saw(write: WriteFile, shop: GitRepo) -> None:
+    result = plan_for(write("backfill.toml", _source(pattern="release-*")))
+    assert result.plan.events.height == 0
+    assert result.warnings == [
+        "source 'tags': pattern release-* matches none of the 8 tags (docs-2024, v1.0.0, v1.1.0, v1.1.0-rc1, "
+        "v1.1.1-hotfix, v1.2.0, v1.2.0-same, v1.2.1)"
+    ]
+
+
+def test_bad_repositories_name_the_source_and_other_sources_still_run(write: WriteFile, tmp_path: Path) -> None:
+    (tmp_path / "not-a-repo").mkdir()
+    good = GitRepo(tmp_path / "good")
+    good.commit("one", "2024-01-01T10:00:00Z")
+    good.tag("v1", message="v1", date="2024-01-01T10:00:00Z")
+    text = (
+        _source("missing").replace('"tags"', '"missing"')
+        + _source("not-a-repo").replace('"tags"', '"plain"')
+        + _source("file:///nowhere/at/all.git").replace('"tags"', '"unreachable"')
+        + _source("good").replace('"tags"', '"good"')
+    )
+    result = plan_for(write("backfill.toml", text))
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'missing': repo {tmp_path / 'missing'} does not exist; check repo (relative to the config file)",
+        f"source 'plain': {tmp_path / 'not-a-repo'} is not a git repository; point repo at one",
+        "source 'unreachable': cannot fetch file:///nowhere/at/all.git (fatal: '/nowhere/at/all.git' does not "
+        "appear to be a git repository); check repo and your access to it",
+    ]
+    assert result.plan.events.get_column("build_id").to_list() == ["v1"]
+
+
+def test_a_clone_url_is_cached_beside_the_state_and_fetched_again(
+    write: WriteFile, shop: GitRepo, tmp_path: Path
+) -> None:
+    config = write("backfill.toml", _source(f"file://{shop.path}", pattern="v*"))
+    assert plan_for(config).plan.events.height == 6
+    caches = list((tmp_path / ".backfill" / "repos").iterdir())
+    assert len(caches) == 1 and caches[0].name.startswith("repo-") and caches[0].name.endswith(".git")
+    shop.commit("later", "2024-06-01T10:00:00Z")
+    shop.tag("v2.0.0", message="2.0.0", date="2024-06-01T10:00:00Z")
+    assert plan_for(config).plan.events.get_column("build_id").to_list()[-1] == "v2.0.0"
+
+
+def test_a_git_bundle_works_like_a_clone_url(write: WriteFile, shop: GitRepo, tmp_path: Path) -> None:
+    shop.git("bundle", "create", str(tmp_path / "shop.bundle"), "--all")
+    assert plan_for(write("backfill.toml", _source("shop.bundle", pattern="v*"))).plan.events.height == 6
+
+
+def test_credentials_in_a_clone_url_never_reach_a_message(write: WriteFile) -> None:
+    url = "https://deploy-bot:ghp_supersecret123@127.0.0.1:9/acme/shop.git"
+    result = plan_for(write("backfill.toml", _source(url)))
+    message = str(result.failures[0])
+    assert "ghp_supersecret123" not in message and "deploy-bot" not in message
+    assert message.startswith("source 'tags': cannot fetch https://127.0.0.1:9/acme/shop.git (")
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"env": None}, "sources[0].env (source 'tags'): set env = \"production\", or env_from_tag"),
+        (
+            {"env_from_tag": "^deploy/([a-z]+)/"},
+            "sources[0].env_from_tag (source 'tags'): must be a regular expression",
+        ),
+        ({"time_source": "author"}, "sources[0].time_source (source 'tags'): is 'author'; use one of"),
+        ({"pattern": "re:v[0-9"}, "sources[0].pattern (source 'tags'): 'v[0-9' is not a valid regular expression"),
+    ],
+)
+def test_config_mistakes(write: WriteFile, keys: dict[str, object], message: str) -> None:
+    path = write("backfill.toml", _source(**keys))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+
+
+def test_many_tags_on_one_commit_are_many_events(write: WriteFile, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one", "2024-01-01T10:00:00Z")
+    stream = "".join(f"create refs/tags/t{i} HEAD\n" for i in range(300))
+    subprocess.run(["git", "update-ref", "--stdin"], cwd=repo.path, input=stream, text=True, check=True)
+    events = plan_for(write("backfill.toml", _source())).plan.events
+    assert events.height == 300
+    assert pl.Series(events.get_column("build_id")).n_unique() == 300
