@@ -7,6 +7,7 @@ the summary.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ def plan_run(
     now: datetime | None = None,
     step: Step = no_progress,
     reading_from: Mapping[str, datetime | None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> RunPlan:
     """Read every source and build the send plan. A source that fails is reported, not fatal.
 
@@ -62,7 +64,7 @@ def plan_run(
         now=now,
         infer_rollbacks=config.normalize.infer_rollbacks,
     )
-    context = ExtractContext(cache_dir=Path(config.state.path).parent, warn=warnings.append)
+    context = ExtractContext(cache_dir=Path(config.state.path).parent, warn=warnings.append, sleep=sleep)
     frames: list[pl.DataFrame] = []
     ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):

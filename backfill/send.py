@@ -97,7 +97,9 @@ def send_run(
                 store.forget_rejected()
 
             cursors = store.cursors()
-            run = plan_run(config, now=now, step=step, reading_from=_reading_from(config, cursors, options.since))
+            run = plan_run(
+                config, now=now, step=step, reading_from=_reading_from(config, cursors, options.since), sleep=sleep
+            )
             in_window = within(run.plan.events, options.since, options.until)
             marked = mark_known(in_window, store.known_keys(in_window))
             new = marked.filter(pl.col("state") == "new")

@@ -16,13 +16,33 @@ from pydantic import Field
 from backfill.extractors.base import ExtractContext, Extracted, Extractor, SourceConfig
 from backfill.extractors.ci_export import CiExportExtractor, CiExportSource
 from backfill.extractors.git_tags import GitTagsExtractor, GitTagsSource
+from backfill.extractors.github_deployments import GithubDeploymentsExtractor, GithubDeploymentsSource
+from backfill.extractors.github_releases import GithubReleasesExtractor, GithubReleasesSource
+from backfill.extractors.gitlab_deployments import GitlabDeploymentsExtractor, GitlabDeploymentsSource
+from backfill.extractors.gitlab_releases import GitlabReleasesExtractor, GitlabReleasesSource
 
 REGISTRY: Final[dict[str, type[Extractor]]] = {
-    extractor.type_name: extractor for extractor in (CiExportExtractor, GitTagsExtractor)
+    extractor.type_name: extractor
+    for extractor in (
+        CiExportExtractor,
+        GitTagsExtractor,
+        GithubReleasesExtractor,
+        GithubDeploymentsExtractor,
+        GitlabReleasesExtractor,
+        GitlabDeploymentsExtractor,
+    )
 }
 SOURCE_TYPES: Final = tuple(REGISTRY)
 
-SourceConfigs = Annotated[CiExportSource | GitTagsSource, Field(discriminator="type")]
+SourceConfigs = Annotated[
+    CiExportSource
+    | GitTagsSource
+    | GithubReleasesSource
+    | GithubDeploymentsSource
+    | GitlabReleasesSource
+    | GitlabDeploymentsSource,
+    Field(discriminator="type"),
+]
 
 
 def make_extractor(config: SourceConfig, context: ExtractContext) -> Extractor:

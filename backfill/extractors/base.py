@@ -9,6 +9,7 @@ normalization step can treat every source alike and report what it changed.
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class ExtractContext:
     cache_dir: Path | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     warn: Callable[[str], None] = lambda message: None
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True)
