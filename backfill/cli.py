@@ -420,6 +420,40 @@ def received(db_path: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8181, show_default=True, help="Port to listen on; 0 picks a free one.")
+@_errors_to_exit_codes
+def replay(folder: Path, host: str, port: int) -> None:
+    """Serve recorded GitHub and GitLab API answers, to try the github-* and gitlab-* sources offline.
+
+    FOLDER holds the recordings and a replay.toml that lists them. Point a
+    source's base_url (GitHub) or url (GitLab) at this server.
+
+    Example:
+
+        backfill replay sample_data/forges --port 8181 &
+        backfill run -c configs/forges.toml --dry-run forges.csv
+    """
+    from backfill.replay import Recordings, ReplayServer
+
+    if not (folder / "replay.toml").is_file():
+        raise ConfigError(f"{folder}: has no replay.toml listing its recordings")
+    try:
+        server = ReplayServer((host, port), Recordings.load(folder))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(f"replaying {folder} on {server.base_url}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
 def presets() -> None:
     """List the ci-export presets: the columns each reads and what its status words mean.
 

@@ -83,7 +83,8 @@ def test_unknown_source_type_and_duplicate_names(write: WriteFile) -> None:
     )
     path = write("backfill.toml", text)
     assert _error(path).splitlines() == [
-        f"{path}: sources[2].type (source 'x'): unknown source type 'svn'; use one of ci-export, git-tags",
+        f"{path}: sources[2].type (source 'x'): unknown source type 'svn'; use one of ci-export, git-tags, "
+        "github-releases, github-deployments, gitlab-releases, gitlab-deployments",
     ]
     path = write("backfill.toml", source_block("runs", "runs.csv") + source_block("runs", "more.csv"))
     assert _error(path) == f"{path}: sources[1].name: 'runs' is used twice; names must be unique"

@@ -11,6 +11,10 @@ from backfill.config import DevGrid, Normalize, State
 from backfill.errors import EXIT_AUTH, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE
 from backfill.extractors.ci_export import CiExportSource, ColumnMap
 from backfill.extractors.git_tags import GitTagsSource
+from backfill.extractors.github_deployments import GithubDeploymentsSource
+from backfill.extractors.github_releases import GithubReleasesSource
+from backfill.extractors.gitlab_deployments import GitlabDeploymentsSource
+from backfill.extractors.gitlab_releases import GitlabReleasesSource
 from backfill.extractors.presets import PRESETS
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -33,7 +37,14 @@ def test_every_preset_and_config_key_is_documented() -> None:
     for name in PRESETS:
         assert f"`{name}`" in README
     top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields)
-    sources = (*CiExportSource.model_fields, *GitTagsSource.model_fields)
+    sources = (
+        *CiExportSource.model_fields,
+        *GitTagsSource.model_fields,
+        *GithubReleasesSource.model_fields,
+        *GithubDeploymentsSource.model_fields,
+        *GitlabReleasesSource.model_fields,
+        *GitlabDeploymentsSource.model_fields,
+    )
     for key in (*top_level, *sources, *ColumnMap.model_fields):
         if key == "columns":
             assert "[sources.columns]" in README

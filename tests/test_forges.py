@@ -1,0 +1,358 @@
+"""GitHub and GitLab sources: the real PyGithub and python-gitlab clients against recorded answers.
+
+The recordings (sample_data/forges, provenance in sample_data/SOURCES.md) are
+served by backfill's replay server on 127.0.0.1, in a thread of the test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import WriteFile
+from helpers import NOW, REPO
+
+from backfill.config import load_config
+from backfill.errors import ConfigError
+from backfill.replay import Recordings, ReplayServer
+from backfill.run import RunPlan, plan_run
+
+FORGES = REPO / "sample_data" / "forges"
+
+
+class Replay:
+    def __init__(self, server: ReplayServer) -> None:
+        self.server = server
+        self.url = server.base_url
+
+    def requests(self) -> list[str]:
+        return list(json.loads(httpx.get(f"{self.url}/_replay/requests", timeout=10).text))
+
+    def script(self, *responses: dict[str, object]) -> None:
+        httpx.post(f"{self.url}/_replay/script", json={"responses": list(responses)}, timeout=10).raise_for_status()
+
+
+def _serve(folder: Path) -> Iterator[Replay]:
+    server = ReplayServer(("127.0.0.1", 0), Recordings.load(folder))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Replay(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def replay() -> Iterator[Replay]:
+    yield from _serve(FORGES)
+
+
+def _config(write: WriteFile, replay: Replay, kind: str, **keys: object) -> Path:
+    lines = ["[[sources]]", f'name = "{keys.pop("name", "forge")}"', f'type = "{kind}"']
+    address = "base_url" if kind.startswith("github") else "url"
+    keys.setdefault(address, replay.url)
+    keys.setdefault("entity_id", "app")
+    keys.setdefault("max_rate_limit_wait", 60)
+    if kind.startswith("github"):
+        keys.setdefault("request_interval", 0)
+    for key, value in keys.items():
+        if value is not None:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return write("backfill.toml", "\n".join(lines) + "\n")
+
+
+def _plan(path: Path, since: datetime | None = None, sleeps: list[float] | None = None) -> RunPlan:
+    config = load_config(path)
+    reading_from = {config.sources[0].name: since} if since else None
+    return plan_run(config, now=NOW, reading_from=reading_from, sleep=(sleeps if sleeps is not None else []).append)
+
+
+def _releases(write: WriteFile, replay: Replay, **keys: object) -> Path:
+    return _config(write, replay, "github-releases", repo="PyGithub/PyGithub", env="production", **keys)
+
+
+def test_github_releases_every_page_with_the_largest_page_size(write: WriteFile, replay: Replay) -> None:
+    result = _plan(_releases(write, replay))
+    assert result.failures == []
+    plan = result.plan
+    counts = plan.counts.row(0, named=True)
+    # 30 releases; the four 1.40 alphas are pre-releases.
+    assert (counts["read"], counts["skipped"], counts["events"]) == (30, 4, 26)
+    assert dict(plan.skips.select("reason", "rows").iter_rows()) == {
+        "a pre-release (set include_prereleases = true to send them)": 4
+    }
+    first = plan.events.row(-1, named=True)
+    assert (first["build_id"], first["timestamp"], first["initiator"]) == (
+        "v1.55",
+        "2021-04-26T04:44:57Z",
+        "s-t-e-v-e-n-k",
+    )
+    assert first["build_url"] == "https://github.com/PyGithub/PyGithub/releases/tag/v1.55"
+    requests = replay.requests()
+    assert requests[0] == "/repos/PyGithub/PyGithub/releases?per_page=100"
+    assert requests[1:3] == [
+        "/repositories/3544490/releases?page=2&per_page=10",
+        "/repositories/3544490/releases?page=3&per_page=10",
+    ]
+
+
+def test_release_commits_come_from_one_tags_listing(write: WriteFile, replay: Replay) -> None:
+    result = _plan(_releases(write, replay))
+    shas = dict(result.plan.events.select("build_id", "build_commit_sha").iter_rows())
+    # The recorded first page of tags holds nine of the releases' tags; the next page was never recorded.
+    assert shas["v1.55"] == "31538337faaa61e104afede75a5fac802c9a1ab3"
+    assert shas["v1.47"] == "afb1259a4e52d7bbee8415a523d78c3a428968a8"
+    assert sum(1 for sha in shas.values() if sha) == 9
+    assert [request for request in replay.requests() if "tags" in request] == [
+        "/repos/PyGithub/PyGithub/tags?per_page=100",
+        "/repositories/3544490/tags?page=2",
+    ]
+    assert result.warnings[-1] == (
+        "PyGithub/PyGithub: the tags listing failed (404) before every release's tag was found; "
+        "17 releases carry no build_commit_sha"
+    )
+
+
+def test_pre_releases_when_asked(write: WriteFile, replay: Replay) -> None:
+    plan = _plan(_releases(write, replay, include_prereleases=True)).plan
+    assert plan.counts.row(0, named=True)["events"] == 30
+
+
+def test_an_incremental_run_stops_paging_early(write: WriteFile, replay: Replay) -> None:
+    plan = _plan(_releases(write, replay), since=datetime(2020, 11, 1, tzinfo=UTC)).plan
+    assert plan.events.get_column("build_id").to_list() == ["v1.54", "v1.54.1", "v1.54.0.1", "v1.55"]
+    assert all(plan.events.get_column("build_commit_sha").to_list())
+    # One page of releases, one page of tags: every wanted tag was on it.
+    assert replay.requests() == [
+        "/repos/PyGithub/PyGithub/releases?per_page=100",
+        "/repos/PyGithub/PyGithub/tags?per_page=100",
+    ]
+
+
+def test_a_short_rate_limit_is_waited_out_and_said(write: WriteFile, replay: Replay) -> None:
+    reset = int(time.time()) + 20
+    replay.script(
+        {
+            "path_prefix": "/repositories/3544490/releases",
+            "status": 403,
+            "headers": {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+            "body": {"message": "API rate limit exceeded"},
+        }
+    )
+    sleeps: list[float] = []
+    result = _plan(_releases(write, replay), sleeps=sleeps)
+    assert result.failures == []
+    assert result.plan.counts.row(0, named=True)["read"] == 30
+    assert len(sleeps) == 1 and 15 <= sleeps[0] <= 22
+    assert any(warning.startswith("127.0.0.1 rate limit reached: waiting") for warning in result.warnings)
+
+
+def test_a_secondary_rate_limit_honours_retry_after(write: WriteFile, replay: Replay) -> None:
+    replay.script(
+        {
+            "path_prefix": "/repos/PyGithub/PyGithub/releases",
+            "status": 403,
+            "headers": {"Retry-After": "7"},
+            "body": {"message": "You have exceeded a secondary rate limit"},
+        }
+    )
+    sleeps: list[float] = []
+    assert _plan(_releases(write, replay), sleeps=sleeps).failures == []
+    assert sleeps == [7.0]
+
+
+def test_a_long_rate_limit_stops_with_the_reset_time(write: WriteFile, replay: Replay) -> None:
+    reset = int(time.time()) + 3600
+    replay.script(
+        {
+            "path_prefix": "/repositories/3544490/releases",
+            "status": 403,
+            "headers": {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+        }
+    )
+    sleeps: list[float] = []
+    result = _plan(_releases(write, replay), sleeps=sleeps)
+    assert sleeps == []
+    when = datetime.fromtimestamp(reset + 1, tz=UTC)
+    message = str(result.failures[0])
+    assert message.startswith("source 'forge': 127.0.0.1 rate limit reached; it resets at ")
+    resets_at = datetime.strptime(message.split("resets at ")[1][:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert abs((resets_at - when).total_seconds()) <= 2
+    assert message.endswith("UTC. Run again after that (or raise max_rate_limit_wait)")
+
+
+def test_401_names_the_token_variable_and_never_the_token(
+    write: WriteFile, replay: Replay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_do-not-print-me")
+    replay.script(
+        {
+            "path_prefix": "/repos/PyGithub/PyGithub/releases",
+            "status": 401,
+            "body": {"message": "Bad credentials ghp_do-not-print-me"},
+        }
+    )
+    result = _plan(_releases(write, replay))
+    port = replay.url.rsplit(":", 1)[1]
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'forge': 127.0.0.1:{port} refused the token (401); check $GITHUB_TOKEN"
+    ]
+    assert all("ghp_do-not-print-me" not in warning for warning in result.warnings)
+
+
+def test_404_says_the_repository_was_not_found_or_not_visible(write: WriteFile, replay: Replay) -> None:
+    result = _plan(_config(write, replay, "github-releases", repo="acme/nope", env="production"))
+    port = replay.url.rsplit(":", 1)[1]
+    assert str(result.failures[0]) == (
+        f"source 'forge': repository acme/nope was not found on 127.0.0.1:{port}, "
+        "or the token in $GITHUB_TOKEN cannot see it"
+    )
+
+
+def test_a_network_failure_names_the_host_and_other_sources_still_run(write: WriteFile, replay: Replay) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    path = write(
+        "backfill.toml",
+        f"""
+        [[sources]]
+        name = "down"
+        type = "github-releases"
+        repo = "acme/shop"
+        base_url = "http://127.0.0.1:{port}"
+        request_interval = 0
+        entity_id = "shop"
+        env = "production"
+
+        [[sources]]
+        name = "up"
+        type = "github-deployments"
+        repo = "octocat/example"
+        base_url = "{replay.url}"
+        request_interval = 0
+        entity_id = "example"
+    """,
+    )
+    result = _plan(path, sleeps=[])
+    assert len(result.failures) == 1
+    assert str(result.failures[0]).startswith(f"source 'down': cannot reach 127.0.0.1:{port} (")
+    assert result.plan.events.get_column("source").to_list() == ["up"]
+
+
+def test_github_deployments_take_the_outcome_from_the_statuses(write: WriteFile, replay: Replay) -> None:
+    plan = _plan(_config(write, replay, "github-deployments", repo="octocat/example")).plan
+    assert plan.events.select("build_id", "env", "status", "build_commit_sha", "timestamp", "initiator").rows() == [
+        ("1", "production", "success", "a84d88e7554fc1fa21bcbc4efae3c782a70d2b9d", "2012-07-20T01:19:13Z", "octocat")
+    ]
+    assert replay.requests() == [
+        "/repos/octocat/example/deployments?per_page=100",
+        "/repos/octocat/example/deployments/1/statuses?per_page=100",
+    ]
+
+
+def test_gitlab_releases(write: WriteFile, replay: Replay) -> None:
+    plan = _plan(_config(write, replay, "gitlab-releases", project="root/awesome-app", env="production")).plan
+    assert plan.events.select("build_id", "timestamp", "build_commit_sha", "description", "initiator").rows() == [
+        ("v0.1", "2019-01-03T01:55:18Z", "f8d3d94cbd347e924aa7b715845e439d00e80ca4", "Awesome app v0.1 alpha", "root"),
+        ("v0.2", "2019-01-03T01:56:19Z", "079e90101242458910cccd35eab0e211dfc359c0", "Awesome app v0.2 beta", "root"),
+    ]
+    assert replay.requests()[0].startswith("/api/v4/projects/root%2Fawesome-app/releases?")
+    assert "per_page=100" in replay.requests()[0]
+
+
+@pytest.fixture
+def paged_gitlab(tmp_path: Path) -> Iterator[Replay]:
+    """The eight recorded deployments, three to a page, under a project path with a slash and a space."""
+    (tmp_path / "replay.toml").write_text(
+        f'[[pages]]\npath = "/api/v4/projects/merico-dev%2Fee%20team%2Fvdev.co/deployments"\n'
+        f'file = "{REPO / "sample_data" / "gitlab_deployments.json"}"\nmax_per_page = 3\n',
+        encoding="utf-8",
+    )
+    yield from _serve(tmp_path)
+
+
+def test_gitlab_deployments_over_three_pages_for_a_path_with_a_slash_and_a_space(
+    write: WriteFile, paged_gitlab: Replay
+) -> None:
+    path = _config(write, paged_gitlab, "gitlab-deployments", project="merico-dev/ee team/vdev.co")
+    plan = _plan(path).plan
+    counts = plan.counts.row(0, named=True)
+    assert (counts["read"], counts["events"], counts["skipped"], counts["rejected"]) == (8, 2, 4, 2)
+    assert plan.events.select("build_id", "env", "status").rows() == [
+        ("13426753", "staging", "success"),
+        ("13432768", "staging", "failed"),
+    ]
+    requests = paged_gitlab.requests()
+    assert len(requests) == 3
+    assert all(
+        request.startswith("/api/v4/projects/merico-dev%2Fee%20team%2Fvdev.co/deployments?") for request in requests
+    )
+
+
+def test_gitlab_deployments_stop_paging_at_the_cursor(write: WriteFile, paged_gitlab: Replay) -> None:
+    path = _config(write, paged_gitlab, "gitlab-deployments", project="merico-dev/ee team/vdev.co")
+    _plan(path, since=datetime(2019, 3, 13, 15, 24, tzinfo=UTC))
+    requests = paged_gitlab.requests()
+    assert len(requests) == 1 and "updated_after=2019-03-13T15%3A24%3A00%2B00%3A00" in requests[0]
+
+
+def test_gitlab_429_waits_for_the_reset(write: WriteFile, paged_gitlab: Replay) -> None:
+    paged_gitlab.script(
+        {"path_prefix": "/api/v4/projects", "status": 429, "headers": {"RateLimit-Reset": str(int(time.time()) + 10)}}
+    )
+    sleeps: list[float] = []
+    result = _plan(
+        _config(write, paged_gitlab, "gitlab-deployments", project="merico-dev/ee team/vdev.co"), sleeps=sleeps
+    )
+    assert result.failures == [] and result.plan.counts.row(0, named=True)["read"] == 8
+    assert len(sleeps) == 1 and 5 <= sleeps[0] <= 12
+
+
+def test_without_a_token_it_warns_and_goes_on(
+    write: WriteFile, replay: Replay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    result = _plan(_config(write, replay, "gitlab-releases", project="root/awesome-app", env="production"))
+    assert result.warnings[0] == (
+        "source 'forge': $GITLAB_TOKEN is not set; reading without a token (lower rate limits, public data only)"
+    )
+    assert result.plan.events.height == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "keys", "message"),
+    [
+        ("github-releases", {"repo": "acme"}, "sources[0].repo (source 'forge'): string should match pattern"),
+        ("github-releases", {"repo": "acme/shop"}, "sources[0].env (source 'forge'): is required"),
+        ("gitlab-releases", {"project": "acme/shop"}, "sources[0].env (source 'forge'): is required"),
+        ("gitlab-deployments", {"project": ""}, "sources[0].project (source 'forge'): string should have at least 1"),
+        ("github-deployments", {"repo": "a/b", "token": "x"}, "sources[0].token (source 'forge'): unknown key"),
+    ],
+)
+def test_config_mistakes(write: WriteFile, kind: str, keys: dict[str, object], message: str) -> None:
+    lines = ["[[sources]]", 'name = "forge"', f'type = "{kind}"', 'entity_id = "app"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
+    with pytest.raises(ConfigError) as error:
+        load_config(write("backfill.toml", "\n".join(lines) + "\n"))
+    assert message in str(error.value)
+
+
+def test_the_offline_forge_demo(write: WriteFile, replay: Replay) -> None:
+    text = (REPO / "configs" / "forges.toml").read_text(encoding="utf-8").replace("http://127.0.0.1:8181", replay.url)
+    config = load_config(write("configs/forges.toml", text))
+    # GitHub's pause between requests is for github.com, not for a replay on this machine.
+    quick = [
+        source.model_copy(update={"request_interval": 0}) if source.type.startswith("github") else source
+        for source in config.sources
+    ]
+    result = plan_run(config.model_copy(update={"sources": quick}), now=NOW)
+    assert result.failures == []
+    assert result.plan.counts.get_column("events").to_list() == [26, 1, 2, 2]
