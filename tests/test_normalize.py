@@ -215,3 +215,55 @@ def test_env_from_the_config_only_where_the_export_has_no_environment_column(wri
     assert result.warnings == [
         "source 'with': the file has an environment column (environment); env = \"production\" is not used"
     ]
+
+
+def test_rollbacks_are_inferred_from_commits_deployed_before(write: WriteFile) -> None:
+    events = _plan(
+        write,
+        "1,2025-01-01T00:00:00Z,success,production,aaa\n"
+        "2,2025-01-02T00:00:00Z,success,production,bbb\n"
+        "3,2025-01-03T00:00:00Z,failure,production,ccc\n"
+        "4,2025-01-04T00:00:00Z,success,production,aaa\n"  # back to aaa: a rollback to run 1
+        "5,2025-01-05T00:00:00Z,success,production,aaa\n"  # the same commit again: a redeploy
+        "6,2025-01-05T00:00:00Z,success,staging,bbb\n"  # another environment has its own history
+        "7,2025-01-06T00:00:00Z,success,production,ccc\n",  # ccc never shipped: not a rollback
+    )
+    assert events.select("build_id", "deployment_type", "description").rows() == [
+        ("1", None, None),
+        ("2", None, None),
+        ("3", None, None),
+        ("4", "rollback", "Rollback to 1"),
+        ("5", None, None),
+        ("6", None, None),
+        ("7", None, None),
+    ]
+
+
+def test_an_explicit_deployment_type_and_the_hotfix_pattern_win_over_the_rule(write: WriteFile) -> None:
+    write(
+        "runs.csv",
+        "id,updated_at,conclusion,environment,head_sha,kind,head_branch\n"
+        "1,2025-01-01T00:00:00Z,success,production,aaa,,main\n"
+        "2,2025-01-02T00:00:00Z,success,production,bbb,,main\n"
+        "3,2025-01-03T00:00:00Z,success,production,aaa,revert,main\n"
+        "4,2025-01-04T00:00:00Z,success,production,bbb,,hotfix/urgent\n"
+        "5,2025-01-05T00:00:00Z,success,production,ddd,,hotfix/other\n",
+    )
+    config = write(
+        "backfill.toml",
+        source_block(
+            "runs",
+            "runs.csv",
+            hotfix_pattern="hotfix/*",
+            hotfix_column="head_branch",
+            columns={"deployment_type": "kind"},
+        ),
+    )
+    events = plan_for(config).plan.events
+    assert events.select("build_id", "deployment_type").rows() == [
+        ("1", None),
+        ("2", None),
+        ("3", "revert"),
+        ("4", "hotfix"),
+        ("5", "hotfix"),
+    ]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from backfill.extractors.base import ExtractContext
-from backfill.extractors.forge import ForgeSource, RateLimitRetry, token
+from backfill.extractors.forge import ForgeSource, token
 
 if TYPE_CHECKING:
     from github.Repository import Repository
@@ -27,6 +27,8 @@ class GithubSource(ForgeSource):
 def repository(config: GithubSource, context: ExtractContext) -> Iterator[Repository]:
     """The repository, read with the token if there is one; the client is closed afterwards."""
     from github import Auth, Github
+
+    from backfill.extractors.forge_retry import RateLimitRetry
 
     secret = token(config.token_env, context.environ, context.warn, config.name)
     client = Github(

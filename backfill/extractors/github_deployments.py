@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import polars as pl
-import requests
 from pydantic import model_validator
 
 from backfill.errors import SourceError
@@ -53,6 +52,7 @@ class GithubDeploymentsExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
+        import requests
         from github import GithubException
 
         config = self.config

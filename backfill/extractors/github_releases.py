@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-import requests
 from pydantic import model_validator
 
 from backfill.errors import SourceError
@@ -42,6 +41,7 @@ class GithubReleasesExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
+        import requests
         from github import GithubException
 
         config = self.config

@@ -6,12 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import requests
 from pydantic import Field
-from requests.adapters import HTTPAdapter
 
 from backfill.extractors.base import ExtractContext
-from backfill.extractors.forge import ForgeSource, RateLimitRetry, token
+from backfill.extractors.forge import ForgeSource, token
 
 if TYPE_CHECKING:
     from gitlab.v4.objects import Project
@@ -31,6 +29,10 @@ def project(config: GitlabSource, context: ExtractContext) -> Iterator[Project]:
     so python-gitlab must not wait as well.
     """
     import gitlab
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    from backfill.extractors.forge_retry import RateLimitRetry
 
     secret = token(config.token_env, context.environ, context.warn, config.name)
     session = requests.Session()

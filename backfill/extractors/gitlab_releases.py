@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-import requests
 from pydantic import model_validator
 
 from backfill.errors import SourceError
@@ -40,6 +39,7 @@ class GitlabReleasesExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
+        import requests
         from gitlab import GitlabError
 
         config = self.config

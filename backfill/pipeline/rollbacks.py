@@ -22,65 +22,68 @@ from collections.abc import Callable, Mapping, Sequence
 import polars as pl
 
 IsAncestor = Callable[[Sequence[tuple[str, str]]], list[bool]]
+PLACE = ["entityId", "env"]
 
 
 def infer_rollbacks(events: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
     """Events in send order, with rollbacks marked (see the module's rules)."""
     if events.height == 0:
         return events
-    place = ["entityId", "env"]
     sha = pl.col("build_commit_sha")
-    shipped = pl.col("status") == "success"
-
-    def last_before(value: pl.Expr, over: list[str]) -> pl.Expr:
-        return pl.when(shipped).then(value).shift(1).forward_fill().over(over)
-
     frame = events.with_row_index("_position").with_columns(
-        last_before(sha, place).alias("_previous_sha"),
-        last_before(pl.col("build_id"), place).alias("_previous_build"),
-        last_before(pl.col("build_id"), [*place, "build_commit_sha"]).alias("_earlier_build"),
+        _last_shipped(sha, PLACE).alias("_previous_sha"),
+        _last_shipped(pl.col("build_id"), PLACE).alias("_previous_build"),
     )
-    moved_back = sha.is_not_null() & (sha != pl.col("_previous_sha")).fill_null(True)
-    frame = frame.with_columns(
-        (moved_back & pl.col("_earlier_build").is_not_null() & sha.is_not_null()).alias("_redeployed")
-    )
-    ancestor_of_previous = _ask_repositories(frame, ancestry)
-    rollback_to = (
-        pl.when(pl.col("_redeployed"))
-        .then(pl.format("Rollback to {}", pl.col("_earlier_build")))
-        .when(pl.col("_position").is_in(ancestor_of_previous))
-        .then(pl.format("Rollback to {} (an ancestor of {})", sha.str.slice(0, 12), pl.col("_previous_build")))
-    )
-    return frame.with_columns(
-        pl.when(pl.col("deployment_type").is_null() & rollback_to.is_not_null())
+    rollback_to = pl.concat(
+        [_redeployed_commits(frame), _ancestors_of_previous(frame, ancestry)], how="vertical"
+    ).unique("_position", keep="first", maintain_order=True)
+    marked = frame.join(rollback_to, on="_position", how="left", maintain_order="left")
+    untyped = pl.col("deployment_type").is_null()
+    return marked.with_columns(
+        pl.when(untyped & pl.col("_rollback_to").is_not_null())
         .then(pl.lit("rollback"))
         .otherwise(pl.col("deployment_type"))
         .alias("deployment_type"),
-        pl.when(pl.col("description").is_null() & pl.col("deployment_type").is_null())
-        .then(rollback_to)
+        pl.when(untyped & pl.col("description").is_null())
+        .then(pl.col("_rollback_to"))
         .otherwise(pl.col("description"))
         .alias("description"),
     ).select(events.columns)
 
 
-def _ask_repositories(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> list[int]:
-    """Positions of events whose commit is an ancestor of the previous one (rule 2)."""
-    found: list[int] = []
+def _last_shipped(value: pl.Expr, over: list[str]) -> pl.Expr:
+    """The value of the last successful deployment before each row, within ``over``."""
+    return pl.when(pl.col("status") == "success").then(value).shift(1).forward_fill().over(over)
+
+
+def _redeployed_commits(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rule 1, looked at only where a commit appears more than once in a place (few rows)."""
+    sha = pl.col("build_commit_sha")
+    repeated = frame.filter(sha.is_not_null() & pl.struct(*PLACE, "build_commit_sha").is_duplicated())
+    return (
+        repeated.with_columns(_last_shipped(pl.col("build_id"), [*PLACE, "build_commit_sha"]).alias("_earlier"))
+        .filter(pl.col("_earlier").is_not_null() & (sha != pl.col("_previous_sha")).fill_null(True))
+        .select("_position", pl.format("Rollback to {}", pl.col("_earlier")).alias("_rollback_to"))
+    )
+
+
+def _ancestors_of_previous(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
+    """Rule 2: for sources with a repository, a commit that is an ancestor of the previous one."""
+    found: list[pl.DataFrame] = [pl.DataFrame(schema={"_position": pl.UInt32, "_rollback_to": pl.String})]
+    sha, previous = pl.col("build_commit_sha"), pl.col("_previous_sha")
     for source, is_ancestor in ancestry.items():
         candidates = frame.filter(
-            (pl.col("source") == source)
-            & ~pl.col("_redeployed")
-            & pl.col("build_commit_sha").is_not_null()
-            & pl.col("_previous_sha").is_not_null()
-            & (pl.col("build_commit_sha") != pl.col("_previous_sha"))
-        ).select("_position", "build_commit_sha", "_previous_sha")
+            (pl.col("source") == source) & sha.is_not_null() & previous.is_not_null() & (sha != previous)
+        )
         if candidates.height == 0:
             continue
-        pairs = list(candidates.select("build_commit_sha", "_previous_sha").iter_rows())
-        answers = is_ancestor(pairs)
-        found.extend(
-            position
-            for position, answer in zip(candidates.get_column("_position").to_list(), answers, strict=True)
-            if answer
+        answers = is_ancestor(list(candidates.select("build_commit_sha", "_previous_sha").iter_rows()))
+        found.append(
+            candidates.filter(pl.Series(answers, dtype=pl.Boolean)).select(
+                "_position",
+                pl.format("Rollback to {} (an ancestor of {})", sha.str.slice(0, 12), pl.col("_previous_build")).alias(
+                    "_rollback_to"
+                ),
+            )
         )
-    return found
+    return pl.concat(found, how="vertical")
