@@ -87,12 +87,12 @@ class DevGridClient:
         self.endpoint = f"{url.rstrip('/')}/events"
         self._api_key = api_key
         self._api_key_env = api_key_env
+        self._headers = {"x-api-key": api_key, "content-type": "application/json"}
 
     def post(self, body: str) -> Refused | None:
         """None when stored (201); Refused for 400/413; raises for everything else."""
-        headers = {"x-api-key": self._api_key, "content-type": "application/json"}
         try:
-            response = self._client.post(self.endpoint, content=body.encode("utf-8"), headers=headers)
+            response = self._client.post(self.endpoint, content=body.encode("utf-8"), headers=self._headers)
         except _MAYBE_STORED as exc:
             raise TransientDeliveryError(self._describe(exc), uncertain=True) from None
         except httpx.TransportError as exc:

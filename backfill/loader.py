@@ -90,6 +90,16 @@ class Delivery:
         self._progress = progress
         self._notice = notice
         self.report = DeliveryReport()
+        self._maybe_stored = False
+        self._backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+        self._retrying = Retrying(
+            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_wait),
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientDeliveryError),
+            sleep=sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
 
     # -- the two entry points ----------------------------------------------------------------
 
@@ -222,43 +232,31 @@ class Delivery:
 
     def _post(self, body: str) -> tuple[Refused | None, bool]:
         """POST with retries; returns DevGrid's refusal (or None) and whether a retried attempt may have stored."""
-        maybe_stored = False
-
-        def attempt() -> Refused | None:
-            nonlocal maybe_stored
-            try:
-                return self._client.post(body)
-            except TransientDeliveryError as exc:
-                maybe_stored = maybe_stored or exc.uncertain
-                raise
-
-        policy = self._policy
-        backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
-
-        def wait(state: RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            if isinstance(error, TransientDeliveryError) and error.retry_after is not None:
-                return error.retry_after
-            return float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            delay = state.upcoming_sleep
-            self._notice(f"{error}; attempt {state.attempt_number} of {policy.max_attempts}, retrying in {delay:.1f} s")
-
-        retrying = Retrying(
-            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_wait),
-            wait=wait,
-            retry=retry_if_exception_type(TransientDeliveryError),
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        self._maybe_stored = False
         try:
-            return retrying(attempt), maybe_stored
+            return self._retrying(self._attempt, body), self._maybe_stored
         except TransientDeliveryError as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
+            attempts = self._retrying.statistics.get("attempt_number", 1)
             raise GaveUp(
                 f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {exc}",
-                uncertain=maybe_stored,
+                uncertain=self._maybe_stored,
             ) from None
+
+    def _attempt(self, body: str) -> Refused | None:
+        try:
+            return self._client.post(body)
+        except TransientDeliveryError as exc:
+            self._maybe_stored = self._maybe_stored or exc.uncertain
+            raise
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when DevGrid sent one, else exponential backoff with full jitter."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, TransientDeliveryError) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff(state))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        attempts = f"attempt {state.attempt_number} of {self._policy.max_attempts}"
+        self._notice(f"{error}; {attempts}, retrying in {state.upcoming_sleep:.1f} s")

@@ -123,6 +123,7 @@ def send_run(
                     store.set_cursors(advanced_cursors(marked, cursors))
             else:
                 result.delivery.left_to_send = new.height
+            store.forget_bodies()
             store.finish_run(run_id, _outcome(result), _counts(result), str(result.stopped) if result.stopped else None)
             return result
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,10 @@ def test_a_run_sends_every_event_once_oldest_first_and_a_rerun_sends_nothing(
         "to_send": 0,
     }
     assert len(receiver.events()) == 40 and receiver.duplicates() == []
+    # Request bodies are kept only while their batch is pending.
+    db = sqlite3.connect(path.parent / ".backfill" / "state.db")
+    assert db.execute("SELECT count(*) FROM batches WHERE body IS NOT NULL").fetchone() == (0,)
+    db.close()
 
 
 def test_a_catch_up_run_sends_only_what_is_new(write: WriteFile, receiver: LocalReceiver) -> None:

@@ -273,8 +273,9 @@ class Store:
 
     def mark_sent(self, batch_id: int, possibly_duplicated: bool) -> None:
         with self.transaction() as db:
+            # The body stays until forget_bodies(): freeing its pages here would slow every batch.
             db.execute(
-                "UPDATE batches SET state = 'sent', settled_at = ?, body = NULL, possibly_duplicated = ? WHERE id = ?",
+                "UPDATE batches SET state = 'sent', settled_at = ?, possibly_duplicated = ? WHERE id = ?",
                 (now_text(), int(possibly_duplicated), batch_id),
             )
 
@@ -295,6 +296,11 @@ class Store:
                 "UPDATE batches SET state = 'released', settled_at = ?, body = NULL WHERE id = ?",
                 (now_text(), batch_id),
             )
+
+    def forget_bodies(self) -> None:
+        """Drop the bodies of settled batches: only a pending batch's body can be needed again."""
+        with self.transaction() as db:
+            db.execute("UPDATE batches SET body = NULL WHERE state <> 'pending' AND body IS NOT NULL")
 
     def pending_batches(self) -> list[PendingBatch]:
         rows = self._db.execute(
