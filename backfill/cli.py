@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socketserver
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -378,14 +379,7 @@ def serve(
         server = Receiver((host, port), expected, store, faults, frozenset(entities))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    signal.signal(signal.SIGTERM, _interrupt)
-    click.echo(f"listening on http://{host}:{server.server_port} (events stored in {db_path})", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    _serve_until_stopped(server, f"listening on http://{host}:{server.server_port} (events stored in {db_path})")
 
 
 @main.command()
@@ -443,14 +437,7 @@ def replay(folder: Path, host: str, port: int) -> None:
         server = ReplayServer((host, port), Recordings.load(folder))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    signal.signal(signal.SIGTERM, _interrupt)
-    click.echo(f"replaying {folder} on {server.base_url}", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    _serve_until_stopped(server, f"replaying {folder} on {server.base_url}")
 
 
 @main.command()
@@ -475,8 +462,20 @@ def presets() -> None:
         click.echo()
 
 
+def _serve_until_stopped(server: socketserver.BaseServer, message: str) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close the socket."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(message, err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops ``serve`` the way Ctrl-C does (shutdown() from here would deadlock)."""
+    """SIGTERM stops a server the way Ctrl-C does (shutdown() from here would deadlock)."""
     raise KeyboardInterrupt
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from backfill.config import Config
 from backfill.state.store import Store
+from backfill.summary import say
 
 
 def status_report(config: Config, store: Store | None) -> dict[str, Any]:
@@ -88,23 +89,19 @@ def render_status(report: dict[str, Any], console: Console) -> None:
             )
         console.print(runs)
     for batch in report["pending_batches"]:
-        console.print(
-            f"pending: batch {batch['id']} of run {batch['run_id']} ({batch['events']} events) was never answered; "
+        say(
+            console,
+            "pending",
+            f"batch {batch['id']} of run {batch['run_id']} ({batch['events']} events) was never answered; "
             "the next run sends it again",
-            highlight=False,
-            soft_wrap=True,
         )
     for event in report["rejected_events"]:
-        console.print(
-            f"refused: {escape(event['entityId'])}/{event['env']}/{escape(event['build_id'])} ({event['timestamp']}): "
-            f"{escape(event['message'] or '')}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        key = f"{event['entityId']}/{event['env']}/{event['build_id']}"
+        say(console, "refused", f"{key} ({event['timestamp']}): {event['message'] or ''}")
     if report["possibly_duplicated"]:
-        console.print(
-            f"{len(report['possibly_duplicated'])} events were sent again after an answer that never came and may "
-            "be duplicated in DevGrid (--json lists them)",
-            highlight=False,
-            soft_wrap=True,
+        say(
+            console,
+            "possibly duplicated",
+            f"{len(report['possibly_duplicated'])} events were sent again after an answer that never came "
+            "(--json lists them)",
         )

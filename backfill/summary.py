@@ -182,12 +182,11 @@ def render(summary: dict[str, Any], console: Console) -> None:
         console.print(f"state: {ledger['new']:,} new, {ledger['sent']:,} already sent (the review's state column)")
     for key in ("review_csv", "rejects_csv"):
         if summary.get(key):
-            console.print(f"{key.replace('_csv', '')}: {escape(str(summary[key]))}", highlight=False, soft_wrap=True)
-    # One line each, never wrapped: people grep CI logs for them.
+            say(console, key.replace("_csv", ""), str(summary[key]))
     for warning in summary["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+        say(console, "warning", warning, "yellow")
     for error in summary["errors"]:
-        console.print(f"[red]error:[/red] {escape(error)}", highlight=False, soft_wrap=True)
+        say(console, "error", error, "red")
 
 
 def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
@@ -210,16 +209,13 @@ def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
         rate = f"sent in {delivery['seconds']:.1f} s ({delivery['events_per_second']:,.0f} events/s)"
         console.print(rate, highlight=False)
     for event in delivery["rejected_events"]:
-        console.print(
-            f"[red]refused:[/red] {escape(event['entity_id'])}/{event['env']}/{escape(event['build_id'])}: "
-            f"{escape(event['message'])}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        say(console, "refused", f"{event['entity_id']}/{event['env']}/{event['build_id']}: {event['message']}", "red")
     for event in delivery["possibly_duplicated_events"]:
-        console.print(
-            f"[yellow]possibly duplicated:[/yellow] {escape(event['entity_id'])}/{event['env']}/"
-            f"{escape(event['build_id'])} (sent again after an answer that never came)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        key = f"{event['entity_id']}/{event['env']}/{event['build_id']}"
+        say(console, "possibly duplicated", f"{key} (sent again after an answer that never came)", "yellow")
+
+
+def say(console: Console, label: str, text: str, style: str | None = None) -> None:
+    """One line, never wrapped (people grep CI logs for them); the text is shown as it is, not as markup."""
+    shown = f"[{style}]{label}:[/{style}]" if style else f"{label}:"
+    console.print(f"{shown} {escape(text)}", highlight=False, soft_wrap=True)

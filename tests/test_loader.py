@@ -210,6 +210,12 @@ def _crash_during_second_batch(tmp_path: Path, *, posted: bool) -> Store:
     return reopened
 
 
+def _next_run(store: Store, devgrid: DevGrid) -> Delivery:
+    client = DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY")
+    run_id = store.start_run("https://devgrid.test", current_boot_id())
+    return Delivery(store, client, run_id=run_id, batch_size=15, policy=RetryPolicy())
+
+
 def test_settling_after_a_crash_resends_only_the_batch_that_was_in_flight_as_possibly_duplicated(
     tmp_path: Path,
 ) -> None:
@@ -220,13 +226,7 @@ def test_settling_after_a_crash_resends_only_the_batch_that_was_in_flight_as_pos
         "30",
     ]
     devgrid = DevGrid()
-    loader = Delivery(
-        store,
-        DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY"),
-        run_id=store.start_run("x", current_boot_id()),
-        batch_size=15,
-        policy=RetryPolicy(),
-    )
+    loader = _next_run(store, devgrid)
     loader.settle()
     assert devgrid.build_ids() == [[str(i) for i in range(15, 30)], [str(i) for i in range(30, 40)]]
     assert [key.build_id for key in loader.report.possibly_duplicated] == [str(i) for i in range(15, 30)]
@@ -240,12 +240,6 @@ def test_after_a_machine_restart_every_pending_batch_is_possibly_duplicated(tmp_
     db.commit()
     db.close()
     devgrid = DevGrid()
-    loader = Delivery(
-        store,
-        DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY"),
-        run_id=store.start_run("x", current_boot_id()),
-        batch_size=15,
-        policy=RetryPolicy(),
-    )
+    loader = _next_run(store, devgrid)
     loader.settle()
     assert len(loader.report.possibly_duplicated) == 25

@@ -10,16 +10,18 @@ Never a hot loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from backfill.columns import ROW
+from backfill.errors import SourceError
 from backfill.extractors.base import SourceConfig
 from backfill.secrets import redact
 
@@ -27,10 +29,43 @@ from backfill.secrets import redact
 class ForgeSource(SourceConfig):
     """Keys the GitHub and GitLab sources share."""
 
+    # Releases carry no environment, so their sources need env; deployments name theirs.
+    requires_env: ClassVar[bool] = False
+
     token_env: str = Field(default="", pattern=r"^$|^[A-Za-z_][A-Za-z0-9_]*$")
     # Rate limits: wait up to this many seconds for a reset, stop (and say when) beyond it.
     max_rate_limit_wait: float = Field(default=300.0, ge=0, le=3600)
     timeout: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _entity_and_env(self) -> Self:
+        if self.entity_id is None:
+            raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
+        if self.requires_env and self.env is None:
+            raise ValueError('env: is required; set env = "production" (releases carry no environment)')
+        return self
+
+
+@contextmanager
+def read_errors(
+    config: ForgeSource,
+    environ: Mapping[str, str],
+    *,
+    host: str,
+    subject: str,
+    client_errors: tuple[type[Exception], ...],
+) -> Iterator[None]:
+    """Turn what a forge client raises into one SourceError sentence naming the source."""
+    import requests
+
+    caught: tuple[type[Exception], ...] = (*client_errors, RateLimited, requests.RequestException)
+    try:
+        yield
+    except caught as exc:
+        message = failure(
+            exc, host=host, token_variable=config.token_env, subject=subject, secrets=[environ.get(config.token_env)]
+        )
+        raise SourceError(config.name, message) from None
 
 
 class RateLimited(Exception):
@@ -74,9 +109,7 @@ def token(variable: str, environ: Mapping[str, str], warn: Callable[[str], None]
     return value
 
 
-def failure(
-    source: str, exc: BaseException, *, host: str, token_variable: str, subject: str, secrets: Sequence[str | None]
-) -> str:
+def failure(exc: BaseException, *, host: str, token_variable: str, subject: str, secrets: Sequence[str | None]) -> str:
     """One sentence for a failed API read, without the token."""
     status = getattr(exc, "status", None) or getattr(exc, "response_code", None)
     if isinstance(exc, RateLimited):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from backfill.extractors.base import ExtractContext
-from backfill.extractors.forge import ForgeSource, token
+from backfill.extractors.forge import ForgeSource, host_of, read_errors, token
 
 if TYPE_CHECKING:
     from github.Repository import Repository
@@ -45,6 +45,18 @@ def repository(config: GithubSource, context: ExtractContext) -> Iterator[Reposi
         yield client.get_repo(config.repo)
     finally:
         client.close()
+
+
+def github_errors(config: GithubSource, context: ExtractContext) -> AbstractContextManager[None]:
+    from github import GithubException
+
+    return read_errors(
+        config,
+        context.environ,
+        host=host_of(config.base_url),
+        subject=f"repository {config.repo}",
+        client_errors=(GithubException,),
+    )
 
 
 def tag_commits(repo: Repository, wanted: Iterable[str], warn: Any) -> dict[str, str]:

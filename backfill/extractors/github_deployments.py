@@ -14,12 +14,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import model_validator
 
-from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, Outcome
-from backfill.extractors.forge import RateLimited, failure, frame_of, host_of, iso, older_than
-from backfill.extractors.github_api import GithubSource, repository
+from backfill.extractors.forge import frame_of, iso, older_than
+from backfill.extractors.github_api import GithubSource, github_errors, repository
 from backfill.extractors.mapping import raw_frame
 
 OUTCOMES = ("success", "failure", "error")
@@ -39,12 +37,6 @@ COLUMNS = ("id", "sha", "environment", "state", "status_at", "description", "cre
 class GithubDeploymentsSource(GithubSource):
     type: Literal["github-deployments"]
 
-    @model_validator(mode="after")
-    def _entity(self) -> GithubDeploymentsSource:
-        if self.entity_id is None:
-            raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
-        return self
-
 
 class GithubDeploymentsExtractor(Extractor):
     type_name = "github-deployments"
@@ -52,30 +44,14 @@ class GithubDeploymentsExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
-        import requests
-        from github import GithubException
-
         config = self.config
         assert isinstance(config, GithubDeploymentsSource)
-        try:
-            with repository(config, self.context) as repo:
-                rows = []
-                for deployment in repo.get_deployments():
-                    if older_than(deployment.created_at, self.context.since):
-                        break
-                    rows.append(_row(deployment))
-        except (GithubException, RateLimited, requests.RequestException) as exc:
-            raise SourceError(
-                config.name,
-                failure(
-                    config.name,
-                    exc,
-                    host=host_of(config.base_url),
-                    token_variable=config.token_env,
-                    subject=f"repository {config.repo}",
-                    secrets=[self.context.environ.get(config.token_env)],
-                ),
-            ) from None
+        with github_errors(config, self.context), repository(config, self.context) as repo:
+            rows = []
+            for deployment in repo.get_deployments():
+                if older_than(deployment.created_at, self.context.since):
+                    break
+                rows.append(_row(deployment))
         fields = {
             "entityId": pl.lit(config.entity_id),
             # A deployment names its environment; env in the config is for none that does not.

@@ -11,28 +11,20 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-from pydantic import model_validator
 
-from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor
-from backfill.extractors.forge import RateLimited, failure, frame_of, host_of, iso, older_than
-from backfill.extractors.github_api import GithubSource, repository, tag_commits
+from backfill.extractors.forge import frame_of, iso, older_than
+from backfill.extractors.github_api import GithubSource, github_errors, repository, tag_commits
 from backfill.extractors.mapping import raw_frame
 
 COLUMNS = ("tag", "published_at", "title", "author", "url", "draft", "prerelease")
 
 
 class GithubReleasesSource(GithubSource):
+    requires_env = True
+
     type: Literal["github-releases"]
     include_prereleases: bool = False
-
-    @model_validator(mode="after")
-    def _entity_and_env(self) -> GithubReleasesSource:
-        if self.entity_id is None:
-            raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
-        if self.env is None:
-            raise ValueError('env: is required; set env = "production" (releases carry no environment)')
-        return self
 
 
 class GithubReleasesExtractor(Extractor):
@@ -41,47 +33,31 @@ class GithubReleasesExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
-        import requests
-        from github import GithubException
-
         config = self.config
         assert isinstance(config, GithubReleasesSource)
-        try:
-            with repository(config, self.context) as repo:
-                rows = []
-                for release in repo.get_releases():
-                    if older_than(release.created_at, self.context.since):
-                        break
-                    rows.append(
-                        {
-                            "tag": release.tag_name,
-                            "published_at": iso(release.published_at),
-                            "title": release.name,
-                            "author": release.author.login if release.author else None,
-                            "url": release.html_url,
-                            "draft": "yes" if release.draft else None,
-                            "prerelease": "yes" if release.prerelease else None,
-                        }
-                    )
-                # Only the tags of releases that become events are looked up.
-                wanted = {
-                    str(row["tag"])
-                    for row in rows
-                    if row["tag"] and not row["draft"] and (config.include_prereleases or not row["prerelease"])
-                }
-                commits = tag_commits(repo, wanted, self.context.warn)
-        except (GithubException, RateLimited, requests.RequestException) as exc:
-            raise SourceError(
-                config.name,
-                failure(
-                    config.name,
-                    exc,
-                    host=host_of(config.base_url),
-                    token_variable=config.token_env,
-                    subject=f"repository {config.repo}",
-                    secrets=[self.context.environ.get(config.token_env)],
-                ),
-            ) from None
+        with github_errors(config, self.context), repository(config, self.context) as repo:
+            rows = []
+            for release in repo.get_releases():
+                if older_than(release.created_at, self.context.since):
+                    break
+                rows.append(
+                    {
+                        "tag": release.tag_name,
+                        "published_at": iso(release.published_at),
+                        "title": release.name,
+                        "author": release.author.login if release.author else None,
+                        "url": release.html_url,
+                        "draft": "yes" if release.draft else None,
+                        "prerelease": "yes" if release.prerelease else None,
+                    }
+                )
+            # Only the tags of releases that become events are looked up.
+            wanted = {
+                str(row["tag"])
+                for row in rows
+                if row["tag"] and not row["draft"] and (config.include_prereleases or not row["prerelease"])
+            }
+            commits = tag_commits(repo, wanted, self.context.warn)
         frame = frame_of(rows, COLUMNS).with_columns(pl.col("tag").replace_strict(commits, default=None).alias("sha"))
         prerelease = pl.col("prerelease").is_not_null() & pl.lit(not config.include_prereleases)
         skip = (

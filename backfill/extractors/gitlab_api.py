@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from backfill.extractors.base import ExtractContext
-from backfill.extractors.forge import ForgeSource, token
+from backfill.extractors.forge import ForgeSource, host_of, read_errors, token
 
 if TYPE_CHECKING:
     from gitlab.v4.objects import Project
@@ -47,3 +47,15 @@ def project(config: GitlabSource, context: ExtractContext) -> Iterator[Project]:
         yield client.projects.get(project_id, lazy=True)
     finally:
         session.close()
+
+
+def gitlab_errors(config: GitlabSource, context: ExtractContext) -> AbstractContextManager[None]:
+    from gitlab import GitlabError
+
+    return read_errors(
+        config,
+        context.environ,
+        host=host_of(config.url),
+        subject=f"project {config.project}",
+        client_errors=(GitlabError,),
+    )

@@ -13,12 +13,10 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-from pydantic import model_validator
 
-from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor
-from backfill.extractors.forge import RateLimited, failure, frame_of, host_of, older_than
-from backfill.extractors.gitlab_api import GitlabSource, project
+from backfill.extractors.forge import frame_of, older_than
+from backfill.extractors.gitlab_api import GitlabSource, gitlab_errors, project
 from backfill.extractors.mapping import raw_frame
 from backfill.extractors.presets import GITLAB_CI
 
@@ -28,12 +26,6 @@ COLUMNS = ("id", "status", "finished_at", "environment", "sha", "user", "url", "
 class GitlabDeploymentsSource(GitlabSource):
     type: Literal["gitlab-deployments"]
 
-    @model_validator(mode="after")
-    def _entity(self) -> GitlabDeploymentsSource:
-        if self.entity_id is None:
-            raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
-        return self
-
 
 class GitlabDeploymentsExtractor(Extractor):
     type_name = "gitlab-deployments"
@@ -41,48 +33,32 @@ class GitlabDeploymentsExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
-        import requests
-        from gitlab import GitlabError
-
         config = self.config
         assert isinstance(config, GitlabDeploymentsSource)
         since = self.context.since
         filters = {"updated_after": since.isoformat()} if since else {}
-        try:
-            with project(config, self.context) as handle:
-                rows = []
-                listing = handle.deployments.list(
-                    iterator=True, per_page=100, obey_rate_limit=False, order_by="updated_at", sort="desc", **filters
+        with gitlab_errors(config, self.context), project(config, self.context) as handle:
+            rows = []
+            listing = handle.deployments.list(
+                iterator=True, per_page=100, obey_rate_limit=False, order_by="updated_at", sort="desc", **filters
+            )
+            for deployment in listing:
+                data = deployment.attributes
+                if older_than(data.get("updated_at"), since):
+                    break
+                job = data.get("deployable") or {}
+                rows.append(
+                    {
+                        "id": data.get("id"),
+                        "status": data.get("status"),
+                        "finished_at": data.get("finished_at") or job.get("finished_at") or data.get("updated_at"),
+                        "environment": (data.get("environment") or {}).get("name"),
+                        "sha": data.get("sha"),
+                        "user": (data.get("user") or {}).get("username"),
+                        "url": job.get("web_url"),
+                        "title": (job.get("commit") or {}).get("title"),
+                    }
                 )
-                for deployment in listing:
-                    data = deployment.attributes
-                    if older_than(data.get("updated_at"), since):
-                        break
-                    job = data.get("deployable") or {}
-                    rows.append(
-                        {
-                            "id": data.get("id"),
-                            "status": data.get("status"),
-                            "finished_at": data.get("finished_at") or job.get("finished_at") or data.get("updated_at"),
-                            "environment": (data.get("environment") or {}).get("name"),
-                            "sha": data.get("sha"),
-                            "user": (data.get("user") or {}).get("username"),
-                            "url": job.get("web_url"),
-                            "title": (job.get("commit") or {}).get("title"),
-                        }
-                    )
-        except (GitlabError, RateLimited, requests.RequestException) as exc:
-            raise SourceError(
-                config.name,
-                failure(
-                    config.name,
-                    exc,
-                    host=host_of(config.url),
-                    token_variable=config.token_env,
-                    subject=f"project {config.project}",
-                    secrets=[self.context.environ.get(config.token_env)],
-                ),
-            ) from None
         fields = {
             "entityId": pl.lit(config.entity_id),
             "env": pl.coalesce(pl.col("environment"), pl.lit(config.env, dtype=pl.String)),

@@ -10,27 +10,19 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-from pydantic import model_validator
 
-from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor
-from backfill.extractors.forge import RateLimited, failure, frame_of, host_of, older_than
-from backfill.extractors.gitlab_api import GitlabSource, project
+from backfill.extractors.forge import frame_of, older_than
+from backfill.extractors.gitlab_api import GitlabSource, gitlab_errors, project
 from backfill.extractors.mapping import raw_frame
 
 COLUMNS = ("tag", "released_at", "name", "sha", "author", "url", "upcoming")
 
 
 class GitlabReleasesSource(GitlabSource):
-    type: Literal["gitlab-releases"]
+    requires_env = True
 
-    @model_validator(mode="after")
-    def _entity_and_env(self) -> GitlabReleasesSource:
-        if self.entity_id is None:
-            raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
-        if self.env is None:
-            raise ValueError('env: is required; set env = "production" (releases carry no environment)')
-        return self
+    type: Literal["gitlab-releases"]
 
 
 class GitlabReleasesExtractor(Extractor):
@@ -39,44 +31,28 @@ class GitlabReleasesExtractor(Extractor):
     incremental = True
 
     def extract(self) -> Extracted:
-        import requests
-        from gitlab import GitlabError
-
         config = self.config
         assert isinstance(config, GitlabReleasesSource)
-        try:
-            with project(config, self.context) as handle:
-                rows = []
-                listing = handle.releases.list(
-                    iterator=True, per_page=100, obey_rate_limit=False, order_by="released_at", sort="desc"
+        with gitlab_errors(config, self.context), project(config, self.context) as handle:
+            rows = []
+            listing = handle.releases.list(
+                iterator=True, per_page=100, obey_rate_limit=False, order_by="released_at", sort="desc"
+            )
+            for release in listing:
+                data = release.attributes
+                if older_than(data.get("released_at"), self.context.since):
+                    break
+                rows.append(
+                    {
+                        "tag": data.get("tag_name"),
+                        "released_at": data.get("released_at"),
+                        "name": data.get("name"),
+                        "sha": (data.get("commit") or {}).get("id"),
+                        "author": (data.get("author") or {}).get("username"),
+                        "url": (data.get("_links") or {}).get("self"),
+                        "upcoming": "yes" if data.get("upcoming_release") else None,
+                    }
                 )
-                for release in listing:
-                    data = release.attributes
-                    if older_than(data.get("released_at"), self.context.since):
-                        break
-                    rows.append(
-                        {
-                            "tag": data.get("tag_name"),
-                            "released_at": data.get("released_at"),
-                            "name": data.get("name"),
-                            "sha": (data.get("commit") or {}).get("id"),
-                            "author": (data.get("author") or {}).get("username"),
-                            "url": (data.get("_links") or {}).get("self"),
-                            "upcoming": "yes" if data.get("upcoming_release") else None,
-                        }
-                    )
-        except (GitlabError, RateLimited, requests.RequestException) as exc:
-            raise SourceError(
-                config.name,
-                failure(
-                    config.name,
-                    exc,
-                    host=host_of(config.url),
-                    token_variable=config.token_env,
-                    subject=f"project {config.project}",
-                    secrets=[self.context.environ.get(config.token_env)],
-                ),
-            ) from None
         fields = {
             "entityId": pl.lit(config.entity_id),
             "env": pl.lit(config.env),

@@ -23,22 +23,6 @@ from typing import Final
 
 from backfill.extractors.base import Outcome
 
-# Fields a preset or a user can map to columns. "entity" fills entityId.
-MAPPABLE_FIELDS: Final = (
-    "entity",
-    "build_id",
-    "timestamp",
-    "duration_ms",
-    "status",
-    "env",
-    "build_commit_sha",
-    "change_id",
-    "build_url",
-    "description",
-    "initiator",
-    "deployment_type",
-)
-
 
 @dataclass(frozen=True)
 class Preset:
