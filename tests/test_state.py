@@ -172,3 +172,16 @@ def test_outcome_unknown() -> None:
     assert not outcome_unknown(posted=False, written_on_boot="x", current_boot="x")
     assert outcome_unknown(posted=False, written_on_boot="x", current_boot="y")
     assert outcome_unknown(posted=False, written_on_boot=None, current_boot=None)
+
+
+def test_a_write_that_fails_is_a_state_error(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "state.db", create=True)
+    assert store is not None
+    with (
+        pytest.raises(StateError, match=r"state\.db: could not be written \(no such table: nope\); the run stopped"),
+        store.transaction() as db,
+    ):
+        db.execute("UPDATE nope SET x = 1")
+    run = store.start_run("https://devgrid.test", None)  # the connection is usable again
+    assert run == 1
+    store.close()

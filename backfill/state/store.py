@@ -199,20 +199,29 @@ class Store:
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction; ``durable`` makes its commit reach the disk before returning."""
-        if durable:
-            self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("BEGIN IMMEDIATE")
+        """One transaction; ``durable`` makes its commit reach the disk before returning.
+
+        A write that fails (a full disk, a file made read-only) raises StateError:
+        the run stops there, and what it already recorded stays consistent.
+        """
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
-        finally:
             if durable:
-                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"{self.path}: could not be written ({exc}); the run stopped there. Fix the cause, then run again"
+            ) from exc
 
     # -- ledger and batches ----------------------------------------------------------------
 
