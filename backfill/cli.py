@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from backfill import __version__
 from backfill.config import Config, load_config
@@ -165,7 +166,7 @@ def _review(
     from backfill.state.store import Store
 
     with Display(console) as display:
-        result = plan_run(config, step=display.step)
+        result = plan_run(config, step=display.step, notice=lambda message: _notice(console, message))
         events = within(result.plan.events, *window)
         store = Store.open(Path(config.state.path), create=False)
         extra: dict[str, Any] = {}
@@ -220,9 +221,6 @@ def _send(
         retry_rejected=retry_rejected,
     )
 
-    def notice(message: str) -> None:
-        console.print(f"[dim]{message}[/dim]", highlight=False, soft_wrap=True, markup=True)
-
     with (
         httpx.Client(timeout=config.devgrid.timeout, follow_redirects=False) as client,
         Display(console) as display,
@@ -234,7 +232,7 @@ def _send(
             step=display.step,
             start_bar=lambda total: display.start_bar("sending", total),
             progress=display.advance,
-            notice=notice,
+            notice=lambda message: _notice(console, message),
         )
         display.stop_bar()
     rejects = rejects_path or Path(config.state.path).with_name("rejects.csv")
@@ -477,6 +475,11 @@ def _serve_until_stopped(server: socketserver.BaseServer, message: str) -> None:
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM stops a server the way Ctrl-C does (shutdown() from here would deadlock)."""
     raise KeyboardInterrupt
+
+
+def _notice(console: Console, message: str) -> None:
+    """Something said as it happens (a retry, a wait), dimmed, one line."""
+    console.print(f"[dim]{escape(message)}[/dim]", highlight=False, soft_wrap=True)
 
 
 def _stderr_console() -> Console:

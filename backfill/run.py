@@ -48,11 +48,14 @@ def plan_run(
     step: Step = no_progress,
     reading_from: Mapping[str, datetime | None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    notice: Callable[[str], None] | None = None,
 ) -> RunPlan:
     """Read every source and build the send plan. A source that fails is reported, not fatal.
 
     ``reading_from`` gives, per source name, the time from which a source that
     reads incrementally may start (see :func:`backfill.state.rules.incremental_since`).
+    ``notice`` says things as they happen (a rate-limit wait); without it they
+    join the warnings.
     """
     now = now or datetime.now(UTC)
     warnings: list[str] = []
@@ -64,7 +67,9 @@ def plan_run(
         now=now,
         infer_rollbacks=config.normalize.infer_rollbacks,
     )
-    context = ExtractContext(cache_dir=Path(config.state.path).parent, warn=warnings.append, sleep=sleep)
+    context = ExtractContext(
+        cache_dir=Path(config.state.path).parent, warn=warnings.append, notice=notice or warnings.append, sleep=sleep
+    )
     frames: list[pl.DataFrame] = []
     ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):

@@ -98,7 +98,12 @@ def send_run(
 
             cursors = store.cursors()
             run = plan_run(
-                config, now=now, step=step, reading_from=_reading_from(config, cursors, options.since), sleep=sleep
+                config,
+                now=now,
+                step=step,
+                reading_from=_reading_from(config, cursors, options.since),
+                sleep=sleep,
+                notice=notice,
             )
             in_window = within(run.plan.events, options.since, options.until)
             marked = mark_known(in_window, store.known_keys(in_window))

@@ -45,7 +45,8 @@ class ExtractContext:
     since: datetime | None = None
     cache_dir: Path | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    warn: Callable[[str], None] = lambda message: None
+    warn: Callable[[str], None] = lambda message: None  # collected for the summary
+    notice: Callable[[str], None] = lambda message: None  # said at once (a rate-limit wait)
     sleep: Callable[[float], None] = time.sleep
 
 

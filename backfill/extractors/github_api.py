@@ -36,7 +36,7 @@ def repository(config: GithubSource, context: ExtractContext) -> Iterator[Reposi
         base_url=config.base_url.rstrip("/"),
         per_page=100,  # the most GitHub serves per page
         timeout=int(config.timeout),
-        retry=RateLimitRetry(max_wait=config.max_rate_limit_wait, sleep=context.sleep, notice=context.warn),
+        retry=RateLimitRetry(max_wait=config.max_rate_limit_wait, sleep=context.sleep, notice=context.notice),
         seconds_between_requests=config.request_interval or None,
         # The first listing is the first request, and reports a repository it cannot see.
         lazy=True,

@@ -36,7 +36,7 @@ def project(config: GitlabSource, context: ExtractContext) -> Iterator[Project]:
 
     secret = token(config.token_env, context.environ, context.warn, config.name)
     session = requests.Session()
-    retry = RateLimitRetry(max_wait=config.max_rate_limit_wait, sleep=context.sleep, notice=context.warn)
+    retry = RateLimitRetry(max_wait=config.max_rate_limit_wait, sleep=context.sleep, notice=context.notice)
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
     client = gitlab.Gitlab(
