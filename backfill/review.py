@@ -16,11 +16,11 @@ import polars as pl
 
 from backfill.columns import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS, ROW
 
-_FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r", "'"]
+_FORMULA_START = r"^([=+\-@\t\r'])"
 
 
 def escape_formula(column: pl.Expr) -> pl.Expr:
-    return column.str.replace(r"^([=+\-@\t\r'])", "'${1}")
+    return column.str.replace(_FORMULA_START, "'${1}")
 
 
 def unescape_formula(column: pl.Expr) -> pl.Expr:
@@ -47,7 +47,7 @@ def write_csv_atomically(frame: pl.DataFrame, path: Path) -> None:
     """Write text cells formula-safe, to a temporary file renamed into place when complete."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     # Checking the first character is cheap; rewriting a column only pays where one needs it.
-    risky = frame.select(pl.col(text).str.slice(0, 1).is_in(_FORMULA_STARTS).any())
+    risky = frame.select(pl.col(text).str.contains(_FORMULA_START).any())
     safe = frame.with_columns(escape_formula(pl.col(name)) for name in text if risky.get_column(name).item())
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

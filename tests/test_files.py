@@ -142,3 +142,13 @@ def test_ndjson_lines(write: WriteFile) -> None:
         f"source 'runs': {config.parent / 'bad.ndjson'}: line 2 is not valid JSON (Expecting value at column 8)"
     ]
     assert isinstance(result.failures[0], SourceError)
+
+
+def test_build_id_prefix_and_blank_ids(write: WriteFile) -> None:
+    write(
+        "runs.csv",
+        HEADER + "7,2025-01-01T00:00:00Z,success,production,x\n  ,2025-01-02T00:00:00Z,success,production,y\n",
+    )
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv", build_id_prefix="deploy#"))).plan
+    assert plan.events.get_column("build_id").to_list() == ["deploy#7"]
+    assert plan.rejects.select("row", "reason").rows() == [(2, "missing build_id")]

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from backfill.pipeline.timestamps import TS, TS_VERDICT, add_timestamp
-from backfill.pipeline.verdicts import VERDICT, reason
+from backfill.pipeline.verdicts import VERDICT, Verdict, reason
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -88,3 +88,22 @@ def test_missing_and_future_are_rejected() -> None:
 def test_duration_is_added_to_reach_the_end_of_the_run() -> None:
     assert parse("1650024049161", duration_ms="1587") == ("2022-04-15T12:00:50.748000Z", None)
     assert parse("1650024049161", duration_ms="soon") == (None, "duration_ms 'soon' is not a number of milliseconds")
+
+
+def test_mixed_forms_in_one_column_keep_their_rows() -> None:
+    # The common form and the others are parsed apart; each value must stay with its row.
+    values = ["2025-01-15T14:30:00Z", "1736951400", None, "garbage", "2025-01-15 14:30:00", "2025-01-15T14:30:00+01:00"]
+    frame = pl.LazyFrame(
+        {"id": [str(i) for i in range(len(values))], "timestamp": values, "duration_ms": [None] * len(values)},
+        schema={"id": pl.String, "timestamp": pl.String, "duration_ms": pl.String},
+    )
+    parsed = add_timestamp(frame, "UTC", NOW).collect().sort("id")
+    assert parsed.get_column(TS).dt.strftime("%H:%M").to_list() == ["14:30", "14:30", None, None, "14:30", "13:30"]
+    assert parsed.get_column(TS_VERDICT).to_list() == [
+        None,
+        None,
+        Verdict.MISSING_TIMESTAMP,
+        Verdict.INVALID_TIMESTAMP,
+        None,
+        None,
+    ]

@@ -140,7 +140,11 @@ class CiExportExtractor(Extractor):
 
         expressions = {field: source.expression() for field, source in sources.items()}
         if config.build_id_prefix:
-            expressions["build_id"] = pl.lit(config.build_id_prefix) + expressions["build_id"]
+            build_id = expressions["build_id"]
+            # A blank build id stays missing: the prefix alone is not an id.
+            expressions["build_id"] = pl.when(build_id.str.strip_chars() != "").then(
+                pl.lit(config.build_id_prefix) + build_id
+            )
         if preset.unescape_formulas:
             expressions = {field: unescape_formula(expr) for field, expr in expressions.items()}
         if config.match:

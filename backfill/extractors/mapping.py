@@ -32,6 +32,8 @@ class FieldSource:
             return pl.lit(self.constant, dtype=pl.String)
         if not self.columns:
             return pl.lit(None, dtype=pl.String)
+        if len(self.columns) == 1:
+            return pl.col(self.columns[0])  # normalization turns a blank value into null
         return pl.coalesce([_blank_as_null(pl.col(name)) for name in self.columns])
 
 

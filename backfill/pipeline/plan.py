@@ -39,23 +39,31 @@ def make_plan(
 ) -> Plan:
     is_event = pl.col(VERDICT) == Verdict.EVENT
     # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
-    winners = (
+    # Most keys occur once; only the rows whose key repeats need ranking.
+    candidates = (
         classified.lazy()
         .select(*EVENT_KEY, SOURCE_INDEX, TS, ROW, VERDICT, pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"))
         .filter(is_event)
+        .with_columns((pl.len().over(EVENT_KEY) > 1).alias("_repeated"))
+        .collect()
+    )
+    best_of_repeated = (
+        candidates.filter("_repeated")
         .sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])
         .unique(subset=list(EVENT_KEY), keep="first", maintain_order=True)
-        .sort([TS, *EVENT_KEY])
-        .collect()
-        .get_column("_i")
+    )
+    winners = (
+        pl.concat([candidates.filter(~pl.col("_repeated")), best_of_repeated]).sort([TS, *EVENT_KEY]).get_column("_i")
     )
     kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS)[winners].with_columns(
         pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp")
     )
     if rules.infer_rollbacks:
         kept = infer_rollbacks(kept, ancestry or {})
-    others = classified.filter(~is_event).with_columns(
-        reason(rules.environments, rules.default_timezone).alias("reason")
+    others = (
+        classified.filter(~is_event)
+        .sort(SOURCE_INDEX, ROW)  # rejects and skips in the order they were read
+        .with_columns(reason(rules.environments, rules.default_timezone).alias("reason"))
     )
     rejects = others.filter(pl.col(VERDICT) >= REJECT_FIRST).select(
         "source",
