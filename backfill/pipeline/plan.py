@@ -60,10 +60,8 @@ def make_plan(
     )
     if rules.infer_rollbacks:
         kept = infer_rollbacks(kept, ancestry or {})
-    others = (
-        classified.filter(~is_event)
-        .sort(SOURCE_INDEX, ROW)  # rejects and skips in the order they were read
-        .with_columns(reason(rules.environments, rules.default_timezone).alias("reason"))
+    others = classified.filter(~is_event).with_columns(
+        reason(rules.environments, rules.default_timezone).alias("reason")
     )
     rejects = others.filter(pl.col(VERDICT) >= REJECT_FIRST).select(
         "source",

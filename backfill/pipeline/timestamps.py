@@ -30,6 +30,7 @@ _EPOCH = r"^(\d{1,19})(?:\.\d+)?$"
 # is several times cheaper than the general rules; only the other rows need those.
 _COMMON = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _INSTANT = "_instant"  # the time as written, in UTC, before duration_ms
+_OTHER_FORM = "_other_form"  # the text of rows not in the common form (null elsewhere)
 _READABLE = "_readable"  # the text is a time at all (it may still not exist locally)
 
 
@@ -37,22 +38,16 @@ def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> 
     """Add ``_ts`` and ``_ts_verdict`` from the raw ``timestamp`` and ``duration_ms`` columns.
 
     ``now`` must be timezone-aware: anything after it is rejected as in the future.
-    Rows come back in a different order (those in the common form first).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     raw = pl.col("timestamp")
-    frame = frame.with_columns(
-        raw.str.to_datetime(_COMMON, strict=False, time_unit="us", time_zone="UTC").alias(_INSTANT)
+    common = raw.str.to_datetime(_COMMON, strict=False, time_unit="us", time_zone="UTC")
+    frame = frame.with_columns(common.alias(_INSTANT)).with_columns(
+        # The general rules skip null cells, so they cost next to nothing on common rows.
+        pl.when(pl.col(_INSTANT).is_null()).then(raw).alias(_OTHER_FORM)
     )
-    common = pl.col(_INSTANT).is_not_null() | raw.is_null()
-    frame = pl.concat(
-        [
-            frame.filter(common).with_columns(raw.is_not_null().alias(_READABLE)),
-            _general(frame.filter(~common), default_timezone),
-        ],
-        how="vertical",
-    )
+    frame = _general(frame, default_timezone)
     duration = pl.col("duration_ms").cast(pl.Float64, strict=False)
     ts = pl.col(_INSTANT) + pl.duration(microseconds=(duration * 1000).round().cast(pl.Int64).fill_null(0))
     frame = frame.with_columns(ts.alias(TS))
@@ -71,12 +66,12 @@ def add_timestamp(frame: pl.LazyFrame, default_timezone: str, now: datetime) -> 
     return frame.with_columns(
         verdict.alias(TS_VERDICT),
         pl.when(verdict.is_null()).then(pl.col(TS)).alias(TS),
-    ).drop(_INSTANT, _READABLE)
+    ).drop(_INSTANT, _OTHER_FORM, _READABLE)
 
 
 def _general(frame: pl.LazyFrame, default_timezone: str) -> pl.LazyFrame:
-    """``_instant`` and ``_readable`` for every accepted form (see the module's docstring)."""
-    raw = pl.col("timestamp")
+    """Complete ``_instant``, and set ``_readable``, from every accepted form (see the module's docstring)."""
+    raw = pl.col(_OTHER_FORM)
     iso = raw.str.extract_groups(_ISO)
     fraction_us = iso.struct.field("4").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64)
     frame = frame.with_columns(
@@ -127,5 +122,6 @@ def _general(frame: pl.LazyFrame, default_timezone: str) -> pl.LazyFrame:
         .otherwise(local)
     )
     return frame.with_columns(
-        instant.alias(_INSTANT), (naive.is_not_null() | epoch.is_not_null()).alias(_READABLE)
+        pl.coalesce(pl.col(_INSTANT), instant).alias(_INSTANT),
+        (pl.col(_INSTANT).is_not_null() | naive.is_not_null() | epoch.is_not_null()).alias(_READABLE),
     ).drop("_naive", "_offset", "_epoch")
