@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from loopback import free_port, wait_until_listening
 
 
 def _is_loopback(address: Any) -> bool:
@@ -89,12 +89,6 @@ class LocalReceiver:
         httpx.post(f"{self.url}/_control/faults", json=settings, timeout=10).raise_for_status()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[LocalReceiver]:
     yield from start_receiver(tmp_path)
@@ -117,16 +111,7 @@ def start_receiver(tmp_path: Path, *arguments: str) -> Iterator[LocalReceiver]:
         env={**os.environ, "DEVGRID_API_KEY": KEY},
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("backfill serve did not start") from None
-            time.sleep(0.05)
+    wait_until_listening(port, process)
     try:
         yield LocalReceiver(f"http://127.0.0.1:{port}", process)
     finally:

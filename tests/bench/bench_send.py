@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,9 @@ import polars as pl
 
 from backfill.devgrid import body_of, events_json
 from backfill.state.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the loopback helpers the tests use
+from loopback import free_port, wait_until_listening
 
 KEY = "bench-key"
 TARGET_RATE = 0.70
@@ -55,7 +57,7 @@ def main() -> None:
         # Alternate, and keep each side's best round: the machine's other load affects both alike.
         bare = ours = 0.0
         for round_number in range(args.rounds):
-            bare = max(bare, _bare_loop(workdir, export, round_number))
+            bare = max(bare, _bare_loop(export))
             ours = max(ours, _backfill(workdir, export, round_number))
         print(f"send:   {args.events:,} events in batches of 15 to backfill serve on 127.0.0.1")
         print(f"  bare httpx loop: {bare:,.0f} events/s")
@@ -87,9 +89,8 @@ def _write_events(path: Path, count: int, offset: int = 0) -> None:
 
 
 @contextmanager
-def _receiver(workdir: Path, name: str) -> Iterator[str]:
-    del workdir, name
-    port = _free_port()
+def _receiver() -> Iterator[str]:
+    port = free_port()
     process = subprocess.Popen(
         # In memory: DevGrid is remote, so its storage must not compete with the sender for this disk.
         [sys.executable, "-m", "backfill", "serve", "--port", str(port), "--db", ":memory:"],
@@ -97,18 +98,18 @@ def _receiver(workdir: Path, name: str) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for(port)
+        wait_until_listening(port, process)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def _bare_loop(workdir: Path, export: Path, round_number: int) -> float:
+def _bare_loop(export: Path) -> float:
     events = events_json(pl.read_csv(export, infer_schema=False))
     bodies = [body_of(events[i : i + 15]).encode() for i in range(0, len(events), 15)]
     headers = {"x-api-key": KEY, "content-type": "application/json"}
-    with _receiver(workdir, f"bare{round_number}") as url, httpx.Client(timeout=30) as client:
+    with _receiver() as url, httpx.Client(timeout=30) as client:
         start = time.perf_counter()
         for body in bodies:
             response = client.post(f"{url}/events", content=body, headers=headers)
@@ -119,7 +120,7 @@ def _bare_loop(workdir: Path, export: Path, round_number: int) -> float:
 
 def _backfill(workdir: Path, export: Path, round_number: int) -> float:
     config = _config(workdir, f"send{round_number}", export)
-    with _receiver(workdir, f"backfill{round_number}") as url:
+    with _receiver() as url:
         result = subprocess.run(
             [sys.executable, "-m", "backfill", "run", "-c", str(config), "--url", url, "--json"],
             env={**os.environ, "DEVGRID_API_KEY": KEY},
@@ -136,7 +137,7 @@ def _catch_up(workdir: Path, ledger_rows: int) -> float:
     _write_events(export, 1_000, offset=10_000_000)
     config = _config(workdir, name, export)
     _fill_ledger(workdir / f"{name}-state.db", ledger_rows)
-    with _receiver(workdir, name) as url:
+    with _receiver() as url:
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "backfill", "run", "-c", str(config), "--url", url],
@@ -172,23 +173,6 @@ def _config(workdir: Path, name: str, export: Path) -> Path:
         encoding="utf-8",
     )
     return config
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the receiver did not start on port {port}")
 
 
 if __name__ == "__main__":
