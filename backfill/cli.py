@@ -3,7 +3,7 @@
 Exit codes (also in the README): 0 done; 1 a source could not be read; 2 bad
 command line or config; 3 events left unsent or refused by DevGrid; 4 DevGrid
 refused the API key; 5 another run holds the state file; 6 the state file
-cannot be used.
+cannot be used; 130 / 143 interrupted by Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,28 +17,31 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import polars as pl
 from rich.console import Console
 from rich.markup import escape
 
 from backfill import __version__
 from backfill.config import Config, load_config
 from backfill.errors import (
-    EXIT_AUTH,
     EXIT_ERROR,
-    EXIT_INCOMPLETE,
     EXIT_OK,
-    AuthError,
+    EXIT_SIGINT,
     BackfillError,
     ConfigError,
+    Interrupted,
     StateError,
 )
 from backfill.progress import Display
 from backfill.review import rejects_path_for, write_rejects, write_review
 from backfill.run import plan_run
 from backfill.summary import build_summary, delivery_summary, render
+
+if TYPE_CHECKING:
+    from backfill.state.store import Destination, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +57,12 @@ def _errors_to_exit_codes(command: F) -> F:
             for line in str(exc).splitlines():
                 click.echo(f"error: {line}", err=True)
             sys.exit(exc.exit_code)
+        except Interrupted as exc:
+            click.echo(f"stopped: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("stopped: interrupted by Ctrl-C (SIGINT)", err=True)
+            sys.exit(EXIT_SIGINT)
 
     return wrapper  # type: ignore[return-value]
 
@@ -110,6 +119,12 @@ def main() -> None:
     help="Refuse to run when the state file is missing (for scheduled runs: a lost state would resend history).",
 )
 @click.option(
+    "--key-changed",
+    "key_change",
+    type=click.Choice(["same-account", "new-account"]),
+    help="The state knows this URL with another API key: say whether this key is for the same DevGrid account.",
+)
+@click.option(
     "--rejects",
     "rejects_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -126,6 +141,7 @@ def run(
     allow_http: bool,
     retry_rejected: bool,
     require_state: bool,
+    key_change: str | None,
     rejects_path: Path | None,
 ) -> None:
     """Read every source, normalize and dedupe the deployments, and send the new ones to DevGrid.
@@ -148,39 +164,56 @@ def run(
     config = load_config(config_path)
     window = (_instant(since), _instant(until))
     console = _stderr_console()
-    if require_state and not Path(config.state.path).exists():
-        raise StateError(
-            f"{config.state.path}: does not exist, and --require-state says it must: without it this run would "
-            "send all history again. Restore the state file, or run once without --require-state"
-        )
     if dry_run is not None:
-        _review(config, dry_run, window, as_json, console)
+        _review(config, dry_run, url, window, require_state, as_json, console)
     else:
-        _send(config, url, window, allow_http, retry_rejected, rejects_path, as_json, console)
+        _send(
+            config, url, window, allow_http, retry_rejected, require_state, key_change, rejects_path, as_json, console
+        )
 
 
 def _review(
-    config: Config, review: Path, window: tuple[datetime | None, datetime | None], as_json: bool, console: Console
+    config: Config,
+    review: Path,
+    url: str | None,
+    window: tuple[datetime | None, datetime | None],
+    require_state: bool,
+    as_json: bool,
+    console: Console,
 ) -> None:
     from backfill.state.rules import mark_known, within
     from backfill.state.store import Store
 
-    with Display(console) as display:
-        result = plan_run(config, step=display.step, notice=lambda message: _notice(console, message))
-        events = within(result.plan.events, *window)
-        store = Store.open(Path(config.state.path), create=False)
-        extra: dict[str, Any] = {}
+    store = Store.open(Path(config.state.path), create=False)
+    if store is None and require_state:
+        raise StateError(
+            f"{config.state.path}: does not exist, and --require-state says it must: without it a run would "
+            "send all history again. Restore the state file, or run once without --require-state"
+        )
+    try:
+        destination = _review_destination(config, store, url)
+        with Display(console) as display:
+            result = plan_run(config, step=display.step, notice=lambda message: _notice(console, message))
+            events = within(result.plan.events, *window)
+            extra: dict[str, Any] = {}
+            if store is not None:
+                if destination is not None:
+                    events = mark_known(events, store.known_keys(destination.id, events))
+                else:
+                    events = events.with_columns(state=pl.lit("new"))
+                counts = dict(events.get_column("state").value_counts().iter_rows())
+                extra["ledger"] = {
+                    "destination": destination.url if destination else None,
+                    "new": counts.get("new", 0),
+                    "sent": counts.get("sent", 0),
+                }
+            with display.step("writing the review"):
+                rejects_path = rejects_path_for(review)
+                write_review(events, review)
+                write_rejects(result.plan.rejects, rejects_path)
+    finally:
         if store is not None:
-            try:
-                events = mark_known(events, store.known_keys(events))
-            finally:
-                store.close()
-            counts = dict(events.get_column("state").value_counts().iter_rows())
-            extra["ledger"] = {"new": counts.get("new", 0), "sent": counts.get("sent", 0)}
-        with display.step("writing the review"):
-            rejects_path = rejects_path_for(review)
-            write_review(events, review)
-            write_rejects(result.plan.rejects, rejects_path)
+            store.close()
     summary = build_summary(
         result,
         {
@@ -195,18 +228,36 @@ def _review(
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
 
 
+def _review_destination(config: Config, store: Store | None, url: str | None) -> Destination | None:
+    """The destination whose ledger a dry run compares with: that of the run it previews.
+
+    Without the API key in the environment, a URL known with one account only is enough.
+    """
+    from backfill.secrets import optional_api_key
+    from backfill.state.destination import account_of
+
+    if store is None:
+        return None
+    key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None
+    key = optional_api_key(config.devgrid.api_key_env, key_file, os.environ)
+    return store.find_destination(url or config.devgrid.url, account_of(key, store.salt) if key else None)
+
+
 def _send(
     config: Config,
     url: str | None,
     window: tuple[datetime | None, datetime | None],
     allow_http: bool,
     retry_rejected: bool,
+    require_state: bool,
+    key_change: str | None,
     rejects_path: Path | None,
     as_json: bool,
     console: Console,
 ) -> None:
     import httpx
 
+    from backfill.interrupts import Interrupts
     from backfill.secrets import api_key, check_url
     from backfill.send import SendOptions, send_run
 
@@ -219,9 +270,12 @@ def _send(
         since=window[0],
         until=window[1],
         retry_rejected=retry_rejected,
+        require_state=require_state,
+        key_change="same-account" if key_change == "same-account" else "new-account" if key_change else None,
     )
 
     with (
+        Interrupts() as interrupts,
         httpx.Client(timeout=config.devgrid.timeout, follow_redirects=False) as client,
         Display(console) as display,
     ):
@@ -233,6 +287,7 @@ def _send(
             start_bar=lambda total: display.start_bar("sending", total),
             progress=display.advance,
             notice=lambda message: _notice(console, message),
+            interrupts=interrupts,
         )
         display.stop_bar()
     rejects = rejects_path or Path(config.state.path).with_name("rejects.csv")
@@ -243,11 +298,7 @@ def _send(
         {"mode": "send", "config": str(config.path), "url": target, "rejects_csv": str(rejects), "delivery": delivery},
     )
     _report(summary, as_json, console)
-    if isinstance(result.stopped, AuthError):
-        sys.exit(EXIT_AUTH)
-    if result.stopped is not None or delivery["rejected_by_devgrid"] or delivery["left_to_send"]:
-        sys.exit(EXIT_INCOMPLETE)
-    sys.exit(EXIT_ERROR if result.run.failures else EXIT_OK)
+    sys.exit(result.exit_code)
 
 
 @main.command()
@@ -286,7 +337,8 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     """Move a source's cursor back, so that the next run reads its history again from there.
 
     Events already sent stay in the ledger and are not sent again: rewinding
-    only makes a run read more, never send twice.
+    only makes a run read more, never send twice. The cursor moves for every
+    destination the state file holds.
 
     Example:
 
@@ -302,11 +354,11 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     position = _instant(to)
     state_path = Path(config.state.path)
     with StateLock(state_path):
-        store = Store.open(state_path, create=False)
+        store = Store.open(state_path, create=False, write=True)
         if store is None:
             raise StateError(f"{state_path}: does not exist yet; there is no cursor to rewind")
         try:
-            store.rewind(source, position)
+            store.rewind(source, position, [item.id for item in store.destinations()])
         finally:
             store.close()
     where = f"to {position.isoformat()}" if position else "to the beginning"

@@ -1,15 +1,23 @@
 """DevGrid's events API: the event body, and one POST with its answer classified.
 
 ``POST {url}/events`` with ``x-api-key`` and ``{"events": [...]}`` (1 to 15).
-Answers: 201 stored; 400 invalid; 401/403 bad key; 413 too many events; 429
-and 5xx may pass. DevGrid documents no idempotency key: whether a request whose
-answer never arrived was stored cannot be known, so every attempt says whether
-its outcome is *uncertain*, and the loader flags what it sends again.
+Answers: 201 with ``success`` and ``failures`` arrays (DevGrid stores the
+events in ``success`` and refuses those in ``failures``, each with a reason);
+400 invalid request; 401/403 bad key; 413 too many events; 429 and 5xx may pass.
+
+DevGrid documents no idempotency key: whether a request whose answer never
+arrived was stored cannot be known, so every attempt says whether its outcome
+is *uncertain*, and the loader flags what it sends again. Uncertain are a
+connection that broke after the request was written, a read timeout, and the
+gateway answers 502 and 504 (a proxy answering for a server whose outcome it
+did not see). A 429, 500, 501 or 503 is DevGrid's own answer that it did not
+handle the request: certain, and retried without a flag.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +36,8 @@ EVENT_TYPE = "event-deploy"
 # Failures after which the request may have been stored: the connection broke
 # after it was written, or the server failed while handling it.
 _MAYBE_STORED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.WriteTimeout)
-_NOT_STORED_STATUSES = (429, 503)
+_UNCERTAIN_STATUSES = (502, 504)
+ENTITY_NOT_FOUND = "entity not found"
 
 
 def events_json(events: pl.DataFrame) -> list[str]:
@@ -79,6 +88,66 @@ class Refused:
     message: str
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A 201: the events DevGrid refused (by their index in the batch, with its reason); the others are stored.
+
+    ``unconfirmed``: the body could not be matched to the batch (no arrays, counts
+    that disagree, a refusal that names no event of the batch). DevGrid documents
+    a 201 as "Event(s) successfully received", so the events not matched to a
+    refusal are taken as stored, and flagged.
+    """
+
+    refused: tuple[tuple[int, str], ...] = ()
+    unconfirmed: bool = False
+
+
+def is_unknown_entity(reason: str) -> bool:
+    return ENTITY_NOT_FOUND in reason.lower()
+
+
+def read_answer(data: Any, body: str, count: int) -> Answer:
+    """Match a 201's ``success`` and ``failures`` to the ``count`` events of the request ``body``."""
+    if not isinstance(data, dict) or not isinstance(data.get("success"), list):
+        return Answer(unconfirmed=True)
+    success, failures = data["success"], data.get("failures", [])
+    if not isinstance(failures, list):
+        return Answer(unconfirmed=True)
+    if not failures:
+        return Answer(unconfirmed=len(success) != count)
+    events = json.loads(body)["events"]
+    refused: dict[int, str] = {}
+    for failure in failures:
+        index = _event_index(failure, events, refused)
+        if index is None:
+            return Answer(tuple(sorted(refused.items())), unconfirmed=True)
+        reason = failure.get("reason") or failure.get("message") or "refused, with no reason given"
+        refused[index] = " ".join(str(reason).split())[:300]
+    return Answer(tuple(sorted(refused.items())), unconfirmed=len(success) + len(refused) != count)
+
+
+def _event_index(failure: Any, events: list[dict[str, Any]], taken: Mapping[int, str]) -> int | None:
+    """Which event of the batch a refusal names: by its index if given, else by key, else by equal content."""
+    if not isinstance(failure, dict):
+        return None
+    index = failure.get("index")
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(events) and index not in taken:
+        return index
+    event = failure.get("event")
+    if not isinstance(event, dict):
+        return None
+    free = [position for position in range(len(events)) if position not in taken]
+    same = [position for position in free if events[position] == event]
+    if len(same) >= 1:
+        return same[0]
+    try:
+        wanted = key_of(event)
+    except (KeyError, TypeError):
+        return None
+    by_key = [position for position in free if key_of(events[position]) == wanted]
+    return by_key[0] if len(by_key) == 1 else None
+
+
 class DevGridClient:
     """One POST at a time over a keep-alive ``httpx.Client`` that the caller owns (and may mock)."""
 
@@ -89,8 +158,8 @@ class DevGridClient:
         self._api_key_env = api_key_env
         self._headers = {"x-api-key": api_key, "content-type": "application/json"}
 
-    def post(self, body: str) -> Refused | None:
-        """None when stored (201); Refused for 400/413; raises for everything else."""
+    def post(self, body: str, count: int) -> Answer | Refused:
+        """DevGrid's per-event answer to a 201; Refused for 400/413; raises for everything else."""
         try:
             response = self._client.post(self.endpoint, content=body.encode("utf-8"), headers=self._headers)
         except _MAYBE_STORED as exc:
@@ -99,7 +168,11 @@ class DevGridClient:
             raise TransientDeliveryError(self._describe(exc), uncertain=False) from None
         status = response.status_code
         if status in (200, 201):
-            return None
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            return read_answer(data, body, count)
         message = self._message(response)
         if status in (400, 413, 422):
             return Refused(status=status, message=message)
@@ -109,7 +182,7 @@ class DevGridClient:
             raise TransientDeliveryError(
                 f"DevGrid answered {status}: {message}",
                 retry_after=retry_after(response.headers.get("retry-after")),
-                uncertain=status not in _NOT_STORED_STATUSES,
+                uncertain=status in _UNCERTAIN_STATUSES,
             )
         raise TerminalDeliveryError(f"DevGrid answered {status} at {self.endpoint}: {message}; check [devgrid] url")
 

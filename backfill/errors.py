@@ -5,12 +5,16 @@
     BackfillError                      exit 1  anything backfill reports as a sentence
     ├── ConfigError                    exit 2  the config file or a command-line value is wrong
     ├── SourceError                    exit 1  a source could not be read (missing file, bad column...)
-    ├── StateError                     exit 6  the state file is corrupt, foreign or from a newer version
-    │   └── StateLockedError           exit 5  another run holds the state file
+    ├── StateError                     exit 6  the state file is empty, corrupt, foreign, from a newer version,
+    │   │                                      or cannot be written
+    │   ├── StateLockedError           exit 5  another run holds the state file
+    │   └── DestinationError           exit 6  the state knows this URL with another API key: say which it is
     └── DeliveryError                  exit 3  events could not be delivered
         ├── TransientDeliveryError             worth retrying: timeouts, 5xx, 429
         └── TerminalDeliveryError              retrying cannot help
             └── AuthError              exit 4  DevGrid refused the API key (401/403)
+
+    Interrupted (a BaseException)      exit 130 (SIGINT) or 143 (SIGTERM): the run was stopped cleanly
 
 Messages are whole sentences that say what to do next. They never contain a
 secret: callers pass values through :func:`backfill.secrets.redact` when a
@@ -19,6 +23,8 @@ message quotes text that came from outside.
 
 from __future__ import annotations
 
+import signal
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -26,6 +32,8 @@ EXIT_INCOMPLETE = 3
 EXIT_AUTH = 4
 EXIT_LOCKED = 5
 EXIT_STATE = 6
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 
 class BackfillError(Exception):
@@ -60,6 +68,10 @@ class StateLockedError(StateError):
     exit_code = EXIT_LOCKED
 
 
+class DestinationError(StateError):
+    """The state file knows the URL with another API key: the user must say whether it is the same account."""
+
+
 class DeliveryError(BackfillError):
     """Events could not be delivered to DevGrid."""
 
@@ -87,3 +99,17 @@ class AuthError(TerminalDeliveryError):
     """DevGrid refused the API key."""
 
     exit_code = EXIT_AUTH
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: stop where it is safe, record what happened, exit 128 + the signal's number.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(
+            f"interrupted by {'Ctrl-C (SIGINT)' if signum == signal.SIGINT else signal.Signals(signum).name}"
+        )
+        self.signum = signum
+        self.exit_code = 128 + signum

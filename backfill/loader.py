@@ -1,4 +1,4 @@
-"""Sending events: batches, retries, and the write-ahead protocol.
+"""Sending events: batches, retries, DevGrid's per-event answers, and the write-ahead protocol.
 
 For every batch, in send order:
 
@@ -7,10 +7,16 @@ For every batch, in send order:
 2. the batch is POSTed; transient failures (connection errors, timeouts, 429,
    5xx) are retried with exponential backoff and full jitter, honouring
    Retry-After, within ``max_attempts`` and ``max_wait``;
-3. the answer is recorded: 201 marks the events *sent*; 400 splits the batch in
-   halves until the events DevGrid refuses are found, and records them with
-   DevGrid's message; 413 halves the batch size for the rest of the run;
-   401/403 stops at once with nothing marked sent.
+3. the answer is recorded. A 201 is read event by event: those in ``success``
+   are *sent*, those in ``failures`` *refused* with DevGrid's reason (see
+   :func:`backfill.devgrid.read_answer`). A 400 splits the batch in halves
+   until the events DevGrid refuses are found; 413 halves the batch size for the
+   rest of the run; 401/403 stops at once with nothing marked sent.
+
+When DevGrid answers "Entity not found" for an entity, the rest of that
+entity's events are not sent (they would all be refused): they are recorded as
+*held*, and the other entities go on. ``--retry-rejected`` sends them once the
+entity exists.
 
 Batches are written ahead a few at a time (one disk flush for
 :data:`WRITE_AHEAD` batches), and each is marked *posted* just before its POST.
@@ -25,7 +31,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -38,8 +44,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from backfill.devgrid import DevGridClient, Refused, body_of, events_json, key_of
-from backfill.errors import AuthError, DeliveryError, TerminalDeliveryError, TransientDeliveryError
+from backfill.devgrid import Answer, DevGridClient, Refused, body_of, events_json, is_unknown_entity, key_of
+from backfill.errors import AuthError, DeliveryError, Interrupted, TerminalDeliveryError, TransientDeliveryError
+from backfill.interrupts import Interrupts
 from backfill.state.rules import outcome_unknown
 from backfill.state.store import EventKey, OutgoingBatch, Store, current_boot_id
 
@@ -59,13 +66,34 @@ class RetryPolicy:
 class DeliveryReport:
     sent: int = 0
     rejected: list[tuple[EventKey, str]] = field(default_factory=list)
+    held: list[tuple[EventKey, str]] = field(default_factory=list)
+    unknown_entities: dict[str, str] = field(default_factory=dict)
+    unconfirmed: list[EventKey] = field(default_factory=list)
     possibly_duplicated: list[EventKey] = field(default_factory=list)
     left_to_send: int = 0
-    stopped: DeliveryError | None = None
+    stopped: DeliveryError | Interrupted | None = None
 
 
 class GaveUp(TransientDeliveryError):
     """Retries ran out; ``uncertain`` if any attempt may have been stored."""
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """The events of one send, as the columns the batches are cut from."""
+
+    texts: list[str]
+    keys: list[EventKey]
+    timestamps: list[str]
+    sources: list[str]
+
+    def batch(self, indexes: Sequence[int]) -> OutgoingBatch:
+        return OutgoingBatch(
+            body=body_of([self.texts[index] for index in indexes]),
+            keys=tuple(self.keys[index] for index in indexes),
+            timestamps=tuple(self.timestamps[index] for index in indexes),
+            sources=tuple(self.sources[index] for index in indexes),
+        )
 
 
 class Delivery:
@@ -74,23 +102,28 @@ class Delivery:
         store: Store,
         client: DevGridClient,
         *,
+        destination_id: int,
         run_id: int,
         batch_size: int,
         policy: RetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
         progress: Callable[[int], None] = lambda events: None,
         notice: Callable[[str], None] = lambda message: None,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self._store = store
         self._client = client
+        self._destination_id = destination_id
         self._run_id = run_id
         self.batch_size = batch_size
         self._policy = policy
         self._sleep = sleep
         self._progress = progress
         self._notice = notice
+        self._interrupts = interrupts or Interrupts()
         self.report = DeliveryReport()
         self._maybe_stored = False
+        self._attempted = False
         self._backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
         self._retrying = Retrying(
             stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_wait),
@@ -106,7 +139,7 @@ class Delivery:
     def settle(self) -> None:
         """Send again every batch an earlier run left pending; flag it if it may have been stored."""
         boot = current_boot_id()
-        for pending in self._store.pending_batches():
+        for pending in self._store.pending_batches(self._destination_id):
             events = json.loads(pending.body)["events"]
             batch = OutgoingBatch(
                 body=pending.body,
@@ -114,7 +147,7 @@ class Delivery:
                 timestamps=tuple(event["timestamp"] for event in events),
                 sources=("",) * len(events),
             )
-            unknown = outcome_unknown(pending.posted, pending.boot_id, boot)
+            unknown = outcome_unknown(pending.posts, pending.boot_id, boot)
             self._notice(
                 f"batch {pending.id} of run {pending.run_id} was "
                 + (
@@ -123,59 +156,109 @@ class Delivery:
                     else "written but never sent: sending it now"
                 )
             )
-            self._deliver(pending.id, batch, uncertain=unknown)
+            try:
+                self._deliver(pending.id, batch, uncertain=unknown, resend=True)
+            except (DeliveryError, Interrupted) as exc:
+                self.report.stopped = exc
+                return
 
     def send(self, events: pl.DataFrame) -> None:
         """Send events (review columns, in send order). Stops at the first failure it cannot pass."""
-        texts = events_json(events)
-        keys = [EventKey(*row) for row in events.select("entityId", "env", "build_id").iter_rows()]
-        timestamps = events.get_column("timestamp").to_list()
-        sources = events.get_column("source").to_list()
+        stream = _Stream(
+            texts=events_json(events),
+            keys=[EventKey(*row) for row in events.select("entityId", "env", "build_id").iter_rows()],
+            timestamps=events.get_column("timestamp").to_list(),
+            sources=events.get_column("source").to_list(),
+        )
         # Everything alive now lives through the loop; without this, every full collection
         # walks it all again, and the pauses cost a quarter of the sending rate.
         gc.freeze()
+        held: dict[int, str] = {}
         try:
-            self._send(texts, keys, timestamps, sources)
+            self._send(stream, held)
         finally:
             gc.unfreeze()
+            self._hold(stream, held)
 
-    def _send(self, texts: list[str], keys: list[EventKey], timestamps: list[str], sources: list[str]) -> None:
-        start = 0
-        while start < len(texts):
-            # The size is read for every group: a 413 shrinks it for the rest of the run.
-            group = []
-            for _ in range(WRITE_AHEAD):
-                end = min(start + self.batch_size, len(texts))
-                if start >= end:
-                    break
-                group.append(
-                    OutgoingBatch(
-                        body=body_of(texts[start:end]),
-                        keys=tuple(keys[start:end]),
-                        timestamps=tuple(timestamps[start:end]),
-                        sources=tuple(sources[start:end]),
-                    )
-                )
-                start = end
-            batch_ids = self._store.write_ahead(self._run_id, group)
-            for index, (batch_id, batch) in enumerate(zip(batch_ids, group, strict=True)):
+    def _send(self, stream: _Stream, held: dict[int, str]) -> None:
+        position = 0
+        total = len(stream.texts)
+        while position < total:
+            group, position = self._group(stream, position, held)
+            if not group:
+                continue
+            batches = [stream.batch(indexes) for indexes in group]
+            batch_ids = self._store.write_ahead(self._run_id, self._destination_id, batches)
+            for index, (batch_id, batch) in enumerate(zip(batch_ids, batches, strict=True)):
+                rest = list(zip(batch_ids[index + 1 :], group[index + 1 :], strict=True))
                 try:
-                    self._deliver(batch_id, batch, uncertain=False)
-                except DeliveryError as exc:
+                    new_unknown = self._deliver(batch_id, batch, uncertain=False)
+                except (DeliveryError, Interrupted) as exc:
                     self.report.stopped = exc
-                    for unsent_id, unsent in zip(batch_ids[index + 1 :], group[index + 1 :], strict=True):
+                    for unsent_id, indexes in rest:
                         # Written ahead but never posted: certainly not stored.
                         self._store.release(unsent_id)
-                        self.report.left_to_send += len(unsent.keys)
-                    self.report.left_to_send += len(texts) - start
+                        self.report.left_to_send += len(indexes)
+                    self.report.left_to_send += total - position
                     return
+                if new_unknown and any(stream.keys[i].entity_id in new_unknown for _, indexes in rest for i in indexes):
+                    # Those batches hold events DevGrid would refuse: cut them again without them.
+                    for unsent_id, _ in rest:
+                        self._store.release(unsent_id)
+                    position = rest[0][1][0]
+                    break
+
+    def _group(self, stream: _Stream, position: int, held: dict[int, str]) -> tuple[list[list[int]], int]:
+        """Up to WRITE_AHEAD batches of event indexes from ``position``, leaving out events of unknown entities."""
+        group: list[list[int]] = []
+        batch: list[int] = []
+        total = len(stream.texts)
+        # The size is read for every group: a 413 shrinks it for the rest of the run.
+        while position < total and len(group) < WRITE_AHEAD:
+            entity = stream.keys[position].entity_id
+            if entity in self.report.unknown_entities:
+                held[position] = self.report.unknown_entities[entity]
+            else:
+                batch.append(position)
+                if len(batch) == self.batch_size:
+                    group.append(batch)
+                    batch = []
+            position += 1
+        if batch:
+            group.append(batch)
+        return group, position
+
+    def _hold(self, stream: _Stream, held: dict[int, str]) -> None:
+        """Record the events left out because DevGrid does not know their entity."""
+        if not held:
+            return
+        indexes = sorted(held)
+        keys = [stream.keys[index] for index in indexes]
+        messages = {
+            entity: f"not sent: DevGrid does not know entity '{entity}' ({reason})"
+            for entity, reason in self.report.unknown_entities.items()
+        }
+        for key in keys:
+            self.report.held.append((key, messages[key.entity_id]))
+        for entity, message in messages.items():
+            entity_indexes = [index for index in indexes if stream.keys[index].entity_id == entity]
+            self._store.hold(
+                self._destination_id,
+                [stream.keys[index] for index in entity_indexes],
+                [stream.timestamps[index] for index in entity_indexes],
+                [stream.sources[index] for index in entity_indexes],
+                message,
+            )
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _deliver(self, batch_id: int, batch: OutgoingBatch, *, uncertain: bool) -> None:
-        self._store.mark_posted(batch_id)
+    def _deliver(self, batch_id: int, batch: OutgoingBatch, *, uncertain: bool, resend: bool = False) -> set[str]:
+        """POST one batch and record DevGrid's answer; returns the entities DevGrid newly said it does not know."""
+        self._store.mark_posted(batch_id, durable=resend)
+        self._attempted = False
         try:
-            refused, maybe_stored = self._post(batch.body)
+            with self._interrupts.anywhere():
+                answer, maybe_stored = self._post(batch.body, len(batch.keys))
         except AuthError:
             self._store.release(batch_id)
             self.report.left_to_send += len(batch.keys)
@@ -192,25 +275,51 @@ class Delivery:
             self._store.release(batch_id)
             self.report.left_to_send += len(batch.keys)
             raise
+        except Interrupted:
+            if self._attempted:
+                # The request may have been written: the next run settles it.
+                self._notice(f"batch {batch_id} stays pending: it was being sent when the run was interrupted")
+            else:
+                self._store.release(batch_id)  # stopped before its POST: certainly not stored
+            self.report.left_to_send += len(batch.keys)
+            raise
         uncertain = uncertain or maybe_stored
-        if refused is None:
-            self._store.mark_sent(batch_id, uncertain)
-            self.report.sent += len(batch.keys)
-            if uncertain:
-                self.report.possibly_duplicated.extend(batch.keys)
-            self._progress(len(batch.keys))
-        elif refused.status == 413 and len(batch.keys) > 1:
+        if isinstance(answer, Answer):
+            return self._record(batch_id, batch, answer, uncertain)
+        if answer.status == 413 and len(batch.keys) > 1:
             self.batch_size = max(1, len(batch.keys) // 2)
             self._notice(f"DevGrid answered 413 for {len(batch.keys)} events: sending {self.batch_size} at a time")
-            self._split(batch_id, batch, self.batch_size, uncertain)
-        elif len(batch.keys) > 1:
-            self._split(batch_id, batch, (len(batch.keys) + 1) // 2, uncertain)
-        else:
-            self._store.mark_rejected(batch_id, refused.message)
-            self.report.rejected.append((batch.keys[0], refused.message))
-            self._progress(1)
+            return self._split(batch_id, batch, self.batch_size, uncertain)
+        if len(batch.keys) > 1:
+            return self._split(batch_id, batch, (len(batch.keys) + 1) // 2, uncertain)
+        return self._record(batch_id, batch, Answer(refused=((0, answer.message),)), uncertain)
 
-    def _split(self, batch_id: int, batch: OutgoingBatch, size: int, uncertain: bool) -> None:
+    def _record(self, batch_id: int, batch: OutgoingBatch, answer: Answer, uncertain: bool) -> set[str]:
+        refused = [(batch.keys[index], reason) for index, reason in answer.refused]
+        self._store.record_answer(batch_id, refused, possibly_duplicated=uncertain, unconfirmed=answer.unconfirmed)
+        refused_at = {index for index, _ in answer.refused}
+        sent = [key for index, key in enumerate(batch.keys) if index not in refused_at]
+        self.report.sent += len(sent)
+        self.report.rejected.extend(refused)
+        if uncertain:
+            self.report.possibly_duplicated.extend(sent)
+        if answer.unconfirmed:
+            self.report.unconfirmed.extend(sent)
+        self._progress(len(batch.keys))
+        unknown = {
+            key.entity_id: reason
+            for key, reason in refused
+            if is_unknown_entity(reason) and key.entity_id not in self.report.unknown_entities
+        }
+        for entity, reason in unknown.items():
+            self.report.unknown_entities[entity] = reason
+            self._notice(
+                f"DevGrid does not know entity '{entity}' ({reason}): its other events are not sent. "
+                "Create the entity in DevGrid, or fix entity_id / entity_column, then run with --retry-rejected"
+            )
+        return set(unknown)
+
+    def _split(self, batch_id: int, batch: OutgoingBatch, size: int, uncertain: bool) -> set[str]:
         events = [json.dumps(event, separators=(",", ":")) for event in json.loads(batch.body)["events"]]
         parts = [
             OutgoingBatch(
@@ -221,20 +330,22 @@ class Delivery:
             )
             for start in range(0, len(events), size)
         ]
-        part_ids = self._store.split(batch_id, self._run_id, parts)
+        part_ids = self._store.split(batch_id, self._run_id, self._destination_id, parts)
+        unknown: set[str] = set()
         for index, (part_id, part) in enumerate(zip(part_ids, parts, strict=True)):
             try:
-                self._deliver(part_id, part, uncertain=uncertain)
-            except DeliveryError:
+                unknown |= self._deliver(part_id, part, uncertain=uncertain)
+            except (DeliveryError, Interrupted):
                 # The parts not tried stay pending, never posted: the next run sends them.
                 self.report.left_to_send += sum(len(rest.keys) for rest in parts[index + 1 :])
                 raise
+        return unknown
 
-    def _post(self, body: str) -> tuple[Refused | None, bool]:
-        """POST with retries; returns DevGrid's refusal (or None) and whether a retried attempt may have stored."""
+    def _post(self, body: str, count: int) -> tuple[Answer | Refused, bool]:
+        """POST with retries; returns DevGrid's answer and whether a retried attempt may have stored."""
         self._maybe_stored = False
         try:
-            return self._retrying(self._attempt, body), self._maybe_stored
+            return self._retrying(self._attempt, body, count), self._maybe_stored
         except TransientDeliveryError as exc:
             attempts = self._retrying.statistics.get("attempt_number", 1)
             raise GaveUp(
@@ -242,9 +353,10 @@ class Delivery:
                 uncertain=self._maybe_stored,
             ) from None
 
-    def _attempt(self, body: str) -> Refused | None:
+    def _attempt(self, body: str, count: int) -> Answer | Refused:
+        self._attempted = True
         try:
-            return self._client.post(body)
+            return self._client.post(body, count)
         except TransientDeliveryError as exc:
             self._maybe_stored = self._maybe_stored or exc.uncertain
             raise

@@ -1,15 +1,25 @@
 """``backfill serve``: a local receiver that answers like DevGrid's events API.
 
-For rehearsing a backfill and for the tests. It checks what DevGrid checks
-(the key, 1 to 15 events, the event type, entityId, env and status, an ISO 8601
-timestamp, and with ``--entity``, that the entity exists), answers 201/400/401/413 as DevGrid does, and stores what it
-accepts in SQLite, duplicates included, so that they can be counted.
+For rehearsing a backfill and for the tests. It answers as DevGrid documents:
+
+* 401 ``{"message": "Unauthorized"}`` for a wrong key;
+* 400 for a malformed request: not JSON, no ``events`` list, no event, an
+  event that is not an object or lacks ``entityId``, ``env`` or ``status``;
+* 413 for more than 15 events;
+* otherwise 201 with ``success`` (the events stored) and ``failures`` (each
+  ``{"event": ..., "reason": ...}``) for the per-event problems DevGrid names:
+  "Entity not found" (with ``--entity``, an entity not listed), "Invalid event
+  type", and "Invalid timestamp" (not ISO 8601 with ``T`` and a zone, such as
+  ``2025-10-29 18:30:00``, or in the future).
+
+It stores what it accepts in SQLite, duplicates included, so that they can be counted.
 
 Faults can be turned on at start (rates) or at any time through
 ``POST /_control/faults``: 5xx errors, 429 with Retry-After, latency, and
 dropping the connection after storing (the case where a sender cannot know
 whether its events arrived). ``GET /events`` lists what it holds and
-``GET /events/duplicates`` the keys it holds more than once.
+``GET /events/duplicates`` the keys it holds more than once; ``POST
+/_control/entities`` replaces the list of entities that exist.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import random
+import re
 import socket
 import sqlite3
 import threading
@@ -42,7 +53,8 @@ class Faults:
     latency_ms: float = 0.0
     drop_after_store_rate: float = 0.0
     # Answers for the next requests, in order: {"status": 500}, {"status": 429, "retry_after": 2},
-    # {"drop": "after_store"}, {"drop": "before_store"}, {"latency_ms": 200}.
+    # {"drop": "after_store"}, {"drop": "before_store"}, {"latency_ms": 200}, and
+    # {"answer": {...}}: store as usual, but answer 201 with this body instead.
     script: deque[dict[str, Any]] = field(default_factory=deque)
     seed: int | None = None
 
@@ -128,12 +140,8 @@ class EventStore:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
-def validate(body: Any, entities: frozenset[str] = frozenset()) -> tuple[int, str] | None:
-    """DevGrid's checks on a request body: None when valid, else (status, message).
-
-    ``entities``, when given, are the entities that exist in the account: DevGrid
-    refuses an event for any other.
-    """
+def validate(body: Any) -> tuple[int, str] | None:
+    """DevGrid's checks on a request as a whole: None when it is well formed, else (status, message)."""
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         return 400, 'the body must be a JSON object {"events": [...]}'
     events = body["events"]
@@ -142,19 +150,42 @@ def validate(body: Any, entities: frozenset[str] = frozenset()) -> tuple[int, st
     if len(events) > MAX_EVENTS:
         return 413, f"at most {MAX_EVENTS} events per request, got {len(events)}"
     for index, event in enumerate(events):
-        problem = _event_problem(event)
-        if problem is None and entities and event["entityId"] not in entities:
-            problem = f"entityId '{event['entityId']}' is not an entity of this account"
+        problem = _malformed(event)
         if problem:
             return 400, f"events[{index}]: {problem}"
     return None
 
 
-def _event_problem(event: Any) -> str | None:
+def refusal(event: dict[str, Any], entities: frozenset[str], now: datetime) -> str | None:
+    """Why DevGrid would refuse this (well-formed) event inside a 201, in its words, or None."""
+    if event.get("type") != "event-deploy":
+        return "Invalid event type"
+    timestamp = event.get("timestamp")
+    if timestamp is not None:
+        when = _instant(timestamp)
+        if when is None or when > now:
+            return "Invalid timestamp"
+    if entities and event["entityId"] not in entities:
+        return "Entity not found"
+    return None
+
+
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})")
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 date and time with ``T`` and a zone, as DevGrid requires; None for anything else."""
+    if not isinstance(value, str) or not _ISO_8601.fullmatch(value):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _malformed(event: Any) -> str | None:
     if not isinstance(event, dict):
         return "must be an object"
-    if event.get("type") != "event-deploy":
-        return "type must be event-deploy"
     if not isinstance(event.get("entityId"), str) or not event["entityId"]:
         return "entityId is required"
     attributes = event.get("attributes")
@@ -164,12 +195,6 @@ def _event_problem(event: Any) -> str | None:
         return "attributes.env is required"
     if attributes.get("status") not in STATUSES:
         return "attributes.status must be success or failed"
-    timestamp = event.get("timestamp")
-    if timestamp is not None:
-        try:
-            datetime.fromisoformat(str(timestamp))
-        except ValueError:
-            return "timestamp must be ISO 8601"
     return None
 
 
@@ -219,11 +244,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.faults.update(json.loads(raw or b"{}"))
             self._answer(200, {"status": "ok"})
             return
+        if self.path == "/_control/entities":
+            # The account's entities changed (one was created in DevGrid): {"entities": ["shop", ...]}.
+            self.server.entities = frozenset(json.loads(raw or b"{}").get("entities", []))
+            self._answer(200, {"status": "ok"})
+            return
         if self.path != "/events":
             self._answer(404, {"message": "not found"})
             return
-        if not hmac.compare_digest(self.headers.get("x-api-key", ""), self.server.api_key):
-            self._answer(401, {"message": "invalid API key"})
+        if not hmac.compare_digest(self.headers.get("x-api-key", "").encode(), self.server.api_key.encode()):
+            self._answer(401, {"message": "Unauthorized"})
             return
         fault = self.server.faults.next_fault()
         latency = fault.get("latency_ms", self.server.faults.latency_ms)
@@ -241,15 +271,26 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._answer(400, {"message": "the body is not valid JSON"})
             return
-        problem = validate(body, self.server.entities)
+        problem = validate(body)
         if problem:
             self._answer(problem[0], {"message": problem[1]})
             return
-        stored = self.server.store.add(body["events"])
+        now = datetime.now(UTC)
+        failures, accepted = [], []
+        for event in body["events"]:
+            reason = refusal(event, self.server.entities, now)
+            if reason:
+                failures.append({"event": event, "reason": reason})
+            else:
+                accepted.append(event)
+        stored = self.server.store.add(accepted) if accepted else []
         if fault.get("drop") == "after_store":
             self._drop()
             return
-        self._answer(201, {"events": stored})
+        if "answer" in fault:
+            self._answer(201, fault["answer"])
+            return
+        self._answer(201, {"message": "Event(s) successfully received", "success": stored, "failures": failures})
 
     def _answer(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode("utf-8")

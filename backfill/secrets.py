@@ -35,6 +35,13 @@ def api_key(variable: str, key_file: Path | None, environ: Mapping[str, str]) ->
     return key
 
 
+def optional_api_key(variable: str, key_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The key where one is given (a dry run needs it only to tell two accounts apart), else None."""
+    if key_file is None and not environ.get(variable, "").strip():
+        return None
+    return api_key(variable, key_file, environ)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:

@@ -1,9 +1,9 @@
-"""A real run: lock the state, settle what an earlier run left open, plan, send, checkpoint.
+"""A real run: lock the state, find the destination, settle what an earlier run left open, plan, send, checkpoint.
 
 The order matters. Batches an earlier run left pending are settled before
 anything new is planned, so that the plan sees them as sent; new events are
-those whose key the ledger does not hold; cursors move only when every
-planned event was delivered.
+those whose key the destination's ledger does not hold; cursors move only over
+history that was delivered.
 """
 
 from __future__ import annotations
@@ -17,15 +17,27 @@ from pathlib import Path
 import httpx
 import polars as pl
 
+from backfill.columns import EVENT_KEY
 from backfill.config import Config
 from backfill.devgrid import DevGridClient
-from backfill.errors import AuthError, DeliveryError
+from backfill.errors import (
+    EXIT_AUTH,
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    AuthError,
+    DeliveryError,
+    Interrupted,
+    StateError,
+)
 from backfill.extractors import REGISTRY
+from backfill.interrupts import Interrupts
 from backfill.loader import Delivery, DeliveryReport, RetryPolicy
 from backfill.run import RunPlan, Step, no_progress, plan_run
+from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
 from backfill.state.rules import advanced_cursors, incremental_since, mark_known, within
-from backfill.state.store import Store, current_boot_id
+from backfill.state.store import Destination, EventKey, KeyChange, Store, current_boot_id
 
 
 @dataclass(frozen=True)
@@ -35,22 +47,60 @@ class SendOptions:
     since: datetime | None = None
     until: datetime | None = None
     retry_rejected: bool = False
+    require_state: bool = False
+    key_change: KeyChange | None = None
 
 
 @dataclass
 class SendResult:
     run: RunPlan
     run_id: int
+    destination: Destination
     to_send: int
     already_sent: int
     outside_window: int
-    delivery: DeliveryReport
-    settled: DeliveryReport = field(default_factory=DeliveryReport)
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
     send_seconds: float = 0.0
 
     @property
-    def stopped(self) -> DeliveryError | None:
-        return self.settled.stopped or self.delivery.stopped
+    def stopped(self) -> DeliveryError | Interrupted | None:
+        return self.delivery.stopped
+
+    @property
+    def outcome(self) -> str:
+        stopped = self.stopped
+        if isinstance(stopped, Interrupted):
+            return "interrupted"
+        if isinstance(stopped, AuthError):
+            return "auth-refused"
+        if stopped is not None or self.delivery.left_to_send:
+            return "incomplete"
+        if self.delivery.rejected or self.delivery.held:
+            return "refused-events"
+        return "done"
+
+    @property
+    def exit_code(self) -> int:
+        stopped = self.stopped
+        if isinstance(stopped, Interrupted):
+            return stopped.exit_code
+        if isinstance(stopped, AuthError):
+            return EXIT_AUTH
+        if self.outcome != "done":
+            return EXIT_INCOMPLETE
+        return EXIT_ERROR if self.run.failures else EXIT_OK
+
+    def counts(self) -> dict[str, int]:
+        report = self.delivery
+        return {
+            "planned": self.to_send,
+            "sent": report.sent,
+            "rejected": len(report.rejected),
+            "held": len(report.held),
+            "unconfirmed": len(report.unconfirmed),
+            "possibly_duplicated": len(report.possibly_duplicated),
+            "left_to_send": report.left_to_send,
+        }
 
 
 def send_run(
@@ -64,75 +114,103 @@ def send_run(
     progress: Callable[[int], None] = lambda events: None,
     notice: Callable[[str], None] = lambda message: None,
     sleep: Callable[[float], None] = time.sleep,
+    interrupts: Interrupts | None = None,
 ) -> SendResult:
-    """Plan and deliver. Raises StateError/StateLockedError before sending anything it cannot track."""
+    """Plan and deliver. Raises StateError/StateLockedError before sending anything it cannot track.
+
+    An interrupt while sending ends the delivery where it is safe and is reported in
+    the result; one while reading the sources raises Interrupted once the run is recorded.
+    """
+    interrupts = interrupts or Interrupts()
     state_path = Path(config.state.path)
     devgrid = DevGridClient(client, options.url, options.api_key, config.devgrid.api_key_env)
     policy = RetryPolicy(max_attempts=config.devgrid.max_attempts, max_wait=config.devgrid.max_wait)
     with StateLock(state_path):
-        store = Store.open(state_path, create=True)
-        assert store is not None
-        try:
-            run_id = store.start_run(options.url, current_boot_id())
-
-            def delivery() -> Delivery:
-                return Delivery(
-                    store,
-                    devgrid,
-                    run_id=run_id,
-                    batch_size=config.devgrid.batch_size,
-                    policy=policy,
-                    sleep=sleep,
-                    progress=progress,
-                    notice=notice,
-                )
-
-            settling = delivery()
-            with step("settling batches an earlier run left open"):
-                try:
-                    settling.settle()
-                except DeliveryError as exc:
-                    settling.report.stopped = exc
-            if options.retry_rejected:
-                store.forget_rejected()
-
-            cursors = store.cursors()
-            run = plan_run(
-                config,
-                now=now,
-                step=step,
-                reading_from=_reading_from(config, cursors, options.since),
-                sleep=sleep,
-                notice=notice,
+        store = Store.open(state_path, create=not options.require_state, write=True)
+        if store is None:
+            raise StateError(
+                f"{state_path}: does not exist, and --require-state says it must: without it this run would "
+                "send all history again. Restore the state file, or run once without --require-state"
             )
+        try:
+            destination = store.resolve_destination(
+                options.url, account_of(options.api_key, store.salt), options.key_change
+            )
+            run_id = store.start_run(destination.id, options.url, current_boot_id())
+            delivery = Delivery(
+                store,
+                devgrid,
+                destination_id=destination.id,
+                run_id=run_id,
+                batch_size=config.devgrid.batch_size,
+                policy=policy,
+                sleep=sleep,
+                progress=progress,
+                notice=notice,
+                interrupts=interrupts,
+            )
+            with step("settling batches an earlier run left open"):
+                delivery.settle()
+            if options.retry_rejected:
+                store.forget_refused(destination.id)
+
+            cursors = store.cursors(destination.id)
+            try:
+                with interrupts.anywhere():
+                    run = plan_run(
+                        config,
+                        now=now,
+                        step=step,
+                        reading_from=_reading_from(config, cursors, options.since),
+                        sleep=sleep,
+                        notice=notice,
+                    )
+            except Interrupted as exc:
+                store.finish_run(run_id, "interrupted", delivery_counts(delivery.report), str(exc))
+                raise
             in_window = within(run.plan.events, options.since, options.until)
-            marked = mark_known(in_window, store.known_keys(in_window))
+            marked = mark_known(in_window, store.known_keys(destination.id, in_window))
             new = marked.filter(pl.col("state") == "new")
             result = SendResult(
                 run=run,
                 run_id=run_id,
+                destination=destination,
                 to_send=new.height,
                 already_sent=marked.height - new.height,
                 outside_window=run.plan.events.height - in_window.height,
-                delivery=DeliveryReport(),
-                settled=settling.report,
+                delivery=delivery.report,
             )
-            if settling.report.stopped is None:
-                sending = delivery()
+            if delivery.report.stopped is None:
                 start_bar(new.height)
                 started = time.perf_counter()
-                sending.send(new)
+                delivery.send(new)
                 result.send_seconds = time.perf_counter() - started
-                result.delivery = sending.report
-                if sending.report.stopped is None and not run.failures:
-                    store.set_cursors(advanced_cursors(marked, cursors))
+                if delivery.report.stopped is None and not delivery.report.left_to_send and not run.failures:
+                    undelivered = _keys_frame([key for key, _ in (*delivery.report.rejected, *delivery.report.held)])
+                    store.set_cursors(
+                        destination.id,
+                        advanced_cursors(marked, cursors, marked.join(undelivered, on=list(EVENT_KEY), how="semi")),
+                    )
             else:
-                result.delivery.left_to_send = new.height
+                delivery.report.left_to_send += new.height
             store.forget_bodies()
-            store.finish_run(run_id, _outcome(result), _counts(result), str(result.stopped) if result.stopped else None)
+            stopped = result.stopped
+            store.finish_run(run_id, result.outcome, result.counts(), str(stopped) if stopped else None)
             return result
         finally:
             store.close()
+
+
+def delivery_counts(report: DeliveryReport) -> dict[str, int]:
+    return {"sent": report.sent, "rejected": len(report.rejected), "left_to_send": report.left_to_send}
+
+
+def _keys_frame(keys: list[EventKey]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(key.entity_id, key.env, key.build_id) for key in keys],
+        schema=dict.fromkeys(EVENT_KEY, pl.String),
+        orient="row",
+    )
 
 
 def _reading_from(
@@ -143,26 +221,4 @@ def _reading_from(
         source.name: incremental_since(cursors.get(source.name), lookback, since)
         for source in config.sources
         if REGISTRY[source.type].incremental
-    }
-
-
-def _outcome(result: SendResult) -> str:
-    stopped = result.stopped
-    if isinstance(stopped, AuthError):
-        return "auth-refused"
-    if stopped is not None:
-        return "incomplete"
-    if result.delivery.rejected or result.settled.rejected:
-        return "refused-events"
-    return "done"
-
-
-def _counts(result: SendResult) -> dict[str, int]:
-    both = (result.settled, result.delivery)
-    return {
-        "planned": result.to_send,
-        "sent": sum(report.sent for report in both),
-        "rejected": sum(len(report.rejected) for report in both),
-        "possibly_duplicated": sum(len(report.possibly_duplicated) for report in both),
-        "left_to_send": sum(report.left_to_send for report in both),
     }

@@ -1,4 +1,4 @@
-"""``backfill status``: what the state file knows, for people and for ``--json``."""
+"""``backfill status``: what the state file knows, per destination, for people and for ``--json``."""
 
 from __future__ import annotations
 
@@ -11,54 +11,68 @@ from rich.markup import escape
 from rich.table import Table
 
 from backfill.config import Config
-from backfill.state.store import Store
+from backfill.state.store import SOURCE_COUNTS, Destination, Store
 from backfill.summary import say
 
 
 def status_report(config: Config, store: Store | None) -> dict[str, Any]:
-    report: dict[str, Any] = {"state": config.state.path, "exists": store is not None}
+    report: dict[str, Any] = {"state": config.state.path, "exists": store is not None, "destinations": []}
     if store is None:
-        report.update(sources=[{"source": source.name, "cursor": None} for source in config.sources])
-        report.update(entities=[], runs=[], pending_batches=[], rejected_events=[], possibly_duplicated=[])
         return report
-    cursors = store.cursors()
-    counts = store.sent_by_source()
+    report["destinations"] = [_destination(config, store, destination) for destination in store.destinations()]
+    return report
+
+
+def _destination(config: Config, store: Store, destination: Destination) -> dict[str, Any]:
+    cursors = store.cursors(destination.id)
+    counts = store.by_source(destination.id)
     names = [source.name for source in config.sources]
     names += sorted(name for name in counts.keys() | cursors.keys() if name and name not in names)
-    report["sources"] = [
-        {
-            "source": name,
-            "cursor": cursors[name].strftime("%Y-%m-%dT%H:%M:%SZ") if name in cursors else None,
-            **counts.get(name, {"sent": 0, "pending": 0, "rejected": 0, "possibly_duplicated": 0}),
-        }
-        for name in names
-    ]
-    report["entities"] = store.sent_ranges()
-    report["runs"] = store.recent_runs()
-    report["pending_batches"] = [
-        {"id": batch.id, "run_id": batch.run_id, "events": len(json.loads(batch.body)["events"])}
-        for batch in store.pending_batches()
-    ]
-    report["rejected_events"] = store.rejected_events().to_dicts()
-    report["possibly_duplicated"] = [asdict(key) for key in store.possibly_duplicated()]
-    return report
+    return {
+        "url": destination.url,
+        "account": destination.account,
+        "sources": [
+            {
+                "source": name,
+                "cursor": cursors[name].strftime("%Y-%m-%dT%H:%M:%SZ") if name in cursors else None,
+                **counts.get(name, dict.fromkeys(SOURCE_COUNTS, 0)),
+            }
+            for name in names
+        ],
+        "entities": store.sent_ranges(destination.id),
+        "runs": store.recent_runs(destination.id),
+        "pending_batches": [
+            {"id": batch.id, "run_id": batch.run_id, "events": len(json.loads(batch.body)["events"])}
+            for batch in store.pending_batches(destination.id)
+        ],
+        "refused_events": store.refused_events(destination.id).to_dicts(),
+        "possibly_duplicated": [asdict(key) for key in store.flagged(destination.id, "possibly_duplicated")],
+        "unconfirmed": [asdict(key) for key in store.flagged(destination.id, "unconfirmed")],
+    }
 
 
 def render_status(report: dict[str, Any], console: Console) -> None:
     if not report["exists"]:
         console.print(f"{escape(report['state'])} does not exist yet: nothing has been sent.", highlight=False)
         return
+    if not report["destinations"]:
+        console.print(f"{escape(report['state'])} holds no destination yet: nothing has been sent.", highlight=False)
+    for destination in report["destinations"]:
+        _render_destination(destination, console)
+
+
+def _render_destination(report: dict[str, Any], console: Console) -> None:
+    account = f" (account {report['account']})" if report["account"] else ""
+    console.rule(f"[bold]{escape(report['url'])}[/bold]{account}", align="left")
     sources = Table(title="Sources", title_justify="left")
-    for name in ("source", "cursor", "sent", "pending", "refused", "possibly duplicated"):
+    columns = ("source", "cursor", "sent", "pending", "refused", "held", "possibly duplicated", "unconfirmed")
+    for name in columns:
         sources.add_column(name, justify="left" if name in ("source", "cursor") else "right")
     for source in report["sources"]:
         sources.add_row(
             escape(source["source"]),
             source["cursor"] or "-",
-            f"{source['sent']:,}",
-            f"{source['pending']:,}",
-            f"{source['rejected']:,}",
-            f"{source['possibly_duplicated']:,}",
+            *(f"{source[name.replace(' ', '_')]:,}" for name in columns[2:]),
         )
     console.print(sources)
     if report["entities"]:
@@ -72,19 +86,15 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         console.print(entities)
     if report["runs"]:
         runs = Table(title="Last runs", title_justify="left")
-        for name in ("run", "started", "outcome", "sent", "refused", "possibly dup.", "left", "message"):
-            runs.add_column(
-                name, justify="right" if name in ("run", "sent", "refused", "possibly dup.", "left") else "left"
-            )
+        numbers = ("sent", "refused", "held", "possibly dup.", "left")
+        for name in ("run", "started", "outcome", *numbers, "message"):
+            runs.add_column(name, justify="right" if name == "run" or name in numbers else "left")
         for run in report["runs"]:
             runs.add_row(
                 str(run["id"]),
                 run["started_at"][:19] + "Z",
                 run["outcome"],
-                f"{run['sent']:,}",
-                f"{run['rejected']:,}",
-                f"{run['possibly_duplicated']:,}",
-                f"{run['left_to_send']:,}",
+                *(f"{run[name]:,}" for name in ("sent", "rejected", "held", "possibly_duplicated", "left_to_send")),
                 escape(run["message"] or ""),
             )
         console.print(runs)
@@ -93,15 +103,15 @@ def render_status(report: dict[str, Any], console: Console) -> None:
             console,
             "pending",
             f"batch {batch['id']} of run {batch['run_id']} ({batch['events']} events) was never answered; "
-            "the next run sends it again",
+            "the next run to this destination sends it again",
         )
-    for event in report["rejected_events"]:
+    for event in report["refused_events"]:
         key = f"{event['entityId']}/{event['env']}/{event['build_id']}"
-        say(console, "refused", f"{key} ({event['timestamp']}): {event['message'] or ''}")
-    if report["possibly_duplicated"]:
-        say(
-            console,
-            "possibly duplicated",
-            f"{len(report['possibly_duplicated'])} events were sent again after an answer that never came "
-            "(--json lists them)",
-        )
+        label = "refused" if event["state"] == "refused" else "held"
+        say(console, label, f"{key} ({event['timestamp']}): {event['message'] or ''}")
+    for flag, why in (
+        ("possibly_duplicated", "were sent again after an answer that never came"),
+        ("unconfirmed", "were sent on a 201 whose body did not say which events DevGrid stored"),
+    ):
+        if report[flag]:
+            say(console, flag.replace("_", " "), f"{len(report[flag])} events {why} (--json lists them)")

@@ -53,24 +53,31 @@ def build_summary(run: RunPlan, extra: dict[str, Any] | None = None) -> dict[str
 
 def delivery_summary(result: SendResult, limit: int = 50) -> dict[str, Any]:
     """What a real run did: the counts, and the events a person must look at."""
-    reports = (result.settled, result.delivery)
-    rejected = [(key, message) for report in reports for key, message in report.rejected]
-    flagged = [key for report in reports for key in report.possibly_duplicated]
+    report = result.delivery
     stopped = result.stopped
     return {
         "run_id": result.run_id,
+        "destination": result.destination.url,
         "already_sent": result.already_sent,
         "outside_window": result.outside_window,
         "to_send": result.to_send,
-        "sent": sum(report.sent for report in reports),
-        "rejected_by_devgrid": len(rejected),
-        "possibly_duplicated": len(flagged),
-        "left_to_send": sum(report.left_to_send for report in reports),
+        "sent": report.sent,
+        "rejected_by_devgrid": len(report.rejected),
+        "held": len(report.held),
+        "unconfirmed": len(report.unconfirmed),
+        "possibly_duplicated": len(report.possibly_duplicated),
+        "left_to_send": report.left_to_send,
         "seconds": round(result.send_seconds, 3),
-        "events_per_second": round(result.delivery.sent / result.send_seconds, 1) if result.send_seconds else None,
+        "events_per_second": round(report.sent / result.send_seconds, 1) if result.send_seconds else None,
+        "outcome": result.outcome,
         "stopped": str(stopped) if stopped else None,
-        "rejected_events": [{**asdict(key), "message": message} for key, message in rejected[:limit]],
-        "possibly_duplicated_events": [asdict(key) for key in flagged[:limit]],
+        "unknown_entities": [
+            {"entityId": entity, "reason": reason, "held": sum(1 for key, _ in report.held if key.entity_id == entity)}
+            for entity, reason in report.unknown_entities.items()
+        ],
+        "rejected_events": [{**asdict(key), "message": message} for key, message in report.rejected[:limit]],
+        "unconfirmed_events": [asdict(key) for key in report.unconfirmed[:limit]],
+        "possibly_duplicated_events": [asdict(key) for key in report.possibly_duplicated[:limit]],
     }
 
 
@@ -190,15 +197,19 @@ def render(summary: dict[str, Any], console: Console) -> None:
 
 
 def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"Delivery (run {delivery['run_id']})", title_justify="left")
+    table = Table(
+        title=f"Delivery to {escape(delivery['destination'])} (run {delivery['run_id']})", title_justify="left"
+    )
     table.add_column("")
     table.add_column("events", justify="right")
     rows = [
         ("already sent (in the ledger)", delivery["already_sent"]),
         ("outside --since/--until", delivery["outside_window"]),
         ("to send", delivery["to_send"]),
-        ("sent", delivery["sent"]),
+        ("sent (DevGrid stored them)", delivery["sent"]),
         ("refused by DevGrid", delivery["rejected_by_devgrid"]),
+        ("held back (entity unknown to DevGrid)", delivery["held"]),
+        ("unconfirmed (201 not understood)", delivery["unconfirmed"]),
         ("possibly duplicated", delivery["possibly_duplicated"]),
         ("left to send", delivery["left_to_send"]),
     ]
@@ -208,8 +219,20 @@ def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
     if delivery["events_per_second"]:
         rate = f"sent in {delivery['seconds']:.1f} s ({delivery['events_per_second']:,.0f} events/s)"
         console.print(rate, highlight=False)
+    for entity in delivery["unknown_entities"]:
+        say(
+            console,
+            "unknown entity",
+            f"DevGrid does not know entity '{entity['entityId']}' ({entity['reason']}); {entity['held']:,} more of "
+            "its events were not sent. Create the entity in DevGrid, or fix entity_id / entity_column, "
+            "then run again with --retry-rejected",
+            "red",
+        )
     for event in delivery["rejected_events"]:
         say(console, "refused", f"{event['entity_id']}/{event['env']}/{event['build_id']}: {event['message']}", "red")
+    for event in delivery["unconfirmed_events"]:
+        key = f"{event['entity_id']}/{event['env']}/{event['build_id']}"
+        say(console, "unconfirmed", f"{key} (DevGrid answered 201 without saying which events it stored)", "yellow")
     for event in delivery["possibly_duplicated_events"]:
         key = f"{event['entity_id']}/{event['env']}/{event['build_id']}"
         say(console, "possibly duplicated", f"{key} (sent again after an answer that never came)", "yellow")

@@ -88,6 +88,9 @@ class LocalReceiver:
     def faults(self, **settings: object) -> None:
         httpx.post(f"{self.url}/_control/faults", json=settings, timeout=10).raise_for_status()
 
+    def entities(self, *names: str) -> None:
+        httpx.post(f"{self.url}/_control/entities", json={"entities": list(names)}, timeout=10).raise_for_status()
+
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[LocalReceiver]:

@@ -38,6 +38,22 @@ def events(count: int, entity: str = "shop") -> pl.DataFrame:
     )
 
 
+def accepted(body: dict, refused: dict[str, str] | None = None) -> httpx.Response:
+    """DevGrid's 201: the events in ``success``, those whose build_id ``refused`` names in ``failures``."""
+    refused = refused or {}
+    return httpx.Response(
+        201,
+        json={
+            "success": [event for event in body["events"] if event["attributes"]["build_id"] not in refused],
+            "failures": [
+                {"event": event, "reason": refused[event["attributes"]["build_id"]]}
+                for event in body["events"]
+                if event["attributes"]["build_id"] in refused
+            ],
+        },
+    )
+
+
 class DevGrid:
     """Answers requests from a script; after the script, 201. Records every body."""
 
@@ -49,7 +65,7 @@ class DevGrid:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.bodies.append(body)
-        outcome = self.script.pop(0) if self.script else (self.answer(body) if self.answer else httpx.Response(201))
+        outcome = self.script.pop(0) if self.script else (self.answer(body) if self.answer else accepted(body))
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -65,10 +81,12 @@ def delivery(
     assert store is not None
     sleeps: list[float] = []
     client = DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY")
-    run_id = run if run is not None else store.start_run("https://devgrid.test", current_boot_id())
+    destination = store.resolve_destination("https://devgrid.test", "account")
+    run_id = run if run is not None else store.start_run(destination.id, "https://devgrid.test", current_boot_id())
     loader = Delivery(
         store,
         client,
+        destination_id=destination.id,
         run_id=run_id,
         batch_size=15,
         policy=RetryPolicy(**policy),
@@ -79,7 +97,7 @@ def delivery(
 
 def ledger(store: Store) -> dict[str, str]:
     keys = events(100).select("entityId", "env", "build_id")
-    return dict(store.known_keys(keys).select("build_id", "ledger_state").iter_rows())
+    return dict(store.known_keys(1, keys).select("build_id", "ledger_state").iter_rows())
 
 
 def test_batches_of_15_in_order(tmp_path: Path) -> None:
@@ -119,14 +137,14 @@ def test_a_retried_batch_whose_first_answer_was_lost_is_flagged(tmp_path: Path) 
     loader.send(events(3))
     assert loader.report.sent == 3
     assert [key.build_id for key in loader.report.possibly_duplicated] == ["0", "1", "2"]
-    assert [key.build_id for key in store.possibly_duplicated()] == ["0", "1", "2"]
+    assert [key.build_id for key in store.flagged(1, "possibly_duplicated")] == ["0", "1", "2"]
 
 
 def test_a_400_finds_the_refused_event_and_sends_the_other_fourteen(tmp_path: Path) -> None:
     def answer(body: dict) -> Answer:
         if any(event["attributes"]["build_id"] == "6" for event in body["events"]):
             return httpx.Response(400, json={"message": "entityId 'shop' has no environment production"})
-        return httpx.Response(201)
+        return accepted(body)
 
     devgrid = DevGrid(answer=answer)
     loader, store, _ = delivery(tmp_path, devgrid)
@@ -136,13 +154,13 @@ def test_a_400_finds_the_refused_event_and_sends_the_other_fourteen(tmp_path: Pa
         ("6", "entityId 'shop' has no environment production")
     ]
     states = ledger(store)
-    assert states.pop("6") == "rejected" and set(states.values()) == {"sent"} and len(states) == 14
+    assert states.pop("6") == "refused" and set(states.values()) == {"sent"} and len(states) == 14
     stored = sorted(int(build) for ids in devgrid.build_ids() if "6" not in ids for build in ids)
     assert stored == [i for i in range(15) if i != 6]  # each stored once: splitting never resends a stored event
 
 
 def test_a_413_halves_the_batch_for_the_rest_of_the_run(tmp_path: Path) -> None:
-    devgrid = DevGrid(answer=lambda body: httpx.Response(413) if len(body["events"]) > 7 else httpx.Response(201))
+    devgrid = DevGrid(answer=lambda body: httpx.Response(413) if len(body["events"]) > 7 else accepted(body))
     loader, _, _ = delivery(tmp_path, devgrid)
     loader.send(events(30))
     assert loader.report.sent == 30
@@ -172,7 +190,7 @@ def test_giving_up_on_answers_that_stored_nothing_releases_the_batch(tmp_path: P
 
 
 def test_giving_up_after_an_unknown_outcome_leaves_the_batch_pending(tmp_path: Path) -> None:
-    devgrid = DevGrid(answer=lambda body: httpx.Response(500))
+    devgrid = DevGrid(answer=lambda body: httpx.Response(504))
     loader, store, _ = delivery(tmp_path, devgrid, max_attempts=2)
     loader.send(events(20))
     assert loader.report.left_to_send == 20
@@ -197,11 +215,11 @@ def _crash_during_second_batch(tmp_path: Path, *, posted: bool) -> Store:
     def answer(body: dict) -> Answer:
         if body["events"][0]["attributes"]["build_id"] == "15":
             raise Crash
-        return httpx.Response(201)
+        return accepted(body)
 
     loader, store, _ = delivery(tmp_path, DevGrid(answer=answer))
     if not posted:
-        store.mark_posted = lambda batch_id: None  # type: ignore[method-assign]
+        store.mark_posted = lambda batch_id, durable=False: None  # type: ignore[method-assign]
     with pytest.raises(Crash):
         loader.send(events(40))
     store.close()
@@ -212,8 +230,8 @@ def _crash_during_second_batch(tmp_path: Path, *, posted: bool) -> Store:
 
 def _next_run(store: Store, devgrid: DevGrid) -> Delivery:
     client = DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY")
-    run_id = store.start_run("https://devgrid.test", current_boot_id())
-    return Delivery(store, client, run_id=run_id, batch_size=15, policy=RetryPolicy())
+    run_id = store.start_run(1, "https://devgrid.test", current_boot_id())
+    return Delivery(store, client, destination_id=1, run_id=run_id, batch_size=15, policy=RetryPolicy())
 
 
 def test_settling_after_a_crash_resends_only_the_batch_that_was_in_flight_as_possibly_duplicated(

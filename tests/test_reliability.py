@@ -69,7 +69,7 @@ def test_kill_9_at_several_points_loses_nothing_and_flags_every_duplicate(tmp_pa
         assert json.loads(stdout)["delivery"]["to_send"] == 0
 
         status = _backfill("status", "-c", str(config), "--json")
-        report = json.loads(status.communicate(timeout=60)[0])
+        report = json.loads(status.communicate(timeout=60)[0])["destinations"][0]
         assert report["pending_batches"] == []
         assert report["sources"][0]["sent"] == EVENTS
 

@@ -44,10 +44,11 @@ def send(path: Path, receiver: LocalReceiver, *extra: str, key: str | None = KEY
     return result, json.loads(result.stdout) if result.stdout.strip() else {}
 
 
-def status(path: Path) -> dict:
+def status(path: Path, destination: int = 0) -> dict:
+    """What `backfill status --json` says of one destination (the first, unless told)."""
     result = cli("status", "-c", str(path), "--json")
     assert result.exit_code == EXIT_OK, result.output
-    return dict(json.loads(result.stdout))
+    return dict(json.loads(result.stdout)["destinations"][destination])
 
 
 def test_a_run_sends_every_event_once_oldest_first_and_a_rerun_sends_nothing(
@@ -104,35 +105,60 @@ def test_a_refused_key_stops_at_once_and_names_the_variable(write: WriteFile, re
     result, summary = send(path, receiver, key="not-the-key")
     assert result.exit_code == EXIT_AUTH
     assert summary["delivery"]["stopped"] == (
-        "DevGrid refused the API key (401: invalid API key); check the key in $DEVGRID_API_KEY"
+        "DevGrid refused the API key (401: Unauthorized); check the key in $DEVGRID_API_KEY"
     )
     assert summary["delivery"]["sent"] == 0 and summary["delivery"]["left_to_send"] == 40
     report = status(path)
     assert report["sources"][0]["sent"] == 0 and report["pending_batches"] == []
+    assert report["runs"][0]["outcome"] == "auth-refused"
     assert receiver.events() == []
 
 
-def test_an_event_devgrid_refuses_does_not_stop_the_other_fourteen(write: WriteFile, tmp_path: Path) -> None:
-    write("runs.csv", HEADER + runs(0, 7) + runs(7, 1, app="ghost") + runs(8, 7))
+def test_an_entity_devgrid_does_not_know_is_refused_inside_a_201_and_its_other_events_are_held(
+    write: WriteFile, tmp_path: Path
+) -> None:
+    # DevGrid answers 201 for an unknown entity, with the event in "failures": that event is not sent.
+    write("runs.csv", HEADER + runs(0, 7) + runs(7, 1, app="ghost") + runs(8, 7) + runs(100, 30, app="ghost"))
     path = config(write)
     for receiver in start_receiver(tmp_path, "--entity", "shop"):
         result, summary = send(path, receiver)
         assert result.exit_code == EXIT_INCOMPLETE
-        assert summary["delivery"]["sent"] == 14
-        assert summary["delivery"]["rejected_events"] == [
-            {
-                "entity_id": "ghost",
-                "env": "production",
-                "build_id": "7",
-                "message": "events[0]: entityId 'ghost' is not an entity of this account",
-            }
+        delivery = summary["delivery"]
+        assert (delivery["sent"], delivery["rejected_by_devgrid"], delivery["held"]) == (14, 1, 30)
+        assert delivery["rejected_events"] == [
+            {"entity_id": "ghost", "env": "production", "build_id": "7", "message": "Entity not found"}
         ]
-        assert len(receiver.events()) == 14
+        assert delivery["unknown_entities"] == [{"entityId": "ghost", "reason": "Entity not found", "held": 30}]
+        assert "DevGrid does not know entity 'ghost' (Entity not found): its other events are not sent" in (
+            result.stderr
+        )
+        # Only the first batch carried ghost's events: the rest were never sent.
+        received = [event["event"]["entityId"] for event in receiver.events()]
+        assert received == ["shop"] * 14
+        report = status(path)
+        states = [(event["build_id"], event["state"]) for event in report["refused_events"]]
+        assert states[0] == ("7", "refused")
+        assert sorted(states[1:], key=lambda pair: int(pair[0])) == [(str(i), "held") for i in range(100, 130)]
+        assert report["runs"][0]["outcome"] == "refused-events"
         # Known refusals are not planned again, unless asked.
         result, summary = send(path, receiver)
         assert (result.exit_code, summary["delivery"]["to_send"]) == (EXIT_OK, 0)
         result, summary = send(path, receiver, "--retry-rejected")
-        assert (result.exit_code, summary["delivery"]["to_send"]) == (EXIT_INCOMPLETE, 1)
+        assert (result.exit_code, summary["delivery"]["to_send"]) == (EXIT_INCOMPLETE, 31)
+        # One batch of ghost's events is refused again; the 16 after it are held again, not sent.
+        assert (summary["delivery"]["rejected_by_devgrid"], summary["delivery"]["held"]) == (15, 16)
+        # Once the entity exists, --retry-rejected sends them all, in order.
+        receiver.entities("shop", "ghost")
+        result, summary = send(path, receiver, "--retry-rejected")
+        assert result.exit_code == EXIT_OK, result.output
+        assert summary["delivery"]["sent"] == 31
+        ghost = [event["event"] for event in receiver.events() if event["event"]["entityId"] == "ghost"]
+        assert sorted((event["attributes"]["build_id"] for event in ghost), key=int) == [
+            "7",
+            *(str(i) for i in range(100, 130)),
+        ]
+        assert [event["timestamp"] for event in ghost] == sorted(event["timestamp"] for event in ghost)
+        assert receiver.duplicates() == []
 
 
 def test_429_and_500_are_retried_and_a_lost_answer_is_flagged(write: WriteFile, receiver: LocalReceiver) -> None:
@@ -209,8 +235,8 @@ def test_a_dry_run_with_a_state_file_marks_new_and_sent(
     send(path, receiver)
     write("runs.csv", HEADER + runs(0, 13))
     review = tmp_path / "review.csv"
-    result = cli("run", "-c", str(path), "--dry-run", str(review), "--json")
-    assert json.loads(result.stdout)["ledger"] == {"new": 3, "sent": 10}
+    result = cli("run", "-c", str(path), "--dry-run", str(review), "--json", "--url", receiver.url)
+    assert json.loads(result.stdout)["ledger"] == {"destination": receiver.url, "new": 3, "sent": 10}
     lines = review.read_text(encoding="utf-8").splitlines()
     assert lines[0].endswith(",source,original_env,state")
     assert [line.rsplit(",", 1)[1] for line in lines[1:]].count("new") == 3
@@ -226,6 +252,7 @@ def test_since_and_until_bound_a_run(write: WriteFile, receiver: LocalReceiver) 
 
 def test_status_and_rewind(write: WriteFile, receiver: LocalReceiver) -> None:
     assert "does not exist yet" in cli("status", "-c", str(config(write))).stderr
+    assert json.loads(cli("status", "-c", str(config(write)), "--json").stdout)["destinations"] == []
     write("runs.csv", HEADER + runs(0, 5))
     path = config(write)
     send(path, receiver)
@@ -236,8 +263,10 @@ def test_status_and_rewind(write: WriteFile, receiver: LocalReceiver) -> None:
             "cursor": "2025-01-01T04:04:00Z",
             "sent": 5,
             "pending": 0,
-            "rejected": 0,
+            "refused": 0,
+            "held": 0,
             "possibly_duplicated": 0,
+            "unconfirmed": 0,
         }
     ]
     assert report["entities"] == [

@@ -133,14 +133,20 @@ def _plan(*build_ids: str) -> pl.DataFrame:
 def test_mark_known() -> None:
     known = pl.DataFrame(
         {
-            "entityId": ["shop", "shop", "shop"],
-            "env": ["production"] * 3,
-            "build_id": ["1", "2", "3"],
-            "ledger_state": ["sent", "pending", "rejected"],
+            "entityId": ["shop"] * 4,
+            "env": ["production"] * 4,
+            "build_id": ["1", "2", "3", "4"],
+            "ledger_state": ["sent", "pending", "refused", "held"],
         }
     )
-    marked = mark_known(_plan("1", "2", "3", "4"), known)
-    assert marked.select("build_id", "state").rows() == [("1", "sent"), ("2", "sent"), ("3", "sent"), ("4", "new")]
+    marked = mark_known(_plan("1", "2", "3", "4", "5"), known)
+    assert marked.select("build_id", "state").rows() == [
+        ("1", "sent"),
+        ("2", "sent"),
+        ("3", "sent"),
+        ("4", "sent"),
+        ("5", "new"),
+    ]
 
 
 def test_within_since_and_until() -> None:
@@ -167,11 +173,20 @@ def test_cursors_only_move_forward() -> None:
     }
 
 
+def test_a_cursor_never_passes_an_event_that_was_refused_or_held() -> None:
+    plan = _plan("1", "2", "3", "4", "5", "6")
+    undelivered = plan.filter(pl.col("build_id").is_in(["3", "6"]))
+    assert advanced_cursors(plan, {}, undelivered) == {
+        "a": datetime(2025, 1, 3, tzinfo=UTC),  # 1, 3, 5 delivered but 3 refused: held at 3, read again next time
+        "b": datetime(2025, 1, 6, tzinfo=UTC),  # 6 is its newest: not past it either
+    }
+
+
 def test_outcome_unknown() -> None:
-    assert outcome_unknown(posted=True, written_on_boot="x", current_boot="x")
-    assert not outcome_unknown(posted=False, written_on_boot="x", current_boot="x")
-    assert outcome_unknown(posted=False, written_on_boot="x", current_boot="y")
-    assert outcome_unknown(posted=False, written_on_boot=None, current_boot=None)
+    assert outcome_unknown(posts=1, written_on_boot="x", current_boot="x")
+    assert not outcome_unknown(posts=0, written_on_boot="x", current_boot="x")
+    assert outcome_unknown(posts=0, written_on_boot="x", current_boot="y")
+    assert outcome_unknown(posts=0, written_on_boot=None, current_boot=None)
 
 
 def test_a_write_that_fails_is_a_state_error(tmp_path: Path) -> None:
@@ -182,6 +197,7 @@ def test_a_write_that_fails_is_a_state_error(tmp_path: Path) -> None:
         store.transaction() as db,
     ):
         db.execute("UPDATE nope SET x = 1")
-    run = store.start_run("https://devgrid.test", None)  # the connection is usable again
+    destination = store.resolve_destination("https://devgrid.test", "account")  # the connection is usable again
+    run = store.start_run(destination.id, "https://devgrid.test", None)
     assert run == 1
     store.close()

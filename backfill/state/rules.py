@@ -1,13 +1,17 @@
 """The resume rules, as plain functions over frames and values (no I/O).
 
-* An event whose key the ledger holds (sent, in flight, or refused by DevGrid)
-  is not new: it is never planned again.
+* Each destination (DevGrid URL and account) has a ledger of its own.
+* An event whose key the ledger holds (sent, in flight, refused by DevGrid, or
+  held back because DevGrid does not know its entity) is not new: it is never
+  planned again, unless ``--retry-rejected`` forgets the refused and held ones.
 * A batch found pending when a run starts was written but never answered: it
   is sent again first. Its events count as possibly duplicated unless it was
   certainly never POSTed (see :func:`outcome_unknown`).
 * A source that reads incrementally starts from ``cursor - lookback``; the
   ledger absorbs the overlap.
-* A cursor moves to the newest event a source delivered, and only forward.
+* A cursor moves to the newest event a source delivered, and only forward; it
+  never passes an event of that source that DevGrid refused or that was held
+  back, so that a later ``--retry-rejected`` reads it again.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import polars as pl
 from backfill.columns import EVENT_KEY
 from backfill.pipeline.timestamps import TS
 
-NOT_NEW = ("sent", "pending", "rejected")
+NOT_NEW = ("sent", "pending", "refused", "held")
 
 
 def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
@@ -31,14 +35,14 @@ def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def outcome_unknown(posted: bool, written_on_boot: str | None, current_boot: str | None) -> bool:
+def outcome_unknown(posts: int, written_on_boot: str | None, current_boot: str | None) -> bool:
     """Whether a pending batch may have been stored.
 
-    The "posted" mark is written without a flush: after a process crash it is
-    reliable, after a machine crash it may be lost. So a batch that was never
+    The first "posted" mark is written without a flush: after a process crash it
+    is reliable, after a machine crash it may be lost. So a batch that was never
     posted is known to be unsent only on the same boot.
     """
-    return posted or written_on_boot is None or written_on_boot != current_boot
+    return posts > 0 or written_on_boot is None or written_on_boot != current_boot
 
 
 def within(events: pl.DataFrame, since: datetime | None, until: datetime | None) -> pl.DataFrame:
@@ -58,11 +62,21 @@ def incremental_since(cursor: datetime | None, lookback: timedelta, since: datet
     return cursor - lookback if cursor is not None else None
 
 
-def advanced_cursors(delivered: pl.DataFrame, current: Mapping[str, datetime]) -> dict[str, datetime]:
-    """Per source, the newest delivered timestamp, never earlier than the cursor already held."""
-    newest = delivered.group_by("source").agg(pl.col(TS).max()).iter_rows()
+def advanced_cursors(
+    delivered: pl.DataFrame, current: Mapping[str, datetime], undelivered: pl.DataFrame | None = None
+) -> dict[str, datetime]:
+    """Per source, the newest delivered timestamp, never earlier than the cursor already held.
+
+    ``undelivered`` (events DevGrid refused or that were held back) holds a
+    source's cursor at its oldest such event.
+    """
+    newest = dict(delivered.group_by("source").agg(pl.col(TS).max()).iter_rows())
+    if undelivered is not None:
+        for source, oldest in undelivered.group_by("source").agg(pl.col(TS).min()).iter_rows():
+            if source in newest and oldest < newest[source]:
+                newest[source] = oldest
     result = {}
-    for source, position in newest:
+    for source, position in newest.items():
         held = current.get(source)
         result[source] = position if held is None or position > held else held
     return result

@@ -1,87 +1,52 @@
-"""The state file: a thin SQLite layer for the ledger, batches, cursors and runs.
+"""The state file: a thin SQLite layer for destinations, the ledger, batches, cursors and runs.
 
 What the tables hold (the rules that use them live in :mod:`backfill.state.rules`):
 
-* ``ledger``: one row per event key ``(entity_id, env, build_id)`` that was ever
-  handed to DevGrid, pointing at the batch that carried it last.
+* ``destinations``: where events went, a normalized DevGrid URL and an account
+  fingerprint (:mod:`backfill.state.destination`). Everything below belongs to
+  one destination: a rehearsal never changes what a run to DevGrid sends.
+* ``ledger``: one row per event key ``(entity_id, env, build_id)`` ever handed
+  to that destination, with its state: ``pending`` (written ahead, no answer
+  recorded yet), ``sent`` (DevGrid listed it in ``success``, or answered 201
+  with a body that could not be matched: then its batch is *unconfirmed*),
+  ``refused`` (DevGrid refused it, with DevGrid's reason) or ``held`` (never
+  sent, because DevGrid does not know its entity).
 * ``batches``: every POST body, written (with ``synchronous=FULL``) before it is
-  sent. Its state is its events' state: ``pending`` (written, not answered),
-  ``sent`` (201), ``rejected`` (DevGrid refused its one event; the message is in
-  the ledger), ``refused`` (split into smaller batches), ``released`` (certainly
-  never stored; its events were forgotten). A batch still ``pending`` when a run
-  starts is one whose answer never came: it is sent again, and its events are
-  flagged possibly duplicated. ``posted`` is set (without a flush) just before the
-  POST: on the same boot, a pending batch never posted is certainly not stored.
-* ``cursors``: per source, how far history has been read.
+  sent: ``pending`` (written, not answered), ``answered``, ``split`` (replaced
+  by smaller batches) or ``released`` (certainly never stored; its events were
+  forgotten). ``posts`` counts the POSTs of the body that may have reached
+  DevGrid; a batch still pending with ``posts > 0`` when a run starts is one
+  whose answer never came: it is sent again, and its events are flagged
+  possibly duplicated.
+* ``cursors``: per destination and source, how far history has been read.
 * ``runs``: one row per run that sends, with its counts and outcome.
 
 The file is marked as backfill's (``PRAGMA application_id``) and versioned
-(``PRAGMA user_version``); a file that is not ours, is corrupt, or comes from a
-newer version raises :class:`~backfill.errors.StateError` and is left as it is.
-No secret is ever written here.
+(``PRAGMA user_version``); a file that is not ours, is empty, corrupt, or comes
+from a newer version raises :class:`~backfill.errors.StateError` and is left as
+it is. No secret is ever written here.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
 from backfill.columns import EVENT_KEY
-from backfill.errors import StateError
+from backfill.errors import DestinationError, StateError
+from backfill.state.destination import normalize_url
+from backfill.state.schema import APPLICATION_ID, SCHEMA_VERSION, create_file, migrate
 
-APPLICATION_ID = 0x42464C4C  # "BFLL"
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    outcome TEXT NOT NULL,
-    url TEXT NOT NULL,
-    boot_id TEXT,
-    planned INTEGER NOT NULL DEFAULT 0,
-    sent INTEGER NOT NULL DEFAULT 0,
-    rejected INTEGER NOT NULL DEFAULT 0,
-    possibly_duplicated INTEGER NOT NULL DEFAULT 0,
-    left_to_send INTEGER NOT NULL DEFAULT 0,
-    message TEXT
-);
-CREATE TABLE batches (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs (id),
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'refused', 'rejected', 'released')),
-    events INTEGER NOT NULL,
-    posted INTEGER NOT NULL DEFAULT 0,
-    possibly_duplicated INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    settled_at TEXT,
-    body TEXT
-);
-CREATE TABLE ledger (
-    entity_id TEXT NOT NULL,
-    env TEXT NOT NULL,
-    build_id TEXT NOT NULL,
-    batch_id INTEGER NOT NULL REFERENCES batches (id),
-    timestamp TEXT NOT NULL,
-    source TEXT NOT NULL,
-    message TEXT,
-    PRIMARY KEY (entity_id, env, build_id)
-) WITHOUT ROWID;
-CREATE INDEX ledger_by_batch ON ledger (batch_id);
-CREATE TABLE cursors (
-    source TEXT PRIMARY KEY,
-    position TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-"""
+KeyChange = Literal["same-account", "new-account"]
 
 
 @dataclass(frozen=True)
@@ -108,8 +73,15 @@ class PendingBatch:
     id: int
     run_id: int
     body: str
-    posted: bool
+    posts: int
     boot_id: str | None
+
+
+@dataclass(frozen=True)
+class Destination:
+    id: int
+    url: str
+    account: str | None
 
 
 def current_boot_id() -> str | None:
@@ -124,6 +96,17 @@ def now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def state_folder_problem(path: Path) -> str | None:
+    """Why backfill cannot write beside the state file, in words, or None."""
+    folder = path.parent
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"{path}: backfill cannot write in {folder}, the state file's folder (no permission, or a read-only "
+            "file system); make it writable, or point [state] path at a folder that is"
+        )
+    return None
+
+
 class Store:
     """An open state file. Writers hold :class:`~backfill.state.lock.StateLock` first."""
 
@@ -134,64 +117,71 @@ class Store:
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, create: bool) -> Store | None:
-        """Open the state file; create it only when ``create`` (a real run). None if absent."""
-        exists = path.exists() and path.stat().st_size > 0
-        if not exists and not create:
-            return None
+    def open(cls, path: Path, *, create: bool, write: bool = False) -> Store | None:
+        """Open the state file to write (``create``: made if absent; ``write``: only if it exists) or to read.
+
+        None if it is absent and not created. A file opened only to read is never
+        written: one from an older version is brought up to date in memory.
+        """
+        path = path.resolve()
         if path.is_dir():
             raise StateError(f"{path}: is a folder; [state] path must name a file")
-        if not exists:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StateError(f"{path}: cannot be opened ({exc}); check the path and its permissions") from exc
+        if not path.exists():
+            if not create:
+                return None
+            _create(path)
+        elif path.stat().st_size == 0:
+            raise StateError(
+                f"{path}: is empty, so it is not a backfill state file; it was left untouched. "
+                "Restore it from a backup, or remove it to start a new state (the next run then sends all history)"
+            )
+        writable = create or write
+        connection = _connect(path, writable=writable)
         store = cls(connection, path)
         try:
-            store._check_or_create(exists, writable=create)
+            store._check(writable=writable)
         except sqlite3.DatabaseError as exc:
-            connection.close()
-            raise StateError(
-                f"{path}: is not a readable backfill state file ({exc}); it was left untouched. "
-                "Restore it from a backup, or point [state] path at a new file"
-            ) from exc
-        except StateError:
-            connection.close()
+            store.close()
+            raise _open_error(path, exc, writable=writable) from exc
+        except BaseException:
+            store.close()
             raise
         return store
 
-    def _check_or_create(self, exists: bool, *, writable: bool) -> None:
-        if exists:
-            application_id = self._scalar("PRAGMA application_id")
-            version = self._scalar("PRAGMA user_version")
-            if application_id != APPLICATION_ID:
-                raise StateError(
-                    f"{self.path}: is an SQLite file but not a backfill state file; it was left untouched. "
-                    "Point [state] path at a new file"
-                )
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    f"{self.path}: was written by a newer backfill (state version {version}, this one reads "
-                    f"{SCHEMA_VERSION}); upgrade backfill"
-                )
-            if self._scalar("PRAGMA quick_check") != "ok":
-                raise StateError(
-                    f"{self.path}: is damaged (SQLite quick_check failed); it was left untouched. "
-                    "Restore it from a backup"
-                )
+    def _check(self, *, writable: bool) -> None:
+        application_id = self._scalar("PRAGMA application_id")
+        version = self._scalar("PRAGMA user_version")
+        if application_id != APPLICATION_ID:
+            raise StateError(
+                f"{self.path}: is an SQLite file but not a backfill state file; it was left untouched. "
+                "Point [state] path at a new file"
+            )
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path}: was written by a newer backfill (state version {version}, this one reads "
+                f"{SCHEMA_VERSION}); upgrade backfill"
+            )
+        if self._scalar("PRAGMA quick_check") != "ok":
+            raise StateError(
+                f"{self.path}: is damaged (SQLite quick_check failed); it was left untouched. Restore it from a backup"
+            )
         if writable:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-        if not exists:
-            # One transaction: a file is either a complete, marked state file or nothing of ours.
-            self._db.executescript(
-                f"BEGIN; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-                f"{_SCHEMA} COMMIT;"
-            )
+        if version < SCHEMA_VERSION:
+            if not writable:
+                memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                self._db.backup(memory)
+                self._db.close()
+                self._db = memory
+            migrate(self._db, version)
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def salt(self) -> bytes:
+        return bytes(self._scalar("SELECT value FROM meta WHERE name = 'salt'"))
 
     def _scalar(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         row = self._db.execute(sql, parameters).fetchone()
@@ -220,12 +210,60 @@ class Store:
                     self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StateError(
-                f"{self.path}: could not be written ({exc}); the run stopped there. Fix the cause, then run again"
+                state_folder_problem(self.path)
+                or f"{self.path}: could not be written ({exc}); the run stopped there. Fix the cause, then run again"
             ) from exc
+
+    # -- destinations ----------------------------------------------------------------------
+
+    def destinations(self) -> list[Destination]:
+        rows = self._db.execute("SELECT id, url, account FROM destinations ORDER BY id").fetchall()
+        return [Destination(*row) for row in rows]
+
+    def find_destination(self, url: str, account: str | None) -> Destination | None:
+        """The destination a run to ``url`` with this account would use (any account if None and only one)."""
+        url = normalize_url(url)
+        candidates = [item for item in self.destinations() if item.url == url]
+        if account is not None:
+            exact = [item for item in candidates if item.account in (account, None)]
+            return exact[0] if exact else None
+        return candidates[0] if len(candidates) == 1 else None
+
+    def resolve_destination(self, url: str, account: str, key_change: KeyChange | None = None) -> Destination:
+        """The destination for this URL and account, made on first use. A new key for a known URL needs a word."""
+        url = normalize_url(url)
+        same_url = [item for item in self.destinations() if item.url == url]
+        for item in same_url:
+            if item.account == account:
+                return item
+        unclaimed = [item for item in same_url if item.account is None]
+        others = [item for item in same_url if item.account is not None]
+        with self.transaction() as db:
+            if unclaimed:
+                db.execute("UPDATE destinations SET account = ? WHERE id = ?", (account, unclaimed[0].id))
+                return Destination(unclaimed[0].id, url, account)
+            if others and key_change is None:
+                raise DestinationError(
+                    f"{self.path}: holds events sent to {url} with another API key. If this key belongs to the "
+                    "same DevGrid account (a rotated key), run again with --key-changed same-account; if it is "
+                    "another account, with --key-changed new-account (all history is then sent to it)"
+                )
+            if others and key_change == "same-account":
+                if len(others) > 1:
+                    raise DestinationError(
+                        f"{self.path}: holds events sent to {url} with {len(others)} other API keys; "
+                        "--key-changed same-account cannot tell which account this key belongs to"
+                    )
+                db.execute("UPDATE destinations SET account = ? WHERE id = ?", (account, others[0].id))
+                return Destination(others[0].id, url, account)
+            cursor = db.execute(
+                "INSERT INTO destinations (url, account, created_at) VALUES (?, ?, ?)", (url, account, now_text())
+            )
+            return Destination(int(cursor.lastrowid or 0), url, account)
 
     # -- ledger and batches ----------------------------------------------------------------
 
-    def known_keys(self, keys: pl.DataFrame) -> pl.DataFrame:
+    def known_keys(self, destination_id: int, keys: pl.DataFrame) -> pl.DataFrame:
         """The ledger's rows for these keys (entityId, env, build_id), with their ledger_state.
 
         Looked up through the primary key, so the cost follows the plan, not the ledger:
@@ -235,9 +273,9 @@ class Store:
         self._db.execute("DELETE FROM temp.wanted")
         self._db.executemany("INSERT INTO temp.wanted VALUES (?, ?, ?)", keys.select(EVENT_KEY).iter_rows())
         rows = self._db.execute(
-            "SELECT l.entity_id, l.env, l.build_id, b.state FROM temp.wanted AS w "
-            "JOIN ledger AS l ON l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id "
-            "JOIN batches AS b ON b.id = l.batch_id"
+            "SELECT l.entity_id, l.env, l.build_id, l.state FROM temp.wanted AS w JOIN ledger AS l "
+            "ON l.destination_id = ? AND l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id",
+            (destination_id,),
         ).fetchall()
         self._db.execute("DELETE FROM temp.wanted")
         return pl.DataFrame(
@@ -246,56 +284,90 @@ class Store:
             orient="row",
         )
 
-    def write_ahead(self, run_id: int, batches: Sequence[OutgoingBatch]) -> list[int]:
+    def write_ahead(self, run_id: int, destination_id: int, batches: Sequence[OutgoingBatch]) -> list[int]:
         """Record batches and their events as pending, durably (one flush for all), before any POST."""
         with self.transaction(durable=True) as db:
-            return [self._insert_batch(db, run_id, batch) for batch in batches]
+            return [self._insert_batch(db, run_id, destination_id, batch) for batch in batches]
 
-    def mark_posted(self, batch_id: int) -> None:
-        """The batch is about to be POSTed (not flushed: it only matters after a process crash)."""
-        with self.transaction() as db:
-            db.execute("UPDATE batches SET posted = 1 WHERE id = ?", (batch_id,))
+    def mark_posted(self, batch_id: int, *, durable: bool = False) -> None:
+        """The batch is about to be POSTed once more.
 
-    def split(self, batch_id: int, run_id: int, parts: Sequence[OutgoingBatch]) -> list[int]:
+        For a first POST the mark is not flushed (it only matters after a process
+        crash, and the boot id covers a machine crash). A batch sent again after an
+        answer that never came is marked durably, so that a state file that can no
+        longer be written stops the run before the body goes out another time.
+        """
+        with self.transaction(durable=durable) as db:
+            db.execute("UPDATE batches SET posts = posts + 1 WHERE id = ?", (batch_id,))
+
+    def split(self, batch_id: int, run_id: int, destination_id: int, parts: Sequence[OutgoingBatch]) -> list[int]:
         """Replace a refused batch by smaller ones, in one durable write: no event is left behind."""
         with self.transaction(durable=True) as db:
             db.execute(
-                "UPDATE batches SET state = 'refused', settled_at = ?, body = NULL WHERE id = ?", (now_text(), batch_id)
+                "UPDATE batches SET state = 'split', settled_at = ?, body = NULL WHERE id = ?", (now_text(), batch_id)
             )
-            return [self._insert_batch(db, run_id, part) for part in parts]
+            return [self._insert_batch(db, run_id, destination_id, part) for part in parts]
 
-    def _insert_batch(self, db: sqlite3.Connection, run_id: int, batch: OutgoingBatch) -> int:
+    def _insert_batch(self, db: sqlite3.Connection, run_id: int, destination_id: int, batch: OutgoingBatch) -> int:
         cursor = db.execute(
             "INSERT INTO batches (run_id, state, events, created_at, body) VALUES (?, 'pending', ?, ?, ?)",
             (run_id, len(batch.keys), now_text(), batch.body),
         )
         batch_id = int(cursor.lastrowid or 0)
         db.executemany(
-            "INSERT INTO ledger (entity_id, env, build_id, batch_id, timestamp, source) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (entity_id, env, build_id) DO UPDATE SET batch_id = excluded.batch_id, message = NULL",
+            "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (destination_id, entity_id, env, build_id) "
+            "DO UPDATE SET state = 'pending', batch_id = excluded.batch_id, message = NULL",
             [
-                (key.entity_id, key.env, key.build_id, batch_id, timestamp, source)
+                (destination_id, key.entity_id, key.env, key.build_id, batch_id, timestamp, source)
                 for key, timestamp, source in zip(batch.keys, batch.timestamps, batch.sources, strict=True)
             ],
         )
         return batch_id
 
-    def mark_sent(self, batch_id: int, possibly_duplicated: bool) -> None:
+    def record_answer(
+        self,
+        batch_id: int,
+        refused: Sequence[tuple[EventKey, str]] = (),
+        *,
+        possibly_duplicated: bool = False,
+        unconfirmed: bool = False,
+    ) -> None:
+        """DevGrid answered the batch: its events are sent, except those it refused (with its reason)."""
         with self.transaction() as db:
             # The body stays until forget_bodies(): freeing its pages here would slow every batch.
             db.execute(
-                "UPDATE batches SET state = 'sent', settled_at = ?, possibly_duplicated = ? WHERE id = ?",
-                (now_text(), int(possibly_duplicated), batch_id),
+                "UPDATE batches SET state = 'answered', settled_at = ?, possibly_duplicated = ?, unconfirmed = ? "
+                "WHERE id = ?",
+                (now_text(), int(possibly_duplicated), int(unconfirmed), batch_id),
+            )
+            db.execute("UPDATE ledger SET state = 'sent' WHERE batch_id = ?", (batch_id,))
+            db.executemany(
+                "UPDATE ledger SET state = 'refused', message = ? "
+                "WHERE batch_id = ? AND entity_id = ? AND env = ? AND build_id = ?",
+                [(message, batch_id, key.entity_id, key.env, key.build_id) for key, message in refused],
             )
 
-    def mark_rejected(self, batch_id: int, message: str) -> None:
-        """DevGrid refused the batch's one event: keep its message."""
+    def hold(
+        self,
+        destination_id: int,
+        keys: Sequence[EventKey],
+        timestamps: Sequence[str],
+        sources: Sequence[str],
+        message: str,
+    ) -> None:
+        """Record events never sent because DevGrid does not know their entity (``--retry-rejected`` sends them)."""
         with self.transaction() as db:
-            db.execute(
-                "UPDATE batches SET state = 'rejected', settled_at = ?, body = NULL WHERE id = ?",
-                (now_text(), batch_id),
+            db.executemany(
+                "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, "
+                "message) VALUES (?, ?, ?, ?, 'held', NULL, ?, ?, ?) "
+                "ON CONFLICT (destination_id, entity_id, env, build_id) "
+                "DO UPDATE SET state = 'held', batch_id = NULL, message = excluded.message",
+                [
+                    (destination_id, key.entity_id, key.env, key.build_id, timestamp, source, message)
+                    for key, timestamp, source in zip(keys, timestamps, sources, strict=True)
+                ],
             )
-            db.execute("UPDATE ledger SET message = ? WHERE batch_id = ?", (message, batch_id))
 
     def release(self, batch_id: int) -> None:
         """The batch was certainly not stored (never sent, or refused before reading): forget it."""
@@ -311,123 +383,186 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE batches SET body = NULL WHERE state <> 'pending' AND body IS NOT NULL")
 
-    def pending_batches(self) -> list[PendingBatch]:
+    def pending_batches(self, destination_id: int | None = None) -> list[PendingBatch]:
         rows = self._db.execute(
-            "SELECT b.id, b.run_id, b.body, b.posted, r.boot_id FROM batches AS b JOIN runs AS r ON r.id = b.run_id "
-            "WHERE b.state = 'pending' ORDER BY b.id"
+            "SELECT b.id, b.run_id, b.body, b.posts, r.boot_id FROM batches AS b JOIN runs AS r ON r.id = b.run_id "
+            "WHERE b.state = 'pending' AND (? IS NULL OR r.destination_id = ?) ORDER BY b.id",
+            (destination_id, destination_id),
         ).fetchall()
-        return [
-            PendingBatch(id=row[0], run_id=row[1], body=row[2], posted=bool(row[3]), boot_id=row[4]) for row in rows
-        ]
+        return [PendingBatch(id=row[0], run_id=row[1], body=row[2], posts=row[3], boot_id=row[4]) for row in rows]
 
-    def rejected_events(self) -> pl.DataFrame:
+    def refused_events(self, destination_id: int) -> pl.DataFrame:
+        """Events DevGrid refused, and those held back because it does not know their entity."""
         rows = self._db.execute(
-            "SELECT l.entity_id, l.env, l.build_id, l.timestamp, l.source, b.settled_at, l.message FROM ledger AS l "
-            "JOIN batches AS b ON b.id = l.batch_id WHERE b.state = 'rejected' "
-            "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id"
+            "SELECT l.entity_id, l.env, l.build_id, l.timestamp, l.source, l.state, l.message FROM ledger AS l "
+            "WHERE l.destination_id = ? AND l.state IN ('refused', 'held') "
+            "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id",
+            (destination_id,),
         ).fetchall()
         return pl.DataFrame(
             rows,
-            schema=dict.fromkeys(("entityId", "env", "build_id", "timestamp", "source", "at", "message"), pl.String),
+            schema=dict.fromkeys(("entityId", "env", "build_id", "timestamp", "source", "state", "message"), pl.String),
             orient="row",
         )
 
-    def forget_rejected(self) -> int:
-        """Let events DevGrid refused be planned again (after the data was fixed)."""
+    def forget_refused(self, destination_id: int) -> int:
+        """Let events DevGrid refused (or that were held back) be planned again, after the cause was fixed."""
         with self.transaction() as db:
             return db.execute(
-                "DELETE FROM ledger WHERE batch_id IN (SELECT id FROM batches WHERE state = 'rejected')"
+                "DELETE FROM ledger WHERE destination_id = ? AND state IN ('refused', 'held')", (destination_id,)
             ).rowcount
 
     # -- cursors -----------------------------------------------------------------------------
 
-    def cursors(self) -> dict[str, datetime]:
-        rows = self._db.execute("SELECT source, position FROM cursors").fetchall()
+    def cursors(self, destination_id: int) -> dict[str, datetime]:
+        rows = self._db.execute(
+            "SELECT source, position FROM cursors WHERE destination_id = ?", (destination_id,)
+        ).fetchall()
         return {source: datetime.fromisoformat(position) for source, position in rows}
 
-    def set_cursors(self, positions: dict[str, datetime]) -> None:
+    def set_cursors(self, destination_id: int, positions: dict[str, datetime]) -> None:
         at = now_text()
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO cursors (source, position, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                [(source, position.isoformat(), at) for source, position in positions.items()],
+                "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (destination_id, source) "
+                "DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                [(destination_id, source, position.isoformat(), at) for source, position in positions.items()],
             )
 
-    def rewind(self, source: str, position: datetime | None) -> None:
+    def rewind(self, source: str, position: datetime | None, destination_ids: Sequence[int]) -> None:
         with self.transaction() as db:
-            if position is None:
-                db.execute("DELETE FROM cursors WHERE source = ?", (source,))
-            else:
-                db.execute(
-                    "INSERT INTO cursors (source, position, updated_at) VALUES (?, ?, ?) ON CONFLICT (source) "
-                    "DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                    (source, position.isoformat(), now_text()),
-                )
+            for destination_id in destination_ids:
+                if position is None:
+                    db.execute("DELETE FROM cursors WHERE destination_id = ? AND source = ?", (destination_id, source))
+                else:
+                    db.execute(
+                        "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (destination_id, source) "
+                        "DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                        (destination_id, source, position.isoformat(), now_text()),
+                    )
 
     # -- runs and reports --------------------------------------------------------------------
 
-    def start_run(self, url: str, boot_id: str | None) -> int:
+    def start_run(self, destination_id: int, url: str, boot_id: str | None) -> int:
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO runs (started_at, outcome, url, boot_id) VALUES (?, 'running', ?, ?)",
-                (now_text(), url, boot_id),
+                "INSERT INTO runs (destination_id, started_at, outcome, url, boot_id) VALUES (?, ?, 'running', ?, ?)",
+                (destination_id, now_text(), url, boot_id),
             )
             return int(cursor.lastrowid or 0)
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], message: str | None) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE runs SET finished_at = ?, outcome = ?, planned = ?, sent = ?, rejected = ?, "
-                "possibly_duplicated = ?, left_to_send = ?, message = ? WHERE id = ?",
+                "UPDATE runs SET finished_at = ?, outcome = ?, message = ?, planned = ?, sent = ?, rejected = ?, "
+                "held = ?, unconfirmed = ?, possibly_duplicated = ?, left_to_send = ? WHERE id = ?",
                 (
                     now_text(),
                     outcome,
-                    counts.get("planned", 0),
-                    counts.get("sent", 0),
-                    counts.get("rejected", 0),
-                    counts.get("possibly_duplicated", 0),
-                    counts.get("left_to_send", 0),
                     message,
+                    *(counts.get(name, 0) for name in RUN_COUNTS),
                     run_id,
                 ),
             )
 
-    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+    def recent_runs(self, destination_id: int, limit: int = 10) -> list[dict[str, Any]]:
         cursor = self._db.execute(
-            "SELECT id, started_at, finished_at, outcome, url, planned, sent, rejected, possibly_duplicated, "
-            "left_to_send, message FROM runs ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "SELECT id, started_at, finished_at, outcome, url, planned, sent, rejected, held, unconfirmed, "
+            "possibly_duplicated, left_to_send, message FROM runs WHERE destination_id = ? ORDER BY id DESC LIMIT ?",
+            (destination_id, limit),
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def sent_by_source(self) -> dict[str, dict[str, int]]:
+    def by_source(self, destination_id: int) -> dict[str, dict[str, int]]:
         rows = self._db.execute(
-            "SELECT l.source, b.state, count(*), sum(b.possibly_duplicated) FROM ledger AS l "
-            "JOIN batches AS b ON b.id = l.batch_id GROUP BY l.source, b.state"
+            "SELECT l.source, l.state, count(*), coalesce(sum(b.possibly_duplicated), 0), "
+            "coalesce(sum(b.unconfirmed), 0) FROM ledger AS l LEFT JOIN batches AS b ON b.id = l.batch_id "
+            "WHERE l.destination_id = ? GROUP BY l.source, l.state",
+            (destination_id,),
         ).fetchall()
         result: dict[str, dict[str, int]] = {}
-        for source, state, count, flagged in rows:
-            entry = result.setdefault(source, {"sent": 0, "pending": 0, "rejected": 0, "possibly_duplicated": 0})
+        for source, state, count, flagged, unconfirmed in rows:
+            entry = result.setdefault(source, dict.fromkeys(SOURCE_COUNTS, 0))
             entry[state] = count
-            entry["possibly_duplicated"] += flagged or 0
+            if state == "sent":
+                entry["possibly_duplicated"] += flagged
+                entry["unconfirmed"] += unconfirmed
         return result
 
-    def sent_ranges(self) -> list[dict[str, Any]]:
+    def sent_ranges(self, destination_id: int) -> list[dict[str, Any]]:
         cursor = self._db.execute(
-            "SELECT l.entity_id, l.env, min(l.timestamp), max(l.timestamp), count(*) FROM ledger AS l "
-            "JOIN batches AS b ON b.id = l.batch_id WHERE b.state = 'sent' "
-            "GROUP BY l.entity_id, l.env ORDER BY l.entity_id, l.env"
+            "SELECT entity_id, env, min(timestamp), max(timestamp), count(*) FROM ledger "
+            "WHERE destination_id = ? AND state = 'sent' GROUP BY entity_id, env ORDER BY entity_id, env",
+            (destination_id,),
         )
         return [
             {"entityId": entity, "env": env, "first": first, "last": last, "sent": count}
             for entity, env, first, last, count in cursor.fetchall()
         ]
 
-    def possibly_duplicated(self) -> list[EventKey]:
-        rows = self._db.execute(
-            "SELECT l.entity_id, l.env, l.build_id FROM ledger AS l JOIN batches AS b ON b.id = l.batch_id "
-            "WHERE b.possibly_duplicated = 1 ORDER BY l.timestamp, l.entity_id, l.env, l.build_id"
-        ).fetchall()
+    def flagged(self, destination_id: int, flag: Literal["possibly_duplicated", "unconfirmed"]) -> list[EventKey]:
+        """Sent events whose batch carries the flag: possibly stored twice, or sent on an answer not understood."""
+        rows = self._db.execute(_FLAGGED[flag], (destination_id,)).fetchall()
         return [EventKey(*row) for row in rows]
+
+
+RUN_COUNTS = ("planned", "sent", "rejected", "held", "unconfirmed", "possibly_duplicated", "left_to_send")
+_FLAGGED = {
+    flag: "SELECT l.entity_id, l.env, l.build_id FROM ledger AS l JOIN batches AS b ON b.id = l.batch_id "  # noqa: S608 - one of two column names
+    f"WHERE l.destination_id = ? AND l.state = 'sent' AND b.{flag} = 1 "
+    "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id"
+    for flag in ("possibly_duplicated", "unconfirmed")
+}
+SOURCE_COUNTS = ("sent", "pending", "refused", "held", "possibly_duplicated", "unconfirmed")
+
+
+def _create(path: Path) -> None:
+    problem = state_folder_problem(path)
+    if problem:
+        raise StateError(problem)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_file(path)
+    except FileExistsError:
+        return  # made meanwhile by another process: it is opened and checked like any other
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(
+            state_folder_problem(path) or f"{path}: could not be created ({_reason(exc)}); check the folder"
+        ) from exc
+
+
+def _connect(path: Path, *, writable: bool) -> sqlite3.Connection:
+    try:
+        if writable:
+            return sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        # Reading never writes; where the folder cannot be written (no -wal/-shm files can be made
+        # there), the file is read as it is on disk.
+        immutable = "&immutable=1" if state_folder_problem(path) else ""
+        return sqlite3.connect(
+            f"{path.as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StateError(
+            state_folder_problem(path) or f"{path}: cannot be opened ({exc}); check the path and its permissions"
+        ) from exc
+
+
+def _open_error(path: Path, exc: sqlite3.DatabaseError, *, writable: bool) -> StateError:
+    problem = state_folder_problem(path) if writable else None
+    if problem:
+        return StateError(problem)
+    if isinstance(exc, sqlite3.OperationalError) and not os.access(path, os.R_OK | (os.W_OK if writable else 0)):
+        return StateError(f"{path}: backfill has no permission to {'write' if writable else 'read'} it")
+    return StateError(
+        f"{path}: is not a readable backfill state file ({exc}); it was left untouched. "
+        "Restore it from a backup, or point [state] path at a new file"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno) if exc.errno != errno.EEXIST else "it exists"
+    return str(exc)
