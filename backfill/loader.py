@@ -70,6 +70,7 @@ class DeliveryReport:
     unknown_entities: dict[str, str] = field(default_factory=dict)
     unconfirmed: list[EventKey] = field(default_factory=list)
     possibly_duplicated: list[EventKey] = field(default_factory=list)
+    most_copies: int = 1  # how many times DevGrid may hold a possibly duplicated event, at most
     left_to_send: int = 0
     stopped: DeliveryError | Interrupted | None = None
 
@@ -156,6 +157,9 @@ class Delivery:
                     else "written but never sent: sending it now"
                 )
             )
+            if unknown:
+                # Each earlier POST may have been stored; this one makes one copy more.
+                self.report.most_copies = max(self.report.most_copies, pending.posts + 1)
             try:
                 self._deliver(pending.id, batch, uncertain=unknown, resend=True)
             except (DeliveryError, Interrupted) as exc:
@@ -303,6 +307,7 @@ class Delivery:
         self.report.rejected.extend(refused)
         if uncertain:
             self.report.possibly_duplicated.extend(sent)
+            self.report.most_copies = max(self.report.most_copies, 2)
         if answer.unconfirmed:
             self.report.unconfirmed.extend(sent)
         self._progress(len(batch.keys))

@@ -66,6 +66,7 @@ def delivery_summary(result: SendResult, limit: int = 50) -> dict[str, Any]:
         "held": len(report.held),
         "unconfirmed": len(report.unconfirmed),
         "possibly_duplicated": len(report.possibly_duplicated),
+        "possibly_duplicated_copies": report.most_copies if report.possibly_duplicated else 0,
         "left_to_send": report.left_to_send,
         "seconds": round(result.send_seconds, 3),
         "events_per_second": round(report.sent / result.send_seconds, 1) if result.send_seconds else None,
@@ -236,6 +237,14 @@ def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
     for event in delivery["possibly_duplicated_events"]:
         key = f"{event['entity_id']}/{event['env']}/{event['build_id']}"
         say(console, "possibly duplicated", f"{key} (sent again after an answer that never came)", "yellow")
+    if delivery["possibly_duplicated_copies"] > 2:
+        say(
+            console,
+            "possibly duplicated",
+            f"some events may be stored up to {delivery['possibly_duplicated_copies']} times: their batch was sent "
+            "again by several runs that could not record DevGrid's answer (a full disk?)",
+            "yellow",
+        )
 
 
 def say(console: Console, label: str, text: str, style: str | None = None) -> None:

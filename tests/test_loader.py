@@ -261,3 +261,80 @@ def test_after_a_machine_restart_every_pending_batch_is_possibly_duplicated(tmp_
     loader = _next_run(store, devgrid)
     loader.settle()
     assert len(loader.report.possibly_duplicated) == 25
+
+
+def test_a_201_refusing_some_events_records_only_the_others_as_sent(tmp_path: Path) -> None:
+    devgrid = DevGrid(answer=lambda body: accepted(body, {"3": "Invalid timestamp", "9": "Invalid event type"}))
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(events(15))
+    assert loader.report.sent == 13
+    assert [(key.build_id, reason) for key, reason in loader.report.rejected] == [
+        ("3", "Invalid timestamp"),
+        ("9", "Invalid event type"),
+    ]
+    states = ledger(store)
+    assert (states.pop("3"), states.pop("9")) == ("refused", "refused") and set(states.values()) == {"sent"}
+    assert len(devgrid.bodies) == 1  # a per-event refusal is not a reason to send again
+
+
+def test_an_unknown_entity_is_held_at_once_and_the_other_entities_go_on(tmp_path: Path) -> None:
+    both = pl.concat([events(60, "shop"), events(60, "ghost")]).sort("timestamp", "entityId")
+    devgrid = DevGrid(
+        answer=lambda body: httpx.Response(
+            201,
+            json={
+                "success": [e for e in body["events"] if e["entityId"] != "ghost"],
+                "failures": [
+                    {"event": e, "reason": "Entity not found"} for e in body["events"] if e["entityId"] == "ghost"
+                ],
+            },
+        )
+    )
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(both)
+    first, *rest = devgrid.bodies
+    assert {event["entityId"] for event in first["events"]} == {"shop", "ghost"}
+    assert all(event["entityId"] == "shop" for body in rest for event in body["events"])
+    assert loader.report.sent == 60
+    # The first batch alternates ghost, shop, ghost...: 8 of ghost's events are refused, its 52 others held.
+    assert len(loader.report.rejected) == 8 and len(loader.report.held) == 52
+    assert loader.report.unknown_entities == {"ghost": "Entity not found"}
+    held = store.refused_events(1)
+    assert held.filter(pl.col("state") == "held").height == 52
+    assert all(
+        message.startswith("not sent: DevGrid does not know entity 'ghost'")
+        for message in held.filter(pl.col("state") == "held").get_column("message")
+    )
+    assert store.pending_batches() == []
+
+
+def test_a_201_that_says_nothing_is_taken_as_stored_and_flagged_unconfirmed(tmp_path: Path) -> None:
+    devgrid = DevGrid(answer=lambda body: httpx.Response(201, json={"message": "Event(s) successfully received"}))
+    loader, store, _ = delivery(tmp_path, devgrid)
+    loader.send(events(20))
+    assert loader.report.sent == 20 and len(loader.report.unconfirmed) == 20
+    assert len(store.flagged(1, "unconfirmed")) == 20
+    assert set(ledger(store).values()) == {"sent"}
+
+
+def test_a_500_is_retried_without_a_flag_and_giving_up_on_it_releases_the_batch(tmp_path: Path) -> None:
+    devgrid = DevGrid([httpx.Response(500), httpx.Response(500)])
+    loader, _, _ = delivery(tmp_path, devgrid)
+    loader.send(events(3))
+    assert loader.report.sent == 3 and loader.report.possibly_duplicated == []
+    devgrid = DevGrid(answer=lambda body: httpx.Response(500))
+    loader, store, _ = delivery(tmp_path / "again", devgrid, max_attempts=2)
+    loader.send(events(3))
+    assert loader.report.left_to_send == 3 and store.pending_batches() == []
+
+
+def test_a_batch_sent_by_several_runs_without_a_recorded_answer_reports_how_many_copies_may_exist(
+    tmp_path: Path,
+) -> None:
+    store = _crash_during_second_batch(tmp_path, posted=True)
+    [first, _] = store.pending_batches()
+    store.mark_posted(first.id, durable=True)  # two more runs sent it and could not record the answer
+    store.mark_posted(first.id, durable=True)
+    loader = _next_run(store, DevGrid())
+    loader.settle()
+    assert len(loader.report.possibly_duplicated) == 15 and loader.report.most_copies == 4

@@ -313,3 +313,17 @@ def test_require_state_refuses_a_run_whose_state_was_lost(write: WriteFile, rece
     assert receiver.events() == []
     assert send(path, receiver)[0].exit_code == EXIT_OK
     assert send(path, receiver, "--require-state")[0].exit_code == EXIT_OK
+
+
+def test_a_201_whose_body_says_nothing_is_counted_and_listed_as_unconfirmed(
+    write: WriteFile, receiver: LocalReceiver
+) -> None:
+    write("runs.csv", HEADER + runs(0, 20))
+    path = config(write)
+    receiver.faults(script=[{"answer": {"message": "Event(s) successfully received"}}])
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK
+    assert (summary["delivery"]["sent"], summary["delivery"]["unconfirmed"]) == (20, 15)
+    assert len(summary["delivery"]["unconfirmed_events"]) == 15
+    assert len(status(path)["unconfirmed"]) == 15
+    assert len(receiver.events()) == 20

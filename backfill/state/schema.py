@@ -156,7 +156,7 @@ INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, t
     SELECT r.destination_id, l.entity_id, l.env, l.build_id,
            CASE b.state WHEN 'sent' THEN 'sent' WHEN 'rejected' THEN 'refused' ELSE 'pending' END,
            l.batch_id, l.timestamp, l.source, l.message
-    FROM ledger_1 AS l JOIN batches AS b ON b.id = l.batch_id JOIN runs AS r ON r.id = b.run_id
+    FROM ledger_1 AS l JOIN batches_1 AS b ON b.id = l.batch_id JOIN runs AS r ON r.id = b.run_id
     WHERE b.state <> 'released';
 INSERT INTO cursors (destination_id, source, position, updated_at)
     SELECT (SELECT r.destination_id FROM runs AS r

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -209,10 +210,7 @@ class Store:
                 if durable:
                     self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise StateError(
-                state_folder_problem(self.path)
-                or f"{self.path}: could not be written ({exc}); the run stopped there. Fix the cause, then run again"
-            ) from exc
+            raise StateError(_write_problem(self.path, exc)) from exc
 
     # -- destinations ----------------------------------------------------------------------
 
@@ -551,15 +549,34 @@ def _connect(path: Path, *, writable: bool) -> sqlite3.Connection:
 
 
 def _open_error(path: Path, exc: sqlite3.DatabaseError, *, writable: bool) -> StateError:
-    problem = state_folder_problem(path) if writable else None
-    if problem:
-        return StateError(problem)
-    if isinstance(exc, sqlite3.OperationalError) and not os.access(path, os.R_OK | (os.W_OK if writable else 0)):
-        return StateError(f"{path}: backfill has no permission to {'write' if writable else 'read'} it")
-    return StateError(
-        f"{path}: is not a readable backfill state file ({exc}); it was left untouched. "
-        "Restore it from a backup, or point [state] path at a new file"
+    if _is_damage(exc):
+        return StateError(
+            f"{path}: is not a readable backfill state file ({exc}); it was left untouched. "
+            "Restore it from a backup, or point [state] path at a new file"
+        )
+    return StateError(_write_problem(path, exc) if writable else f"{path}: cannot be read ({exc})")
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(exc)
+
+
+def _write_problem(path: Path, exc: sqlite3.Error) -> str:
+    """What stops backfill writing the state file, in words that point at the cause."""
+    name = getattr(exc, "sqlite_errorname", "")
+    # SQLite says "disk I/O error" when a write to the -wal or -shm file finds no space.
+    if name == "SQLITE_FULL" or (name.startswith("SQLITE_IOERR") and _free_bytes(path.parent) < 1 << 20):
+        return f"{path}: the disk that holds it is full; free some space there, then run again"
+    return state_folder_problem(path) or (
+        f"{path}: could not be written ({exc}); the run stopped there. Fix the cause, then run again"
     )
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
 
 
 def _reason(exc: BaseException) -> str:
