@@ -34,6 +34,7 @@ import httpx
 import polars as pl
 
 from backfill.devgrid import body_of, events_json
+from backfill.state.destination import account_of
 from backfill.state.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the loopback helpers the tests use
@@ -136,8 +137,8 @@ def _catch_up(workdir: Path, ledger_rows: int) -> float:
     export = workdir / f"{name}.csv"
     _write_events(export, 1_000, offset=10_000_000)
     config = _config(workdir, name, export)
-    _fill_ledger(workdir / f"{name}-state.db", ledger_rows)
     with _receiver() as url:
+        _fill_ledger(workdir / f"{name}-state.db", ledger_rows, url)
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "backfill", "run", "-c", str(config), "--url", url],
@@ -148,18 +149,22 @@ def _catch_up(workdir: Path, ledger_rows: int) -> float:
         return time.perf_counter() - start
 
 
-def _fill_ledger(path: Path, rows: int) -> None:
-    """A state file whose ledger already holds ``rows`` sent events (written directly, for speed)."""
+def _fill_ledger(path: Path, rows: int, url: str) -> None:
+    """A state file whose ledger for ``url`` already holds ``rows`` sent events (written directly, for speed)."""
     store = Store.open(path, create=True)
     assert store is not None
+    destination = store.resolve_destination(url, account_of(KEY, store.salt))
     store.close()
     db = sqlite3.connect(path)
-    db.execute("INSERT INTO runs (id, started_at, outcome, url) VALUES (1, '2020-01-01', 'done', 'bench')")
-    db.execute("INSERT INTO batches (id, run_id, state, events, created_at) VALUES (1, 1, 'sent', 0, '2020-01-01')")
+    db.execute(
+        "INSERT INTO runs (id, destination_id, started_at, outcome, url) VALUES (1, ?, '2020-01-01', 'done', ?)",
+        (destination.id, url),
+    )
+    db.execute("INSERT INTO batches (id, run_id, state, events, created_at) VALUES (1, 1, 'answered', 0, '2020-01-01')")
     db.executemany(
-        "INSERT INTO ledger (entity_id, env, build_id, batch_id, timestamp, source) "
-        "VALUES ('shop', 'production', ?, 1, '2020-01-01T00:00:00Z', 'events')",
-        ((f"old-{i}",) for i in range(rows)),
+        "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source) "
+        "VALUES (?, 'shop', 'production', ?, 'sent', 1, '2020-01-01T00:00:00Z', 'events')",
+        ((destination.id, f"old-{i}") for i in range(rows)),
     )
     db.commit()
     db.close()
