@@ -224,9 +224,9 @@ def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
         say(
             console,
             "unknown entity",
-            f"DevGrid does not know entity '{entity['entityId']}' ({entity['reason']}); {entity['held']:,} more of "
-            "its events were not sent. Create the entity in DevGrid, or fix entity_id / entity_column, "
-            "then run again with --retry-rejected",
+            f"DevGrid does not know entity '{entity['entityId']}' ({entity['reason']})"
+            + (f"; {entity['held']:,} more of its events were held back, not sent" if entity["held"] else "")
+            + ". Create the entity in DevGrid, or fix entity_id / entity_column, then run again with --retry-rejected",
             "red",
         )
     for event in delivery["rejected_events"]:
