@@ -5,8 +5,8 @@
 # Actions cache; any scheduler can run it the same way.
 #
 # Inputs, as environment variables:
-#   DEVGRID_URL      where to send (required): https://prod.api.devgrid.io, or
-#                    https://api.dev.devgrid.io to rehearse
+#   DEVGRID_URL      where to send (required), such as https://prod.api.devgrid.io;
+#                    the state file belongs to that one DevGrid
 #   DEVGRID_API_KEY  the key; only backfill reads it, nothing here prints it
 #   FIRST_RUN        "true" for the very first run only: create the state file
 #                    first (backfill init; refused when one exists), then send
