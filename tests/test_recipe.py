@@ -385,7 +385,7 @@ def test_init_refuses_a_file_that_is_not_a_state_file(write: WriteFile, tmp_path
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "not a state file\n"
 
 
-def test_init_waits_for_no_one_a_run_holds_the_state(write: WriteFile, tmp_path: Path) -> None:
+def test_init_refuses_while_a_run_holds_the_state(write: WriteFile, tmp_path: Path) -> None:
     path = _config(write, "state.db")
     with StateLock(tmp_path / "state.db"):
         result = invoke("init", "-c", str(path))
