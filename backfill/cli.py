@@ -38,6 +38,7 @@ from backfill.errors import (
 from backfill.progress import Display
 from backfill.review import rejects_path_for, write_rejects, write_review
 from backfill.run import plan_run
+from backfill.state.rules import missing_state
 from backfill.summary import build_summary, delivery_summary, render
 
 if TYPE_CHECKING:
@@ -186,10 +187,7 @@ def _review(
 
     store = Store.open(Path(config.state.path), create=False)
     if store is None and require_state:
-        raise StateError(
-            f"{config.state.path}: does not exist, and --require-state says it must: without it a run would "
-            "send all history again. Restore the state file, or run once without --require-state"
-        )
+        raise missing_state(Path(config.state.path))
     try:
         destination = _review_destination(config, store, url)
         with Display(console) as display:
@@ -363,6 +361,30 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
             store.close()
     where = f"to {position.isoformat()}" if position else "to the beginning"
     click.echo(f"{source}: cursor moved {where}", err=True)
+
+
+@main.command()
+@config_option
+@_errors_to_exit_codes
+def init(config_path: Path) -> None:
+    """Create an empty state file, for the first run of a scheduled job; refuse if one exists.
+
+    Scheduled runs pass --require-state, so that a lost state file stops them
+    instead of sending all history again. Their first run needs the state file
+    to exist: create it with init, and the next run sends all history, once.
+    An existing state file, whatever it holds, is left as it is (exit 6).
+
+    Example:
+
+        backfill init -c configs/catch-up.toml
+
+        DEVGRID_API_KEY=... backfill run -c configs/catch-up.toml --require-state
+    """
+    from backfill.init import init_state
+
+    config = load_config(config_path)
+    init_state(Path(config.state.path))
+    click.echo(f"{config.state.path}: created, empty; the next run sends all history, once", err=True)
 
 
 @main.command()

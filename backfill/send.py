@@ -28,7 +28,6 @@ from backfill.errors import (
     AuthError,
     DeliveryError,
     Interrupted,
-    StateError,
 )
 from backfill.extractors import REGISTRY
 from backfill.interrupts import Interrupts
@@ -36,7 +35,7 @@ from backfill.loader import Delivery, DeliveryReport, RetryPolicy
 from backfill.run import RunPlan, Step, no_progress, plan_run
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
-from backfill.state.rules import advanced_cursors, incremental_since, mark_known, within
+from backfill.state.rules import advanced_cursors, incremental_since, mark_known, missing_state, within
 from backfill.state.store import Destination, EventKey, KeyChange, Store, current_boot_id
 
 
@@ -128,10 +127,7 @@ def send_run(
     with StateLock(state_path):
         store = Store.open(state_path, create=not options.require_state, write=True)
         if store is None:
-            raise StateError(
-                f"{state_path}: does not exist, and --require-state says it must: without it this run would "
-                "send all history again. Restore the state file, or run once without --require-state"
-            )
+            raise missing_state(state_path)
         try:
             destination = store.resolve_destination(
                 options.url, account_of(options.api_key, store.salt), options.key_change

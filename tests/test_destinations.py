@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import KEY, LocalReceiver, WriteFile, start_receiver
 from test_send import HEADER, cli, config, runs, send, status
 
-from backfill.errors import EXIT_OK, EXIT_STATE
+from backfill.errors import EXIT_AUTH, EXIT_OK, EXIT_STATE
 from backfill.state.destination import account_of, normalize_url
 from backfill.state.store import Store
 
@@ -43,6 +43,8 @@ def test_another_key_for_a_known_url_must_be_named_same_account_or_new_account(
 ) -> None:
     write("runs.csv", HEADER + runs(0, 10))
     path = config(write)
+    # A first try with a key DevGrid refuses leaves nothing to protect: the right key needs no word.
+    assert send(path, receiver, key="mistyped-" + KEY)[0].exit_code == EXIT_AUTH
     assert send(path, receiver)[0].exit_code == EXIT_OK
     rotated = "rotated-" + KEY
     result = cli("run", "-c", str(path), "--url", receiver.url, key=rotated)

@@ -18,13 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
 from backfill.columns import EVENT_KEY
+from backfill.errors import StateError
 from backfill.pipeline.timestamps import TS
 
 NOT_NEW = ("sent", "pending", "refused", "held")
+
+
+def missing_state(path: Path) -> StateError:
+    """``--require-state`` and no state file: a run now would send all history again."""
+    return StateError(
+        f"{path}: does not exist, and --require-state says it must: without it this run would "
+        "send all history again. Restore the state file; only if nothing was ever sent from this config, "
+        "create it with backfill init -c CONFIG"
+    )
 
 
 def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:

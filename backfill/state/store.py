@@ -234,8 +234,9 @@ class Store:
         for item in same_url:
             if item.account == account:
                 return item
-        unclaimed = [item for item in same_url if item.account is None]
-        others = [item for item in same_url if item.account is not None]
+        # A destination whose ledger is empty (a run whose key DevGrid refused) is anyone's to claim.
+        unclaimed = [item for item in same_url if item.account is None or not self._holds_events(item.id)]
+        others = [item for item in same_url if item not in unclaimed]
         with self.transaction() as db:
             if unclaimed:
                 db.execute("UPDATE destinations SET account = ? WHERE id = ?", (account, unclaimed[0].id))
@@ -258,6 +259,9 @@ class Store:
                 "INSERT INTO destinations (url, account, created_at) VALUES (?, ?, ?)", (url, account, now_text())
             )
             return Destination(int(cursor.lastrowid or 0), url, account)
+
+    def _holds_events(self, destination_id: int) -> bool:
+        return self._scalar("SELECT 1 FROM ledger WHERE destination_id = ? LIMIT 1", (destination_id,)) is not None
 
     # -- ledger and batches ----------------------------------------------------------------
 
