@@ -1,4 +1,4 @@
-"""The dry run's files: the review CSV (one row per event, in send order) and its rejects.
+"""The dry run's files: the review CSV (one row per event, in send order), its rejects and skips.
 
 A cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``,
 ``-``, ``@``, a tab or a carriage return) is written with a leading ``'``; so
@@ -30,6 +30,16 @@ def unescape_formula(column: pl.Expr) -> pl.Expr:
 def rejects_path_for(review_path: Path) -> Path:
     """``review.csv`` -> ``review.rejects.csv``, beside it."""
     return review_path.with_name(f"{review_path.stem}.rejects{review_path.suffix or '.csv'}")
+
+
+def skipped_path_for(review_path: Path) -> Path:
+    """``review.csv`` -> ``review.skipped.csv``, beside it."""
+    return review_path.with_name(f"{review_path.stem}.skipped{review_path.suffix or '.csv'}")
+
+
+def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
+    """The rows that are not deployments (a pre-release tag, a cancelled run), with the reason."""
+    write_csv_atomically(skipped.select("source", ROW, "reason", *EVENT_COLUMNS), path)
 
 
 def write_review(events: pl.DataFrame, path: Path) -> None:

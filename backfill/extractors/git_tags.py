@@ -33,6 +33,7 @@ from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, SourceConfig
 from backfill.extractors.mapping import raw_frame
 from backfill.patterns import pattern_regex, patterns_regex
+from backfill.versions import prerelease_reason
 
 # for-each-ref fields, in this order; %1f (unit separator) cannot occur in any of them.
 _FIELDS = {
@@ -55,7 +56,9 @@ class GitTagsSource(SourceConfig):
     type: Literal["git-tags"]
     repo: str = "."
     pattern: str | list[str] = "*"
-    exclude: list[str] = Field(default_factory=lambda: ["*-rc*", "*-alpha*", "*-beta*"])
+    # Pre-releases are told by the version in the tag name (see backfill.versions), not by exclude.
+    include_prereleases: bool = False
+    exclude: list[str] = Field(default_factory=list)
     env_from_tag: str | None = None
     hotfix_pattern: str | list[str] | None = None
     time_source: Literal["auto", "tagger", "commit"] = "auto"
@@ -125,6 +128,7 @@ class GitTagsExtractor(Extractor):
                     f"{tags.height} tags ({seen}{more})"
                 )
         commit_times = _commit_times(tags)
+        tags = tags.with_columns(_prereleases(tags.get_column("tag")))
         return Extracted(
             frame=raw_frame(tags, self._fields(config)),
             status_vocab={"success": "success"},
@@ -227,6 +231,10 @@ class GitTagsExtractor(Extractor):
                     pl.lit(f"tag matches exclude {_shown(config.exclude)}"),
                 )
             )
+        if not config.include_prereleases:
+            # A tag the hotfix pattern names went to production, whatever its version says.
+            hotfix = tag.str.contains(patterns_regex(config.hotfix_pattern)) if config.hotfix_pattern else pl.lit(False)
+            skip.append((pl.col("_prerelease").is_not_null() & ~hotfix, pl.col("_prerelease")))
         if config.env_from_tag is not None:
             regex = config.env_from_tag.removeprefix("re:")
             group = re.compile(regex).groupindex["env"]
@@ -249,6 +257,17 @@ class GitTagsExtractor(Extractor):
                 pl.lit('a lightweight tag has no tagger date; use time_source = "auto" or "commit"')
             )
         return fields
+
+
+def _prereleases(tags: pl.Series) -> pl.Series:
+    """Why each tag is a pre-release ("pre-release 2.0.0rc1 (PEP 440)"), else null.
+
+    Only names with a letter or a dash after a number can be pre-releases, so
+    the version rules read those alone.
+    """
+    possible = tags.filter(tags.str.contains(r"\d.*[A-Za-z-]")).unique().to_list()
+    reasons = {tag: reason for tag in possible if (reason := prerelease_reason(tag)) is not None}
+    return tags.replace_strict(reasons, default=None, return_dtype=pl.String).alias("_prerelease")
 
 
 def _template(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
