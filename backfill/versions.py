@@ -49,6 +49,11 @@ class TagVersion:
         return (self.release, self.stage, self.detail)
 
     @property
+    def identity(self) -> tuple[object, ...]:
+        """Equal for the same version however written (v1.4 and 1.4.0); SemVer's labels count."""
+        return (*self.order, self.text.lower() if self.scheme == "SemVer" else "")
+
+    @property
     def line(self) -> tuple[int, ...]:
         """The release line: the release numbers but the last (2.30.3 is on 2.30; 1.4.0 on 1)."""
         return self.release[:-1]

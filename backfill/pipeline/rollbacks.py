@@ -1,41 +1,63 @@
-"""Which deployments were rollbacks, inferred from the commits each one deployed.
+"""Which deployments were rollbacks, inferred from what each one deployed.
 
 Within one entity and environment, in send order, a deployment is a rollback
-when:
+when it deploys again what was deployed before:
 
 1. its commit was deployed successfully before, by a deployment other than
    the successful one just before it (redeploying the current commit is not a
    rollback): ``deployment_type = "rollback"`` and, if it has no description,
-   "Rollback to <earlier build_id>"; or
-2. its source has the git repository (``git-tags``) and its commit is an
-   ancestor of the commit the previous successful deployment shipped.
+   "Rollback to <earlier build_id>";
+2. for sources whose build ids are tag names and that have the repository
+   (``git-tags``): the version its tag names (see :mod:`backfill.versions`)
+   was deployed successfully before by another tag, other than the successful
+   one just before it (``v1.4.0``, then ``v1.5.0``, then ``deploy-1.4.0``);
+3. for those sources: its commit is an ancestor of the commit the previous
+   successful deployment shipped, and its tag does not name a new version of
+   a release line: it names no version, or one no newer than a version of its
+   line deployed before (``v1.4.0`` after ``v1.5.0``; ``v1.4.2`` after
+   ``v1.4.3``).
+
+A new version of an older line is a deployment of that line, not a rollback:
+``v2.30.3`` released after ``v2.35.2`` deploys the 2.30 line, whose newest
+deployment was ``v2.30.2``, even though maintenance lines merged upward make
+its commit an ancestor of ``v2.35.2``'s. A line is a version's numbers but the
+last, once trailing zeros are dropped: ``2.30.3`` is on 2.30, ``1.4.0`` on 1.
 
 A ``deployment_type`` a source already set (a CI export's column, a hotfix
 pattern) is kept. ``[normalize] infer_rollbacks = false`` turns this off. The
-rule sees the history read in the same run.
+rules see the history read in the same run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import polars as pl
 
+from backfill.versions import TagVersion, tag_version
+
 IsAncestor = Callable[[Sequence[tuple[str, str]]], list[bool]]
 PLACE = ["entityId", "env"]
+_FOUND_SCHEMA = {"_position": pl.UInt32, "_rollback_to": pl.String}
 
 
 def infer_rollbacks(events: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
-    """Events in send order, with rollbacks marked (see the module's rules)."""
+    """Events in send order, with rollbacks marked (see the module's rules).
+
+    ``ancestry`` names the sources with a repository (their build ids are tag
+    names) and answers, for (commit, later commit) pairs, whether the first is
+    an ancestor of the second.
+    """
     if events.height == 0:
         return events
     # Where each row's previous successful deployment is, as a position: cheap to carry.
     frame = events.with_row_index("_position").with_columns(
         _last_shipped(pl.col("_position"), PLACE).alias("_previous")
     )
-    rollback_to = pl.concat(
-        [_redeployed_commits(frame), _ancestors_of_previous(frame, ancestry)], how="vertical"
-    ).unique("_position", keep="first", maintain_order=True)
+    rollback_to = pl.concat([_redeployed_commits(frame), *_release_rules(frame, ancestry)], how="vertical").unique(
+        "_position", keep="first", maintain_order=True
+    )
     # A type a source already set is kept; only the rows marked here change.
     marked = rollback_to.join(
         frame.select("_position", "deployment_type", "description"), on="_position", how="inner"
@@ -71,26 +93,84 @@ def _redeployed_commits(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _ancestors_of_previous(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
-    """Rule 2: for sources with a repository, a commit that is an ancestor of the previous one."""
-    found: list[pl.DataFrame] = [pl.DataFrame(schema={"_position": pl.UInt32, "_rollback_to": pl.String})]
-    sha, previous = pl.col("build_commit_sha"), pl.col("_previous_sha")
-    for source, is_ancestor in ancestry.items():
-        mine = frame.filter((pl.col("source") == source) & sha.is_not_null() & pl.col("_previous").is_not_null())
-        earlier = frame.select("build_commit_sha", "build_id")[mine.get_column("_previous")]
-        candidates = mine.with_columns(
-            earlier.get_column("build_commit_sha").alias("_previous_sha"),
-            earlier.get_column("build_id").alias("_previous_build"),
-        ).filter(previous.is_not_null() & (sha != previous))
-        if candidates.height == 0:
-            continue
-        answers = is_ancestor(list(candidates.select("build_commit_sha", "_previous_sha").iter_rows()))
+@dataclass
+class _Line:
+    """What one place has deployed so far: each version's tag, and the newest version per line."""
+
+    tags: dict[tuple[object, ...], str] = field(default_factory=dict)
+    newest: dict[tuple[int, ...], tuple[tuple[int, ...], int, tuple[int, ...]]] = field(default_factory=dict)
+
+    def is_new(self, version: TagVersion) -> bool:
+        newest = self.newest.get(version.line)
+        return newest is None or version.order > newest
+
+    def deployed(self, version: TagVersion, tag: str) -> None:
+        self.tags[version.identity] = tag
+        # Register under every line the version belongs to: 1.4.2 (padded 1.4.2.0) under (), 1, 1.4, ...
+        padded = version.release + (0,) * max(0, 4 - len(version.release))
+        for length in range(len(padded) + 1):
+            prefix = padded[:length]
+            if prefix not in self.newest or version.order > self.newest[prefix]:
+                self.newest[prefix] = version.order
+
+
+def _moved(sha: str | None, before: str | None) -> bool:
+    return sha is not None and before is not None and sha != before
+
+
+def _same_version(version: TagVersion | None, tag: str | None) -> bool:
+    other = tag_version(tag) if tag is not None else None
+    return version is not None and other is not None and version.identity == other.identity
+
+
+def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> list[pl.DataFrame]:
+    """Rules 2 and 3, for the sources with a repository (tags: thousands of rows at most)."""
+    found = [pl.DataFrame(schema=_FOUND_SCHEMA)]
+    if not ancestry:
+        return found
+    mine = frame.filter(pl.col("source").is_in(list(ancestry)))
+    if mine.height == 0:
+        return found
+    previous = frame.select("build_commit_sha", "build_id")[mine.get_column("_previous").fill_null(0)]
+    rows = mine.select(
+        "_position",
+        "entityId",
+        "env",
+        "source",
+        "status",
+        "build_id",
+        "build_commit_sha",
+        "_previous",
+        previous.get_column("build_commit_sha").alias("_previous_sha"),
+        previous.get_column("build_id").alias("_previous_build"),
+    ).iter_rows()
+    lines: dict[tuple[str, str], _Line] = {}
+    same_version: list[tuple[int, str]] = []
+    to_ask: dict[str, list[tuple[int, str, str, str]]] = {}
+    for position, entity, env, source, status, build_id, sha, before, before_sha, before_build in rows:
+        line = lines.setdefault((entity, env), _Line())
+        version = tag_version(build_id) if build_id is not None else None
+        if before is not None:
+            earlier = line.tags.get(version.identity) if version is not None else None
+            if earlier is not None and not _same_version(version, before_build):
+                same_version.append((position, f"Rollback to {earlier}"))
+            elif _moved(sha, before_sha) and (version is None or not line.is_new(version)):
+                to_ask.setdefault(source, []).append((position, sha, before_sha, before_build))
+        if status == "success" and version is not None:
+            line.deployed(version, build_id)
+    if same_version:
+        found.append(pl.DataFrame(same_version, schema=_FOUND_SCHEMA, orient="row"))
+    for source, asked in to_ask.items():
+        answers = ancestry[source]([(sha, before_sha) for _, sha, before_sha, _ in asked])
         found.append(
-            candidates.filter(pl.Series(answers, dtype=pl.Boolean)).select(
-                "_position",
-                pl.format("Rollback to {} (an ancestor of {})", sha.str.slice(0, 12), pl.col("_previous_build")).alias(
-                    "_rollback_to"
-                ),
+            pl.DataFrame(
+                [
+                    (position, f"Rollback to {sha[:12]} (an ancestor of {before_build})")
+                    for (position, sha, _, before_build), answer in zip(asked, answers, strict=True)
+                    if answer
+                ],
+                schema=_FOUND_SCHEMA,
+                orient="row",
             )
         )
-    return pl.concat(found, how="vertical")
+    return found
