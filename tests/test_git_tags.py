@@ -404,3 +404,72 @@ def test_skipped_tags_are_listed_in_the_json_summary_and_beside_the_review(
     assert rows["v1.15.0-dev"] == "pre-release 1.15.0.dev0 (PEP 440)"
     assert rows["curl-7_9_3-pre1"] == "tag matches none of 2*, v*, 8*"
     assert "v2.0.0" not in rows and "2.0" not in rows
+
+
+def _tag_without_tagger(repo: GitRepo, name: str, at: str = "HEAD") -> None:
+    """An annotated tag with no tagger line, as git's own v0.99 is (git tag cannot make one)."""
+    target = repo.git("rev-parse", at)
+    body = f"object {target}\ntype commit\ntag {name}\n\nGIT {name}\n"
+    made = subprocess.run(
+        ["git", "hash-object", "-t", "tag", "-w", "--literally", "--stdin"],
+        cwd=repo.path,
+        input=body,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    repo.git("update-ref", f"refs/tags/{name}", made.stdout.strip())
+
+
+def test_an_annotated_tag_without_a_tagger_takes_its_commit_date(write: WriteFile, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("first", "2005-07-10T12:00:00-07:00")
+    _tag_without_tagger(repo, "v0.99")
+    repo.commit("second", "2005-07-11T12:00:00-07:00")
+    repo.tag("v0.99.1", message="GIT 0.99.1", date="2005-07-11T13:00:00-07:00")
+    result = plan_for(write("backfill.toml", _source()))
+    assert result.plan.events.select("build_id", "timestamp", "description").rows() == [
+        ("v0.99", "2005-07-10T19:00:00Z", "GIT v0.99"),
+        ("v0.99.1", "2005-07-11T20:00:00Z", "GIT 0.99.1"),
+    ]
+    assert result.plan.rejects.height == 0
+    assert result.warnings == [
+        "source 'tags': 1 annotated tag has no tagger date (v0.99); the commit's date is used instead"
+    ]
+    strict = plan_for(write("strict.toml", _source(time_source="tagger"))).plan
+    assert strict.rejects.select("build_id", "reason").rows() == [
+        ("v0.99", 'the annotated tag has no tagger date; use time_source = "auto" or "commit"')
+    ]
+
+
+def test_a_repository_without_tags_warns_and_names_the_fix(write: WriteFile, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("one", "2024-01-01T10:00:00Z")
+    result = plan_for(write("backfill.toml", _source()))
+    assert result.plan.events.height == 0 and not result.failures
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(f"source 'tags': {tmp_path / 'repo'} has no tags")
+    assert "fetch-depth: 0" in result.warnings[0] and "git fetch --tags" in result.warnings[0]
+
+
+def test_a_shallow_clone_warns_that_history_is_missing(write: WriteFile, shop: GitRepo, tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            "git",
+            "clone",
+            "--quiet",
+            "--depth",
+            "1",
+            "--no-single-branch",
+            f"file://{shop.path}",
+            str(tmp_path / "shallow"),
+        ],
+        check=True,
+    )
+    subprocess.run(["git", "-C", str(tmp_path / "shallow"), "fetch", "--quiet", "--tags"], check=True)
+    result = plan_for(write("backfill.toml", _source("shallow", pattern="v*", hotfix_pattern="*-hotfix")))
+    assert result.plan.events.height == 6
+    shallow = [warning for warning in result.warnings if "shallow" in warning]
+    assert len(shallow) == 1
+    assert shallow[0].startswith(f"source 'tags': {tmp_path / 'shallow'} is a shallow clone")
+    assert "fetch-depth: 0" in shallow[0] and "git fetch --unshallow" in shallow[0]

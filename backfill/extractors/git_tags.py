@@ -31,6 +31,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, SourceConfig
+from backfill.extractors.git_ancestry import AncestryError, ancestors
 from backfill.extractors.mapping import raw_frame
 from backfill.patterns import pattern_regex, patterns_regex
 from backfill.versions import prerelease_reason
@@ -127,13 +128,48 @@ class GitTagsExtractor(Extractor):
                     f"source '{config.name}': pattern {_shown(config.pattern)} matches none of the "
                     f"{tags.height} tags ({seen}{more})"
                 )
+        self._warn_about_history(config, repo, tags)
         commit_times = _commit_times(tags)
         tags = tags.with_columns(_prereleases(tags.get_column("tag")))
+        fields = self._fields(config)
+        if config.time_source == "auto":
+            self._warn_about_taggerless(config, tags, fields)
         return Extracted(
-            frame=raw_frame(tags, self._fields(config)),
+            frame=raw_frame(tags, fields),
             status_vocab={"success": "success"},
-            is_ancestor=_ancestry(repo, commit_times),
+            is_ancestor=_ancestry(repo, commit_times, self.context.warn, config.name),
         )
+
+    def _warn_about_history(self, config: GitTagsSource, git_dir: Path, tags: pl.DataFrame) -> None:
+        """What a CI checkout leaves out by default: the tags, and the history before its last commit."""
+        where = _without_credentials(config.repo)
+        if tags.height == 0:
+            self.context.warn(
+                f"source '{config.name}': {where} has no tags, so there is nothing to read; a CI checkout "
+                "fetches none by default: use fetch-depth: 0 (actions/checkout) or run git fetch --tags first"
+            )
+        if (git_dir / "shallow").exists():
+            self.context.warn(
+                f"source '{config.name}': {where} is a shallow clone: the history before its cut is missing, "
+                "so rollbacks cannot be told by ancestry; fetch it all with fetch-depth: 0 (actions/checkout) "
+                "or git fetch --unshallow --tags"
+            )
+
+    def _warn_about_taggerless(self, config: GitTagsSource, tags: pl.DataFrame, fields: dict[str, pl.Expr]) -> None:
+        """Annotated tags without a tagger (git's own v0.99) are dated by their commit; say which."""
+        taggerless = (
+            tags.filter((pl.col("type") == "tag") & pl.col("tagger_date").is_null())
+            .select("tag", fields["skip_reason"].alias("skip"))
+            .filter(pl.col("skip").is_null())
+            .get_column("tag")
+        )
+        if taggerless.len():
+            names = ", ".join(taggerless.head(8).to_list())
+            more = f" and {taggerless.len() - 8} more" if taggerless.len() > 8 else ""
+            count = "1 annotated tag has" if taggerless.len() == 1 else f"{taggerless.len()} annotated tags have"
+            self.context.warn(
+                f"source '{config.name}': {count} no tagger date ({names}{more}); the commit's date is used instead"
+            )
 
     # -- the repository -------------------------------------------------------------------------
 
@@ -204,7 +240,8 @@ class GitTagsExtractor(Extractor):
         target_type = pl.when(annotated).then(pl.col("peeled_type")).otherwise(pl.col("type"))
         commit_date = pl.when(annotated).then(pl.col("peeled_commit_date")).otherwise(pl.col("commit_date"))
         timestamp = {
-            "auto": pl.when(annotated).then(pl.col("tagger_date")).otherwise(pl.col("commit_date")),
+            # An annotated tag with no tagger (git's v0.99) is dated by its commit, and said so.
+            "auto": pl.when(annotated).then(pl.coalesce("tagger_date", commit_date)).otherwise(pl.col("commit_date")),
             "tagger": pl.col("tagger_date"),
             "commit": commit_date,
         }[config.time_source]
@@ -253,8 +290,11 @@ class GitTagsExtractor(Extractor):
             reason = pl.when(condition.fill_null(False)).then(message).otherwise(reason)
         fields["skip_reason"] = reason
         if config.time_source == "tagger":
-            fields["reject_reason"] = pl.when(~annotated).then(
-                pl.lit('a lightweight tag has no tagger date; use time_source = "auto" or "commit"')
+            fields["reject_reason"] = (
+                pl.when(~annotated)
+                .then(pl.lit('a lightweight tag has no tagger date; use time_source = "auto" or "commit"'))
+                .when(pl.col("tagger_date").is_null())
+                .then(pl.lit('the annotated tag has no tagger date; use time_source = "auto" or "commit"'))
             )
         return fields
 
@@ -321,25 +361,29 @@ def _commit_times(tags: pl.DataFrame) -> dict[str, int]:
     return dict(zip(pairs.get_column("sha").to_list(), instants.to_list(), strict=True))
 
 
-def _ancestry(git_dir: Path, commit_times: dict[str, int]) -> Callable[[Sequence[tuple[str, str]]], list[bool]]:
-    """Whether each commit is an ancestor of the other, asking git only where dates allow it."""
+def _ancestry(
+    git_dir: Path, commit_times: dict[str, int], warn: Callable[[str], None], source: str
+) -> Callable[[Sequence[tuple[str, str]]], list[bool]]:
+    """Whether each commit is an ancestor of the other: one walk of the history for all pairs.
+
+    A commit dated after the later one is not asked about (the cheap first test).
+    """
 
     def is_ancestor(pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        answers = []
-        for commit, later in pairs:
+        def plausible(commit: str, later: str) -> bool:
             when, later_when = commit_times.get(commit), commit_times.get(later)
-            if commit == later or when is None or later_when is None or when > later_when:
-                answers.append(False)
-                continue
-            result = subprocess.run(
-                ["git", "--git-dir", str(git_dir), "merge-base", "--is-ancestor", commit, later],
-                capture_output=True,
-                env={**os.environ, **_GIT_ENV},
-                timeout=60,
-                check=False,
+            return commit != later and when is not None and later_when is not None and when <= later_when
+
+        asked = [pair for pair in pairs if plausible(*pair)]
+        try:
+            answers = dict(zip(asked, ancestors(git_dir, asked, {**os.environ, **_GIT_ENV}), strict=True))
+        except (AncestryError, OSError) as exc:
+            warn(
+                f"source '{source}': could not ask git which commits are ancestors ({exc}); "
+                "no rollback is inferred from ancestry"
             )
-            answers.append(result.returncode == 0)
-        return answers
+            answers = {}
+        return [answers.get(pair, False) for pair in pairs]
 
     return is_ancestor
 
