@@ -272,12 +272,54 @@ def test_a_git_bundle_works_like_a_clone_url(write: WriteFile, shop: GitRepo, tm
     assert plan_for(config).plan.events.height == 6
 
 
-def test_credentials_in_a_clone_url_never_reach_a_message(write: WriteFile) -> None:
-    url = "https://deploy-bot:ghp_supersecret123@127.0.0.1:9/acme/shop.git"
-    result = plan_for(write("backfill.toml", _source(url)))
+def test_a_failed_clone_shows_the_line_that_says_what_failed(write: WriteFile, tmp_path: Path) -> None:
+    """git starts with a harmless warning (the server ignores --filter); the cause comes after it."""
+    source = GitRepo(tmp_path / "broken")
+    (source.path / "file").write_text("content", encoding="utf-8")
+    source.git("add", "file")
+    source.commit("one", "2024-01-01T10:00:00Z")
+    source.tag("v1", message="v1", date="2024-01-01T10:00:00Z")
+    blob = source.git("rev-parse", "HEAD:file")
+    (source.path / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    result = plan_for(write("backfill.toml", _source(f"file://{source.path}")))
     message = str(result.failures[0])
-    assert "ghp_supersecret123" not in message and "deploy-bot" not in message
-    assert message.startswith("source 'tags': cannot fetch https://127.0.0.1:9/acme/shop.git (")
+    assert message.startswith(f"source 'tags': cannot fetch file://{source.path} (")
+    assert "warning:" not in message
+    assert any(word in message for word in ("fatal:", "error:")), message
+
+
+def test_a_corrupt_bundle_is_a_source_error_and_the_others_still_run(write: WriteFile, tmp_path: Path) -> None:
+    good = GitRepo(tmp_path / "good")
+    good.commit("one", "2024-01-01T10:00:00Z")
+    good.tag("v1", message="v1", date="2024-01-01T10:00:00Z")
+    good.git("bundle", "create", str(tmp_path / "good.bundle"), "--all")
+    whole = (tmp_path / "good.bundle").read_bytes()
+    write("header.bundle", b"# v2 git bundle\n\xff\xfe refs/heads/main\n\n")  # not UTF-8, as git echoes it
+    write("cut.bundle", whole[: len(whole) // 2])
+    write("noise.bundle", bytes(range(256)))
+    text = "".join(
+        _source(name).replace('"tags"', f'"{name.split(".")[0]}"')
+        for name in ("header.bundle", "cut.bundle", "noise.bundle", "good.bundle")
+    )
+    result = plan_for(write("backfill.toml", text))
+    failures = [str(failure) for failure in result.failures]
+    assert [failure.split(":")[0] for failure in failures] == ["source 'header'", "source 'cut'", "source 'noise'"]
+    for failure, name in zip(failures, ("header", "cut", "noise"), strict=True):
+        assert failure.startswith(f"source '{name}': cannot fetch {tmp_path / name}.bundle ("), failure
+        assert failure.endswith("); check repo and your access to it")
+    assert result.plan.events.get_column("build_id").to_list() == ["v1"]
+
+
+def test_without_git_on_path_the_source_fails_clearly(
+    write: WriteFile, shop: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-git"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = plan_for(write("backfill.toml", _source()))
+    assert [str(failure) for failure in result.failures] == [
+        "source 'tags': git is not installed (no git on PATH); install it (apt-get install git) to read tags"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -289,7 +331,25 @@ def test_credentials_in_a_clone_url_never_reach_a_message(write: WriteFile) -> N
             "sources[0].env_from_tag (source 'tags'): must be a regular expression",
         ),
         ({"time_source": "author"}, "sources[0].time_source (source 'tags'): is 'author'; use one of"),
-        ({"pattern": "re:v[0-9"}, "sources[0].pattern (source 'tags'): 'v[0-9' is not a valid regular expression"),
+        (
+            {"pattern": "re:v[0-9"},
+            "sources[0].pattern (source 'tags'): 'v[0-9' is not a regular expression backfill can use "
+            "(unterminated character set at position 1)",
+        ),
+        (
+            {"pattern": "re:^v(?=1)"},
+            "sources[0].pattern (source 'tags'): '^v(?=1)' is not a regular expression backfill can use "
+            "(look-around, including look-ahead and look-behind, is not supported)",
+        ),
+        ({"exclude": ["re:(?<!x)rc"]}, "sources[0].exclude (source 'tags'): '(?<!x)rc' is not a regular expression"),
+        (
+            {"hotfix_pattern": "re:(?P<x>a)(?P=x)"},
+            "sources[0].hotfix_pattern (source 'tags'): '(?P<x>a)(?P=x)' is not a regular expression",
+        ),
+        (
+            {"env_from_tag": "re:^deploy/(?P<env>[a-z]+)(?=/)"},
+            "sources[0].env_from_tag (source 'tags'): '^deploy/(?P<env>[a-z]+)(?=/)' is not a regular expression",
+        ),
     ],
 )
 def test_config_mistakes(write: WriteFile, keys: dict[str, object], message: str) -> None:

@@ -17,14 +17,12 @@ every run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import subprocess
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -32,8 +30,17 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, SourceConfig
 from backfill.extractors.git_ancestry import AncestryError, ancestors
+from backfill.extractors.git_remote import (
+    GIT_ENV,
+    CloneError,
+    cached_clone,
+    credentials_problem,
+    failure_line,
+    is_url,
+    without_credentials,
+)
 from backfill.extractors.mapping import raw_frame
-from backfill.patterns import pattern_regex, patterns_regex
+from backfill.patterns import pattern_regex, patterns_regex, regex_problem
 from backfill.versions import prerelease_reason
 
 # for-each-ref fields, in this order; %1f (unit separator) cannot occur in any of them.
@@ -50,7 +57,6 @@ _FIELDS = {
     "subject": "%(contents:subject)",
 }
 _FORMAT = "%1f".join(_FIELDS.values())
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "LC_ALL": "C"}
 
 
 class GitTagsSource(SourceConfig):
@@ -64,12 +70,15 @@ class GitTagsSource(SourceConfig):
     hotfix_pattern: str | list[str] | None = None
     time_source: Literal["auto", "tagger", "commit"] = "auto"
     build_url: str | None = None
+    # For an https clone URL: the environment variable holding a token, and the user name it goes with.
+    token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    token_user: str = Field(default="x-access-token", min_length=1)
 
     @field_validator("repo")
     @classmethod
     def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
         base = (info.context or {}).get("base_dir")
-        if _is_url(value) or not base:
+        if is_url(value) or not base:
             return value
         return str(Path(base, value))
 
@@ -93,18 +102,20 @@ class GitTagsSource(SourceConfig):
             raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
         if (self.env is None) == (self.env_from_tag is None):
             raise ValueError('env: set env = "production", or env_from_tag = "re:...(?P<env>...)...", not both')
+        if is_url(self.repo):
+            problem = credentials_problem(self.repo, self.token_env)
+            if problem is not None:
+                raise ValueError(": ".join(problem))
+        elif self.token_env is not None:
+            raise ValueError("token_env: is for https:// clone URLs; repo is a path")
         return self
 
 
 def _check_regex(regex: str) -> re.Pattern[str]:
-    try:
-        return re.compile(regex)
-    except re.error as exc:
-        raise ValueError(f"'{regex}' is not a valid regular expression ({exc})") from None
-
-
-def _is_url(value: str) -> bool:
-    return "://" in value or bool(re.match(r"^[\w.-]+@[\w.-]+:", value))
+    problem = regex_problem(regex)
+    if problem is not None:
+        raise ValueError(f"'{regex}' is not a regular expression backfill can use ({problem})")
+    return re.compile(regex)
 
 
 class GitTagsExtractor(Extractor):
@@ -142,7 +153,7 @@ class GitTagsExtractor(Extractor):
 
     def _warn_about_history(self, config: GitTagsSource, git_dir: Path, tags: pl.DataFrame) -> None:
         """What a CI checkout leaves out by default: the tags, and the history before its last commit."""
-        where = _without_credentials(config.repo)
+        where = without_credentials(config.repo)
         if tags.height == 0:
             self.context.warn(
                 f"source '{config.name}': {where} has no tags, so there is nothing to read; a CI checkout "
@@ -174,8 +185,12 @@ class GitTagsExtractor(Extractor):
     # -- the repository -------------------------------------------------------------------------
 
     def _repository(self, config: GitTagsSource) -> Path:
+        if shutil.which("git") is None:
+            raise SourceError(
+                config.name, "git is not installed (no git on PATH); install it (apt-get install git) to read tags"
+            )
         location = config.repo
-        if _is_url(location) or (Path(location).is_file() and location.endswith(".bundle")):
+        if is_url(location) or (Path(location).is_file() and location.endswith(".bundle")):
             return self._cached_clone(config, location)
         path = Path(location)
         if not path.exists():
@@ -189,35 +204,21 @@ class GitTagsExtractor(Extractor):
         return Path(repository.git_dir)
 
     def _cached_clone(self, config: GitTagsSource, location: str) -> Path:
-        shown = _without_credentials(location)
-        cache = self.context.cache_dir or Path(".backfill")
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", shown.rstrip("/").rsplit("/", 1)[-1])[:60]
-        digest = hashlib.sha256(location.encode()).hexdigest()[:12]
-        target = cache / "repos" / f"{name}-{digest}.git"
-        source = location if _is_url(location) else str(Path(location).resolve())
-        if target.exists():
-            command = [
-                "git",
-                "--git-dir",
-                str(target),
-                "fetch",
-                "--prune",
-                "--force",
-                "--quiet",
-                source,
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ]
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            command = ["git", "clone", "--bare", "--quiet", "--filter=blob:none", source, str(target)]
-        result = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, **_GIT_ENV}, timeout=600, check=False
-        )
-        if result.returncode != 0:
-            problem = _first_line(result.stderr).replace(location, shown)
-            raise SourceError(config.name, f"cannot fetch {shown} ({problem}); check repo and your access to it")
-        return target
+        token = None
+        if config.token_env is not None:
+            value = self.context.environ.get(config.token_env, "").strip()
+            if not value:
+                raise SourceError(
+                    config.name,
+                    f"{config.token_env} is not set: export {config.token_env}=<token> (named by token_env)",
+                )
+            token = (config.token_user, value)
+        try:
+            return cached_clone(self.context.cache_dir or Path(".backfill"), location, token)
+        except CloneError as exc:
+            raise SourceError(
+                config.name, f"cannot fetch {location} ({exc}); check repo and your access to it"
+            ) from None
 
     def _read_tags(self, git_dir: Path) -> pl.DataFrame:
         output = _git(git_dir, "for-each-ref", f"--format={_FORMAT}", "refs/tags")
@@ -376,7 +377,7 @@ def _ancestry(
 
         asked = [pair for pair in pairs if plausible(*pair)]
         try:
-            answers = dict(zip(asked, ancestors(git_dir, asked, {**os.environ, **_GIT_ENV}), strict=True))
+            answers = dict(zip(asked, ancestors(git_dir, asked, {**os.environ, **GIT_ENV}), strict=True))
         except (AncestryError, OSError) as exc:
             warn(
                 f"source '{source}': could not ask git which commits are ancestors ({exc}); "
@@ -397,25 +398,12 @@ def _git(git_dir: Path, *args: str) -> str:
 
     try:
         output: Any = git.Git().execute(
-            ["git", "--git-dir", str(git_dir), *args], env=_GIT_ENV, strip_newline_in_stdout=False
+            ["git", "--git-dir", str(git_dir), *args], env=GIT_ENV, strip_newline_in_stdout=False
         )
     except git.GitCommandError as exc:
-        raise GitError(f"git {args[0]} failed: {_first_line(str(exc.stderr))}") from None
+        raise GitError(f"git {args[0]} failed: {failure_line(str(exc.stderr))}") from None
     return str(output)
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _shown(patterns: str | Sequence[str]) -> str:
     return patterns if isinstance(patterns, str) else ", ".join(patterns)
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "no message")
