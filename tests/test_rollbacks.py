@@ -133,6 +133,17 @@ def test_a_new_version_older_than_its_line_is_a_rollback_on_an_ancestor(write: W
     ]
 
 
+def test_a_next_version_on_older_code_is_a_rollback(write: WriteFile, maintained: GitRepo) -> None:
+    """v1.3.1 after v1.3.0, tagged on a commit v1.3.0 already contains: the version goes up, the code goes back."""
+    older = maintained.git("rev-parse", "v1.2.0^1")  # the merge of maint-1.1 into main, never tagged
+    maintained.tag("v1.3.1", message="", date="2024-04-03T10:00:00Z", at=older)
+    events = plan_for(_config(write)).plan.events
+    assert events.filter(build_id="v1.3.1").select("deployment_type", "description").rows() == [
+        ("rollback", f"Rollback to {older[:12]} (an ancestor of v1.3.0)")
+    ]
+    assert events.get_column("deployment_type").drop_nulls().to_list() == ["rollback"]
+
+
 def test_infer_rollbacks_false_and_an_explicit_type_still_win(write: WriteFile, maintained: GitRepo) -> None:
     maintained.tag("hotfix-back", message="", date="2024-04-03T10:00:00Z", at="v1.2.1")
     typed = plan_for(_config(write, 'hotfix_pattern = "hotfix-*"')).plan.events

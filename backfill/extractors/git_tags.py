@@ -10,9 +10,13 @@ All tags are read with one ``git for-each-ref`` through GitPython's command
 interface, not one Python object per tag: resolving thousands of tags object by
 object takes seconds, the one command a fraction of one.
 
+Pre-release tags are skipped, told by the version the name carries
+(:mod:`backfill.versions`), unless ``include_prereleases``; a tag the hotfix
+pattern matches is always a deployment.
+
 ``repo`` is a local path, a clone URL, or a git bundle; the last two are cloned
 (bare, without file contents) into a cache beside the state file and fetched on
-every run.
+every run, with any token given per command (:mod:`.git_remote`).
 """
 
 from __future__ import annotations

@@ -12,16 +12,20 @@ when it deploys again what was deployed before:
    was deployed successfully before by another tag, other than the successful
    one just before it (``v1.4.0``, then ``v1.5.0``, then ``deploy-1.4.0``);
 3. for those sources: its commit is an ancestor of the commit the previous
-   successful deployment shipped, and its tag does not name a new version of
-   a release line: it names no version, or one no newer than a version of its
-   line deployed before (``v1.4.0`` after ``v1.5.0``; ``v1.4.2`` after
-   ``v1.4.3``).
+   successful deployment shipped (it deploys older code), unless its tag
+   names a new version of an older release line.
 
 A new version of an older line is a deployment of that line, not a rollback:
 ``v2.30.3`` released after ``v2.35.2`` deploys the 2.30 line, whose newest
 deployment was ``v2.30.2``, even though maintenance lines merged upward make
-its commit an ancestor of ``v2.35.2``'s. A line is a version's numbers but the
-last, once trailing zeros are dropped: ``2.30.3`` is on 2.30, ``1.4.0`` on 1.
+its commit an ancestor of ``v2.35.2``'s. A new version of an older line is
+newer than every version of its line deployed before, and older than the
+newest version deployed. A line is a version's numbers but the last, once
+trailing zeros are dropped: ``2.30.3`` is on 2.30, ``1.4.0`` on 1, a build
+number on the one line of all build numbers. So on an ancestor commit,
+``v1.4.0`` after ``v1.5.0``, ``v1.4.2`` after ``v1.4.3``, build ``40`` after
+``43``, ``v1.3.1`` after ``v1.3.0``, and a tag that names no version, are
+rollbacks; ``v1.4.1`` after ``v1.5.0`` is not.
 
 A ``deployment_type`` a source already set (a CI export's column, a hotfix
 pattern) is kept. ``[normalize] infer_rollbacks = false`` turns this off. The
@@ -100,9 +104,10 @@ class _Line:
     tags: dict[tuple[object, ...], str] = field(default_factory=dict)
     newest: dict[tuple[int, ...], tuple[tuple[int, ...], int, tuple[int, ...]]] = field(default_factory=dict)
 
-    def is_new(self, version: TagVersion) -> bool:
-        newest = self.newest.get(version.line)
-        return newest is None or version.order > newest
+    def is_maintenance(self, version: TagVersion) -> bool:
+        """A new version of an older line: newer than its line's deployments, older than the newest one."""
+        in_line, overall = self.newest.get(version.line), self.newest.get(())
+        return (in_line is None or version.order > in_line) and overall is not None and version.order < overall
 
     def deployed(self, version: TagVersion, tag: str) -> None:
         self.tags[version.identity] = tag
@@ -154,7 +159,7 @@ def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> l
             earlier = line.tags.get(version.identity) if version is not None else None
             if earlier is not None and not _same_version(version, before_build):
                 same_version.append((position, f"Rollback to {earlier}"))
-            elif _moved(sha, before_sha) and (version is None or not line.is_new(version)):
+            elif _moved(sha, before_sha) and (version is None or not line.is_maintenance(version)):
                 to_ask.setdefault(source, []).append((position, sha, before_sha, before_build))
         if status == "success" and version is not None:
             line.deployed(version, build_id)
