@@ -153,3 +153,18 @@ def test_the_environment_git_sees_holds_no_token_unless_asked(tmp_path: Path) ->
     assert env["GIT_CONFIG_KEY_2"] == "credential.https://git.example.com.helper"
     assert TOKEN not in env["GIT_CONFIG_VALUE_2"] and "$BACKFILL_GIT_TOKEN" in env["GIT_CONFIG_VALUE_2"]
     assert sys.platform != "win32"
+
+
+def test_a_failed_clone_names_no_credentials_git_prints(
+    write: WriteFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL rewritten by the user's own git config (insteadOf) may hold userinfo; the message does not."""
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text(
+        f'[url "http://bot:{TOKEN}@127.0.0.1:9/"]\n\tinsteadOf = https://git.example.com/\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+    result = plan_run(load_config(_config(write, "https://git.example.com/acme/shop.git")))
+    message = str(result.failures[0])
+    assert message.startswith("source 'tags': cannot fetch https://git.example.com/acme/shop.git (fatal: ")
+    assert TOKEN not in message and "bot:" not in message

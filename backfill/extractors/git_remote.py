@@ -30,6 +30,7 @@ _HELPER = (
     '!f() { test "$1" = get && '
     'printf \'username=%s\\npassword=%s\\n\' "$BACKFILL_GIT_USERNAME" "$BACKFILL_GIT_TOKEN"; }; f'
 )
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.IGNORECASE)
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 TIMEOUT = 600  # seconds for a clone or a fetch
 
@@ -100,7 +101,8 @@ def cached_clone(cache: Path, location: str, token: tuple[str, str] | None = Non
     if result.returncode != 0:
         stderr = result.stderr.decode("utf-8", errors="replace")
         secrets = [token[1]] if token else []
-        raise CloneError(redact(failure_line(stderr), secrets))
+        # git hides userinfo in the URLs it prints; a server's "remote:" line may not.
+        raise CloneError(_USERINFO.sub(r"\1", redact(failure_line(stderr), secrets)))
     return target
 
 
