@@ -24,6 +24,7 @@ _BETWEEN_NUMBERS = re.compile(r"(?<=\d)_(?=\d)")
 # Where a version may start: a number that does not continue a dotted one.
 _START = re.compile(r"(?<![\d.])\d")
 _DATE_GOES_ON = re.compile(r"\d-$")
+_PLAIN_TAG = re.compile(r"[^\d]*(\d+(?:\.\d+)*)")
 _PLAIN = re.compile(r"\d+(?:\.\d+)*")
 _SEMVER = re.compile(
     r"(?P<release>\d+(?:\.\d+)+)"
@@ -62,6 +63,10 @@ class TagVersion:
 @lru_cache(maxsize=65536)
 def tag_version(tag: str) -> TagVersion | None:
     """The version in a tag name, or None when it carries none."""
+    plain = _PLAIN_TAG.fullmatch(tag)  # v1.2.3, deploy/production/42: most tags, read without packaging
+    if plain is not None:
+        text = plain[1]
+        return TagVersion(text, "PEP 440", _release(int(part) for part in text.split(".")), False, FINAL)
     name = _BETWEEN_NUMBERS.sub(".", tag)
     for start in _START.finditer(name):
         before, rest = name[: start.start()], name[start.start() :]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -98,10 +99,9 @@ def _redeployed_commits(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @dataclass
-class _Line:
-    """What one place has deployed so far: each version's tag, and the newest version per line."""
+class _Deployed:
+    """What one place has deployed so far: the newest version of each release line."""
 
-    tags: dict[tuple[object, ...], str] = field(default_factory=dict)
     newest: dict[tuple[int, ...], tuple[tuple[int, ...], int, tuple[int, ...]]] = field(default_factory=dict)
 
     def is_maintenance(self, version: TagVersion) -> bool:
@@ -109,8 +109,7 @@ class _Line:
         in_line, overall = self.newest.get(version.line), self.newest.get(())
         return (in_line is None or version.order > in_line) and overall is not None and version.order < overall
 
-    def deployed(self, version: TagVersion, tag: str) -> None:
-        self.tags[version.identity] = tag
+    def deployed(self, version: TagVersion) -> None:
         # Register under every line the version belongs to: 1.4.2 (padded 1.4.2.0) under (), 1, 1.4, ...
         padded = version.release + (0,) * max(0, 4 - len(version.release))
         for length in range(len(padded) + 1):
@@ -129,7 +128,12 @@ def _same_version(version: TagVersion | None, tag: str | None) -> bool:
 
 
 def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> list[pl.DataFrame]:
-    """Rules 2 and 3, for the sources with a repository (tags: thousands of rows at most)."""
+    """Rules 2 and 3, for the sources with a repository (tags: thousands of rows at most).
+
+    Rule 3 asks git first, about every row whose commit moved; which versions
+    an answer's place had deployed by then is only worked out where git says
+    yes (few rows), not for every tag.
+    """
     found = [pl.DataFrame(schema=_FOUND_SCHEMA)]
     if not ancestry:
         return found
@@ -139,43 +143,66 @@ def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> l
     previous = frame.select("build_commit_sha", "build_id")[mine.get_column("_previous").fill_null(0)]
     rows = mine.select(
         "_position",
-        "entityId",
-        "env",
+        pl.struct("entityId", "env").alias("_place"),
         "source",
-        "status",
+        pl.col("status") == "success",
         "build_id",
         "build_commit_sha",
-        "_previous",
+        pl.col("_previous").is_not_null(),
         previous.get_column("build_commit_sha").alias("_previous_sha"),
         previous.get_column("build_id").alias("_previous_build"),
-    ).iter_rows()
-    lines: dict[tuple[str, str], _Line] = {}
+    ).rows()
+    versions = [tag_version(row[4]) if row[4] is not None else None for row in rows]
+    tags: dict[tuple[object, object], dict[tuple[object, ...], str]] = {}
     same_version: list[tuple[int, str]] = []
-    to_ask: dict[str, list[tuple[int, str, str, str]]] = {}
-    for position, entity, env, source, status, build_id, sha, before, before_sha, before_build in rows:
-        line = lines.setdefault((entity, env), _Line())
-        version = tag_version(build_id) if build_id is not None else None
-        if before is not None:
-            earlier = line.tags.get(version.identity) if version is not None else None
-            if earlier is not None and not _same_version(version, before_build):
-                same_version.append((position, f"Rollback to {earlier}"))
-            elif _moved(sha, before_sha) and (version is None or not line.is_maintenance(version)):
-                to_ask.setdefault(source, []).append((position, sha, before_sha, before_build))
-        if status == "success" and version is not None:
-            line.deployed(version, build_id)
+    moved: dict[str, list[int]] = {}
+    for index, (position, place, source, success, build_id, sha, has_previous, before_sha, before_build) in enumerate(
+        rows
+    ):
+        version, place_tags = versions[index], tags.setdefault(tuple(place.values()), {})
+        earlier = place_tags.get(version.identity) if version is not None and has_previous else None
+        if earlier is not None and not _same_version(version, before_build):
+            same_version.append((position, f"Rollback to {earlier}"))
+        elif has_previous and _moved(sha, before_sha):
+            moved.setdefault(source, []).append(index)
+        if success and version is not None:
+            place_tags[version.identity] = build_id
     if same_version:
         found.append(pl.DataFrame(same_version, schema=_FOUND_SCHEMA, orient="row"))
-    for source, asked in to_ask.items():
-        answers = ancestry[source]([(sha, before_sha) for _, sha, before_sha, _ in asked])
+    older_code = {
+        index
+        for source, indexes in moved.items()
+        for index, answer in zip(indexes, ancestry[source]([(rows[i][5], rows[i][7]) for i in indexes]), strict=True)
+        if answer
+    }
+    if older_code:
+        maintenance = _maintenance_releases(rows, versions, older_code)
         found.append(
             pl.DataFrame(
                 [
-                    (position, f"Rollback to {sha[:12]} (an ancestor of {before_build})")
-                    for (position, sha, _, before_build), answer in zip(asked, answers, strict=True)
-                    if answer
+                    (rows[i][0], f"Rollback to {rows[i][5][:12]} (an ancestor of {rows[i][8]})")
+                    for i in sorted(older_code - maintenance)
                 ],
                 schema=_FOUND_SCHEMA,
                 orient="row",
             )
         )
+    return found
+
+
+def _maintenance_releases(rows: list[tuple[Any, ...]], versions: list[TagVersion | None], asked: set[int]) -> set[int]:
+    """Of the ``asked`` rows, those whose tag names a new version of an older line, given what came before."""
+    places = {tuple(rows[i][1].values()) for i in asked}
+    deployed: dict[tuple[object, ...], _Deployed] = {}
+    found = set()
+    for index, row in enumerate(rows):
+        place = tuple(row[1].values())
+        if place not in places:
+            continue
+        history = deployed.setdefault(place, _Deployed())
+        version = versions[index]
+        if index in asked and version is not None and history.is_maintenance(version):
+            found.add(index)
+        if row[3] and version is not None:
+            history.deployed(version)
     return found
