@@ -1,4 +1,4 @@
-"""The dry run's files: the review CSV (one row per event, in send order), its rejects and skips.
+"""The dry run's files: the review CSV (one row per event, in send order) and its rejects.
 
 A cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``,
 ``-``, ``@``, a tab or a carriage return) is written with a leading ``'``; so
