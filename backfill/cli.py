@@ -36,7 +36,7 @@ from backfill.errors import (
     StateError,
 )
 from backfill.progress import Display
-from backfill.review import rejects_path_for, write_rejects, write_review
+from backfill.review import rejects_path_for, skipped_path_for, write_rejects, write_review, write_skipped
 from backfill.run import plan_run
 from backfill.state.rules import missing_state
 from backfill.summary import build_summary, delivery_summary, render
@@ -209,6 +209,7 @@ def _review(
                 rejects_path = rejects_path_for(review)
                 write_review(events, review)
                 write_rejects(result.plan.rejects, rejects_path)
+                write_skipped(result.plan.skipped, skipped_path_for(review))
     finally:
         if store is not None:
             store.close()
@@ -219,6 +220,7 @@ def _review(
             "config": str(config.path),
             "review_csv": str(review),
             "rejects_csv": str(rejects_path),
+            "skipped_csv": str(skipped_path_for(review)),
             **extra,
         },
     )

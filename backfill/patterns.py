@@ -9,6 +9,7 @@ the Rust engine polars uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 # Characters with a meaning in either regex dialect, escaped when a glob uses them literally.
@@ -47,3 +48,23 @@ def patterns_regex(patterns: str | Sequence[str]) -> str:
     """One regular expression matching any of the patterns."""
     items = (patterns,) if isinstance(patterns, str) else tuple(patterns)
     return "|".join(f"(?:{pattern_regex(pattern)})" for pattern in items)
+
+
+def regex_problem(regex: str) -> str | None:
+    """Why Python's ``re`` or polars' engine refuses ``regex`` (one line), or None when both take it.
+
+    Both must: configs are checked with ``re`` and matched by polars, whose
+    engine has no look-around (``(?=``, ``(?<!``) and no back-references.
+    """
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        return str(exc)
+    import polars as pl
+
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(regex)
+    except pl.exceptions.PolarsError as exc:
+        lines = [line.strip() for line in str(exc).splitlines()]
+        return next((line.removeprefix("error: ") for line in lines if line.startswith("error:")), lines[0])
+    return None

@@ -32,6 +32,16 @@ def rejects_path_for(review_path: Path) -> Path:
     return review_path.with_name(f"{review_path.stem}.rejects{review_path.suffix or '.csv'}")
 
 
+def skipped_path_for(review_path: Path) -> Path:
+    """``review.csv`` -> ``review.skipped.csv``, beside it."""
+    return review_path.with_name(f"{review_path.stem}.skipped{review_path.suffix or '.csv'}")
+
+
+def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
+    """The rows that are not deployments (a pre-release tag, a cancelled run), with the reason."""
+    write_csv_atomically(skipped.select("source", ROW, "reason", *EVENT_COLUMNS), path)
+
+
 def write_review(events: pl.DataFrame, path: Path) -> None:
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
     if "state" in events.columns:

@@ -188,7 +188,7 @@ def render(summary: dict[str, Any], console: Console) -> None:
     if "ledger" in summary:
         ledger = summary["ledger"]
         console.print(f"state: {ledger['new']:,} new, {ledger['sent']:,} already sent (the review's state column)")
-    for key in ("review_csv", "rejects_csv"):
+    for key in ("review_csv", "rejects_csv", "skipped_csv"):
         if summary.get(key):
             say(console, key.replace("_csv", ""), str(summary[key]))
     for warning in summary["warnings"]:

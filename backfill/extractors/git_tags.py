@@ -10,29 +10,42 @@ All tags are read with one ``git for-each-ref`` through GitPython's command
 interface, not one Python object per tag: resolving thousands of tags object by
 object takes seconds, the one command a fraction of one.
 
+Pre-release tags are skipped, told by the version the name carries
+(:mod:`backfill.versions`), unless ``include_prereleases``; a tag the hotfix
+pattern matches is always a deployment.
+
 ``repo`` is a local path, a clone URL, or a git bundle; the last two are cloned
 (bare, without file contents) into a cache beside the state file and fetched on
-every run.
+every run, with any token given per command (:mod:`.git_remote`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import subprocess
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, SourceConfig
+from backfill.extractors.git_ancestry import AncestryError, ancestors
+from backfill.extractors.git_remote import (
+    GIT_ENV,
+    CloneError,
+    cached_clone,
+    credentials_problem,
+    failure_line,
+    is_url,
+    without_credentials,
+)
 from backfill.extractors.mapping import raw_frame
-from backfill.patterns import pattern_regex, patterns_regex
+from backfill.patterns import pattern_regex, patterns_regex, regex_problem
+from backfill.versions import prerelease_reason
 
 # for-each-ref fields, in this order; %1f (unit separator) cannot occur in any of them.
 _FIELDS = {
@@ -48,24 +61,28 @@ _FIELDS = {
     "subject": "%(contents:subject)",
 }
 _FORMAT = "%1f".join(_FIELDS.values())
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "LC_ALL": "C"}
 
 
 class GitTagsSource(SourceConfig):
     type: Literal["git-tags"]
     repo: str = "."
     pattern: str | list[str] = "*"
-    exclude: list[str] = Field(default_factory=lambda: ["*-rc*", "*-alpha*", "*-beta*"])
+    # Pre-releases are told by the version in the tag name (see backfill.versions), not by exclude.
+    include_prereleases: bool = False
+    exclude: list[str] = Field(default_factory=list)
     env_from_tag: str | None = None
     hotfix_pattern: str | list[str] | None = None
     time_source: Literal["auto", "tagger", "commit"] = "auto"
     build_url: str | None = None
+    # For an https clone URL: the environment variable holding a token, and the user name it goes with.
+    token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    token_user: str = Field(default="x-access-token", min_length=1)
 
     @field_validator("repo")
     @classmethod
     def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
         base = (info.context or {}).get("base_dir")
-        if _is_url(value) or not base:
+        if is_url(value) or not base:
             return value
         return str(Path(base, value))
 
@@ -89,18 +106,20 @@ class GitTagsSource(SourceConfig):
             raise ValueError('entity_id: is required; set entity_id = "<DevGrid entity id>"')
         if (self.env is None) == (self.env_from_tag is None):
             raise ValueError('env: set env = "production", or env_from_tag = "re:...(?P<env>...)...", not both')
+        if is_url(self.repo):
+            problem = credentials_problem(self.repo, self.token_env)
+            if problem is not None:
+                raise ValueError(": ".join(problem))
+        elif self.token_env is not None:
+            raise ValueError("token_env: is for https:// clone URLs; repo is a path")
         return self
 
 
 def _check_regex(regex: str) -> re.Pattern[str]:
-    try:
-        return re.compile(regex)
-    except re.error as exc:
-        raise ValueError(f"'{regex}' is not a valid regular expression ({exc})") from None
-
-
-def _is_url(value: str) -> bool:
-    return "://" in value or bool(re.match(r"^[\w.-]+@[\w.-]+:", value))
+    problem = regex_problem(regex)
+    if problem is not None:
+        raise ValueError(f"'{regex}' is not a regular expression backfill can use ({problem})")
+    return re.compile(regex)
 
 
 class GitTagsExtractor(Extractor):
@@ -124,18 +143,58 @@ class GitTagsExtractor(Extractor):
                     f"source '{config.name}': pattern {_shown(config.pattern)} matches none of the "
                     f"{tags.height} tags ({seen}{more})"
                 )
+        self._warn_about_history(config, repo, tags)
         commit_times = _commit_times(tags)
+        tags = tags.with_columns(_prereleases(tags.get_column("tag")))
+        fields = self._fields(config)
+        if config.time_source == "auto":
+            self._warn_about_taggerless(config, tags, fields)
         return Extracted(
-            frame=raw_frame(tags, self._fields(config)),
+            frame=raw_frame(tags, fields),
             status_vocab={"success": "success"},
-            is_ancestor=_ancestry(repo, commit_times),
+            is_ancestor=_ancestry(repo, commit_times, self.context.warn, config.name),
         )
+
+    def _warn_about_history(self, config: GitTagsSource, git_dir: Path, tags: pl.DataFrame) -> None:
+        """What a CI checkout leaves out by default: the tags, and the history before its last commit."""
+        where = without_credentials(config.repo)
+        if tags.height == 0:
+            self.context.warn(
+                f"source '{config.name}': {where} has no tags, so there is nothing to read; a CI checkout "
+                "fetches none by default: use fetch-depth: 0 (actions/checkout) or run git fetch --tags first"
+            )
+        if (git_dir / "shallow").exists():
+            self.context.warn(
+                f"source '{config.name}': {where} is a shallow clone: the history before its cut is missing, "
+                "so rollbacks cannot be told by ancestry; fetch it all with fetch-depth: 0 (actions/checkout) "
+                "or git fetch --unshallow --tags"
+            )
+
+    def _warn_about_taggerless(self, config: GitTagsSource, tags: pl.DataFrame, fields: dict[str, pl.Expr]) -> None:
+        """Annotated tags without a tagger (git's own v0.99) are dated by their commit; say which."""
+        taggerless = (
+            tags.filter((pl.col("type") == "tag") & pl.col("tagger_date").is_null())
+            .select("tag", fields["skip_reason"].alias("skip"))
+            .filter(pl.col("skip").is_null())
+            .get_column("tag")
+        )
+        if taggerless.len():
+            names = ", ".join(taggerless.head(8).to_list())
+            more = f" and {taggerless.len() - 8} more" if taggerless.len() > 8 else ""
+            count = "1 annotated tag has" if taggerless.len() == 1 else f"{taggerless.len()} annotated tags have"
+            self.context.warn(
+                f"source '{config.name}': {count} no tagger date ({names}{more}); the commit's date is used instead"
+            )
 
     # -- the repository -------------------------------------------------------------------------
 
     def _repository(self, config: GitTagsSource) -> Path:
+        if shutil.which("git") is None:
+            raise SourceError(
+                config.name, "git is not installed (no git on PATH); install it (apt-get install git) to read tags"
+            )
         location = config.repo
-        if _is_url(location) or (Path(location).is_file() and location.endswith(".bundle")):
+        if is_url(location) or (Path(location).is_file() and location.endswith(".bundle")):
             return self._cached_clone(config, location)
         path = Path(location)
         if not path.exists():
@@ -149,35 +208,21 @@ class GitTagsExtractor(Extractor):
         return Path(repository.git_dir)
 
     def _cached_clone(self, config: GitTagsSource, location: str) -> Path:
-        shown = _without_credentials(location)
-        cache = self.context.cache_dir or Path(".backfill")
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", shown.rstrip("/").rsplit("/", 1)[-1])[:60]
-        digest = hashlib.sha256(location.encode()).hexdigest()[:12]
-        target = cache / "repos" / f"{name}-{digest}.git"
-        source = location if _is_url(location) else str(Path(location).resolve())
-        if target.exists():
-            command = [
-                "git",
-                "--git-dir",
-                str(target),
-                "fetch",
-                "--prune",
-                "--force",
-                "--quiet",
-                source,
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ]
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            command = ["git", "clone", "--bare", "--quiet", "--filter=blob:none", source, str(target)]
-        result = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, **_GIT_ENV}, timeout=600, check=False
-        )
-        if result.returncode != 0:
-            problem = _first_line(result.stderr).replace(location, shown)
-            raise SourceError(config.name, f"cannot fetch {shown} ({problem}); check repo and your access to it")
-        return target
+        token = None
+        if config.token_env is not None:
+            value = self.context.environ.get(config.token_env, "").strip()
+            if not value:
+                raise SourceError(
+                    config.name,
+                    f"{config.token_env} is not set: export {config.token_env}=<token> (named by token_env)",
+                )
+            token = (config.token_user, value)
+        try:
+            return cached_clone(self.context.cache_dir or Path(".backfill"), location, token)
+        except CloneError as exc:
+            raise SourceError(
+                config.name, f"cannot fetch {location} ({exc}); check repo and your access to it"
+            ) from None
 
     def _read_tags(self, git_dir: Path) -> pl.DataFrame:
         output = _git(git_dir, "for-each-ref", f"--format={_FORMAT}", "refs/tags")
@@ -200,7 +245,8 @@ class GitTagsExtractor(Extractor):
         target_type = pl.when(annotated).then(pl.col("peeled_type")).otherwise(pl.col("type"))
         commit_date = pl.when(annotated).then(pl.col("peeled_commit_date")).otherwise(pl.col("commit_date"))
         timestamp = {
-            "auto": pl.when(annotated).then(pl.col("tagger_date")).otherwise(pl.col("commit_date")),
+            # An annotated tag with no tagger (git's v0.99) is dated by its commit, and said so.
+            "auto": pl.when(annotated).then(pl.coalesce("tagger_date", commit_date)).otherwise(pl.col("commit_date")),
             "tagger": pl.col("tagger_date"),
             "commit": commit_date,
         }[config.time_source]
@@ -227,6 +273,10 @@ class GitTagsExtractor(Extractor):
                     pl.lit(f"tag matches exclude {_shown(config.exclude)}"),
                 )
             )
+        if not config.include_prereleases:
+            # A tag the hotfix pattern names went to production, whatever its version says.
+            hotfix = tag.str.contains(patterns_regex(config.hotfix_pattern)) if config.hotfix_pattern else pl.lit(False)
+            skip.append((pl.col("_prerelease").is_not_null() & ~hotfix, pl.col("_prerelease")))
         if config.env_from_tag is not None:
             regex = config.env_from_tag.removeprefix("re:")
             group = re.compile(regex).groupindex["env"]
@@ -245,10 +295,24 @@ class GitTagsExtractor(Extractor):
             reason = pl.when(condition.fill_null(False)).then(message).otherwise(reason)
         fields["skip_reason"] = reason
         if config.time_source == "tagger":
-            fields["reject_reason"] = pl.when(~annotated).then(
-                pl.lit('a lightweight tag has no tagger date; use time_source = "auto" or "commit"')
+            fields["reject_reason"] = (
+                pl.when(~annotated)
+                .then(pl.lit('a lightweight tag has no tagger date; use time_source = "auto" or "commit"'))
+                .when(pl.col("tagger_date").is_null())
+                .then(pl.lit('the annotated tag has no tagger date; use time_source = "auto" or "commit"'))
             )
         return fields
+
+
+def _prereleases(tags: pl.Series) -> pl.Series:
+    """Why each tag is a pre-release ("pre-release 2.0.0rc1 (PEP 440)"), else null.
+
+    Only names with a letter or a dash after a number can be pre-releases, so
+    the version rules read those alone.
+    """
+    possible = tags.filter(tags.str.contains(r"\d.*[A-Za-z-]")).unique().to_list()
+    reasons = {tag: reason for tag in possible if (reason := prerelease_reason(tag)) is not None}
+    return tags.replace_strict(reasons, default=None, return_dtype=pl.String).alias("_prerelease")
 
 
 def _template(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
@@ -302,25 +366,29 @@ def _commit_times(tags: pl.DataFrame) -> dict[str, int]:
     return dict(zip(pairs.get_column("sha").to_list(), instants.to_list(), strict=True))
 
 
-def _ancestry(git_dir: Path, commit_times: dict[str, int]) -> Callable[[Sequence[tuple[str, str]]], list[bool]]:
-    """Whether each commit is an ancestor of the other, asking git only where dates allow it."""
+def _ancestry(
+    git_dir: Path, commit_times: dict[str, int], warn: Callable[[str], None], source: str
+) -> Callable[[Sequence[tuple[str, str]]], list[bool]]:
+    """Whether each commit is an ancestor of the other: one walk of the history for all pairs.
+
+    A commit dated after the later one is not asked about (the cheap first test).
+    """
 
     def is_ancestor(pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        answers = []
-        for commit, later in pairs:
+        def plausible(commit: str, later: str) -> bool:
             when, later_when = commit_times.get(commit), commit_times.get(later)
-            if commit == later or when is None or later_when is None or when > later_when:
-                answers.append(False)
-                continue
-            result = subprocess.run(
-                ["git", "--git-dir", str(git_dir), "merge-base", "--is-ancestor", commit, later],
-                capture_output=True,
-                env={**os.environ, **_GIT_ENV},
-                timeout=60,
-                check=False,
+            return commit != later and when is not None and later_when is not None and when <= later_when
+
+        asked = [pair for pair in pairs if plausible(*pair)]
+        try:
+            answers = dict(zip(asked, ancestors(git_dir, asked, {**os.environ, **GIT_ENV}), strict=True))
+        except (AncestryError, OSError) as exc:
+            warn(
+                f"source '{source}': could not ask git which commits are ancestors ({exc}); "
+                "no rollback is inferred from ancestry"
             )
-            answers.append(result.returncode == 0)
-        return answers
+            answers = {}
+        return [answers.get(pair, False) for pair in pairs]
 
     return is_ancestor
 
@@ -334,25 +402,12 @@ def _git(git_dir: Path, *args: str) -> str:
 
     try:
         output: Any = git.Git().execute(
-            ["git", "--git-dir", str(git_dir), *args], env=_GIT_ENV, strip_newline_in_stdout=False
+            ["git", "--git-dir", str(git_dir), *args], env=GIT_ENV, strip_newline_in_stdout=False
         )
     except git.GitCommandError as exc:
-        raise GitError(f"git {args[0]} failed: {_first_line(str(exc.stderr))}") from None
+        raise GitError(f"git {args[0]} failed: {failure_line(str(exc.stderr))}") from None
     return str(output)
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _shown(patterns: str | Sequence[str]) -> str:
     return patterns if isinstance(patterns, str) else ", ".join(patterns)
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "no message")

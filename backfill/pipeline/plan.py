@@ -31,6 +31,7 @@ class Plan:
     events: pl.DataFrame  # send order; EVENT_COLUMNS, source, original_env, _ts
     rejects: pl.DataFrame  # source, row, reason, then the event fields as read
     skips: pl.DataFrame  # source, reason, rows
+    skipped: pl.DataFrame  # source, row, reason, then the event fields as read (one row per skipped row)
     counts: pl.DataFrame  # source, read, skipped, rejected, duplicates, events (config order)
 
 
@@ -63,7 +64,7 @@ def make_plan(
     others = classified.filter(~is_event).with_columns(
         reason(rules.environments, rules.default_timezone).alias("reason")
     )
-    rejects = others.filter(pl.col(VERDICT) >= REJECT_FIRST).select(
+    as_read = (
         "source",
         ROW,
         "reason",
@@ -73,15 +74,14 @@ def make_plan(
         pl.col("_raw_status").alias("status"),
         *ATTRIBUTE_COLUMNS,
     )
-    skips = (
-        others.filter(pl.col(VERDICT) < REJECT_FIRST)
-        .group_by("source", "reason", maintain_order=True)
-        .agg(pl.len().alias("rows"))
-    )
+    rejects = others.filter(pl.col(VERDICT) >= REJECT_FIRST).select(*as_read)
+    skipped = others.filter(pl.col(VERDICT) < REJECT_FIRST).select(*as_read)
+    skips = skipped.group_by("source", "reason", maintain_order=True).agg(pl.len().alias("rows"))
     return Plan(
         events=kept,
         rejects=rejects,
         skips=skips,
+        skipped=skipped,
         counts=_counts(classified, kept, sources),
     )
 

@@ -1,41 +1,68 @@
-"""Which deployments were rollbacks, inferred from the commits each one deployed.
+"""Which deployments were rollbacks, inferred from what each one deployed.
 
 Within one entity and environment, in send order, a deployment is a rollback
-when:
+when it deploys again what was deployed before:
 
 1. its commit was deployed successfully before, by a deployment other than
    the successful one just before it (redeploying the current commit is not a
    rollback): ``deployment_type = "rollback"`` and, if it has no description,
-   "Rollback to <earlier build_id>"; or
-2. its source has the git repository (``git-tags``) and its commit is an
-   ancestor of the commit the previous successful deployment shipped.
+   "Rollback to <earlier build_id>";
+2. for sources whose build ids are tag names and that have the repository
+   (``git-tags``): the version its tag names (see :mod:`backfill.versions`)
+   was deployed successfully before by another tag, other than the successful
+   one just before it (``v1.4.0``, then ``v1.5.0``, then ``deploy-1.4.0``);
+3. for those sources: its commit is an ancestor of the commit the previous
+   successful deployment shipped (it deploys older code), unless its tag
+   names a new version of an older release line.
+
+A new version of an older line is a deployment of that line, not a rollback:
+``v2.30.3`` released after ``v2.35.2`` deploys the 2.30 line, whose newest
+deployment was ``v2.30.2``, even though maintenance lines merged upward make
+its commit an ancestor of ``v2.35.2``'s. A new version of an older line is
+newer than every version of its line deployed before, and older than the
+newest version deployed. A line is a version's numbers but the last, once
+trailing zeros are dropped: ``2.30.3`` is on 2.30, ``1.4.0`` on 1, a build
+number on the one line of all build numbers. So on an ancestor commit,
+``v1.4.0`` after ``v1.5.0``, ``v1.4.2`` after ``v1.4.3``, build ``40`` after
+``43``, ``v1.3.1`` after ``v1.3.0``, and a tag that names no version, are
+rollbacks; ``v1.4.1`` after ``v1.5.0`` is not.
 
 A ``deployment_type`` a source already set (a CI export's column, a hotfix
 pattern) is kept. ``[normalize] infer_rollbacks = false`` turns this off. The
-rule sees the history read in the same run.
+rules see the history read in the same run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
+from backfill.versions import TagVersion, tag_version
+
 IsAncestor = Callable[[Sequence[tuple[str, str]]], list[bool]]
 PLACE = ["entityId", "env"]
+_FOUND_SCHEMA = {"_position": pl.UInt32, "_rollback_to": pl.String}
 
 
 def infer_rollbacks(events: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
-    """Events in send order, with rollbacks marked (see the module's rules)."""
+    """Events in send order, with rollbacks marked (see the module's rules).
+
+    ``ancestry`` names the sources with a repository (their build ids are tag
+    names) and answers, for (commit, later commit) pairs, whether the first is
+    an ancestor of the second.
+    """
     if events.height == 0:
         return events
     # Where each row's previous successful deployment is, as a position: cheap to carry.
     frame = events.with_row_index("_position").with_columns(
         _last_shipped(pl.col("_position"), PLACE).alias("_previous")
     )
-    rollback_to = pl.concat(
-        [_redeployed_commits(frame), _ancestors_of_previous(frame, ancestry)], how="vertical"
-    ).unique("_position", keep="first", maintain_order=True)
+    rollback_to = pl.concat([_redeployed_commits(frame), *_release_rules(frame, ancestry)], how="vertical").unique(
+        "_position", keep="first", maintain_order=True
+    )
     # A type a source already set is kept; only the rows marked here change.
     marked = rollback_to.join(
         frame.select("_position", "deployment_type", "description"), on="_position", how="inner"
@@ -71,26 +98,111 @@ def _redeployed_commits(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _ancestors_of_previous(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
-    """Rule 2: for sources with a repository, a commit that is an ancestor of the previous one."""
-    found: list[pl.DataFrame] = [pl.DataFrame(schema={"_position": pl.UInt32, "_rollback_to": pl.String})]
-    sha, previous = pl.col("build_commit_sha"), pl.col("_previous_sha")
-    for source, is_ancestor in ancestry.items():
-        mine = frame.filter((pl.col("source") == source) & sha.is_not_null() & pl.col("_previous").is_not_null())
-        earlier = frame.select("build_commit_sha", "build_id")[mine.get_column("_previous")]
-        candidates = mine.with_columns(
-            earlier.get_column("build_commit_sha").alias("_previous_sha"),
-            earlier.get_column("build_id").alias("_previous_build"),
-        ).filter(previous.is_not_null() & (sha != previous))
-        if candidates.height == 0:
-            continue
-        answers = is_ancestor(list(candidates.select("build_commit_sha", "_previous_sha").iter_rows()))
+@dataclass
+class _Deployed:
+    """What one place has deployed so far: the newest version of each release line."""
+
+    newest: dict[tuple[int, ...], tuple[tuple[int, ...], int, tuple[int, ...]]] = field(default_factory=dict)
+
+    def is_maintenance(self, version: TagVersion) -> bool:
+        """A new version of an older line: newer than its line's deployments, older than the newest one."""
+        in_line, overall = self.newest.get(version.line), self.newest.get(())
+        return (in_line is None or version.order > in_line) and overall is not None and version.order < overall
+
+    def deployed(self, version: TagVersion) -> None:
+        # Register under every line the version belongs to: 1.4.2 (padded 1.4.2.0) under (), 1, 1.4, ...
+        padded = version.release + (0,) * max(0, 4 - len(version.release))
+        for length in range(len(padded) + 1):
+            prefix = padded[:length]
+            if prefix not in self.newest or version.order > self.newest[prefix]:
+                self.newest[prefix] = version.order
+
+
+def _moved(sha: str | None, before: str | None) -> bool:
+    return sha is not None and before is not None and sha != before
+
+
+def _same_version(version: TagVersion | None, tag: str | None) -> bool:
+    other = tag_version(tag) if tag is not None else None
+    return version is not None and other is not None and version.identity == other.identity
+
+
+def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> list[pl.DataFrame]:
+    """Rules 2 and 3, for the sources with a repository (tags: thousands of rows at most).
+
+    Rule 3 asks git first, about every row whose commit moved; which versions
+    an answer's place had deployed by then is only worked out where git says
+    yes (few rows), not for every tag.
+    """
+    found = [pl.DataFrame(schema=_FOUND_SCHEMA)]
+    if not ancestry:
+        return found
+    mine = frame.filter(pl.col("source").is_in(list(ancestry)))
+    if mine.height == 0:
+        return found
+    previous = frame.select("build_commit_sha", "build_id")[mine.get_column("_previous").fill_null(0)]
+    rows = mine.select(
+        "_position",
+        pl.struct("entityId", "env").alias("_place"),
+        "source",
+        pl.col("status") == "success",
+        "build_id",
+        "build_commit_sha",
+        pl.col("_previous").is_not_null(),
+        previous.get_column("build_commit_sha").alias("_previous_sha"),
+        previous.get_column("build_id").alias("_previous_build"),
+    ).rows()
+    versions = [tag_version(row[4]) if row[4] is not None else None for row in rows]
+    tags: dict[tuple[object, object], dict[tuple[object, ...], str]] = {}
+    same_version: list[tuple[int, str]] = []
+    moved: dict[str, list[int]] = {}
+    for index, (position, place, source, success, build_id, sha, has_previous, before_sha, before_build) in enumerate(
+        rows
+    ):
+        version, place_tags = versions[index], tags.setdefault(tuple(place.values()), {})
+        earlier = place_tags.get(version.identity) if version is not None and has_previous else None
+        if earlier is not None and not _same_version(version, before_build):
+            same_version.append((position, f"Rollback to {earlier}"))
+        elif has_previous and _moved(sha, before_sha):
+            moved.setdefault(source, []).append(index)
+        if success and version is not None:
+            place_tags[version.identity] = build_id
+    if same_version:
+        found.append(pl.DataFrame(same_version, schema=_FOUND_SCHEMA, orient="row"))
+    older_code = {
+        index
+        for source, indexes in moved.items()
+        for index, answer in zip(indexes, ancestry[source]([(rows[i][5], rows[i][7]) for i in indexes]), strict=True)
+        if answer
+    }
+    if older_code:
+        maintenance = _maintenance_releases(rows, versions, older_code)
         found.append(
-            candidates.filter(pl.Series(answers, dtype=pl.Boolean)).select(
-                "_position",
-                pl.format("Rollback to {} (an ancestor of {})", sha.str.slice(0, 12), pl.col("_previous_build")).alias(
-                    "_rollback_to"
-                ),
+            pl.DataFrame(
+                [
+                    (rows[i][0], f"Rollback to {rows[i][5][:12]} (an ancestor of {rows[i][8]})")
+                    for i in sorted(older_code - maintenance)
+                ],
+                schema=_FOUND_SCHEMA,
+                orient="row",
             )
         )
-    return pl.concat(found, how="vertical")
+    return found
+
+
+def _maintenance_releases(rows: list[tuple[Any, ...]], versions: list[TagVersion | None], asked: set[int]) -> set[int]:
+    """Of the ``asked`` rows, those whose tag names a new version of an older line, given what came before."""
+    places = {tuple(rows[i][1].values()) for i in asked}
+    deployed: dict[tuple[object, ...], _Deployed] = {}
+    found = set()
+    for index, row in enumerate(rows):
+        place = tuple(row[1].values())
+        if place not in places:
+            continue
+        history = deployed.setdefault(place, _Deployed())
+        version = versions[index]
+        if index in asked and version is not None and history.is_maintenance(version):
+            found.add(index)
+        if row[3] and version is not None:
+            history.deployed(version)
+    return found
