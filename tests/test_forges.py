@@ -356,3 +356,34 @@ def test_the_offline_forge_demo(write: WriteFile, replay: Replay) -> None:
     result = plan_run(config.model_copy(update={"sources": quick}), now=NOW)
     assert result.failures == []
     assert result.plan.counts.get_column("events").to_list() == [26, 1, 2, 2]
+
+
+@pytest.fixture
+def recorded() -> Iterator[Replay]:
+    """Recordings kept with the tests (tests/fixtures/forges)."""
+    yield from _serve(REPO / "tests" / "fixtures" / "forges")
+
+
+def test_a_github_deployment_is_dated_by_the_status_that_decided_it(write: WriteFile, recorded: Replay) -> None:
+    # Deployment 801 of sigmavirus24/github3.py succeeded on 2014-02-25; success was posted again until 2018.
+    path = _config(write, recorded, "github-deployments", repo="sigmavirus24/github3.py")
+    result = _plan(path, since=datetime(2014, 2, 24, tzinfo=UTC))
+    assert result.failures == []
+    assert result.plan.events.select("build_id", "status", "timestamp", "build_commit_sha").rows() == [
+        ("801", "success", "2014-02-25T02:57:29Z", "aa0b457c3c7692a0da05b6771ce44c980febd4a1")
+    ]
+    # One listing of statuses; no status is fetched again for a field the listing lacked.
+    assert recorded.requests() == [
+        "/repos/sigmavirus24/github3.py/deployments?per_page=100",
+        "/repos/sigmavirus24/github3.py/deployments/801/statuses?per_page=100",
+    ]
+
+
+def test_a_deployment_whose_statuses_are_missing_is_named(write: WriteFile, recorded: Replay) -> None:
+    path = _config(write, recorded, "github-deployments", repo="sigmavirus24/github3.py")
+    result = _plan(path)
+    port = recorded.url.rsplit(":", 1)[1]
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'forge': the statuses of deployment 797 were not found on 127.0.0.1:{port}, "
+        "or the token in $GITHUB_TOKEN cannot see them"
+    ]

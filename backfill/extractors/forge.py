@@ -59,13 +59,26 @@ def read_errors(
     import requests
 
     caught: tuple[type[Exception], ...] = (*client_errors, RateLimited, requests.RequestException)
+    secrets = [environ.get(config.token_env)]
     try:
         yield
-    except caught as exc:
+    except Reading as exc:
         message = failure(
-            exc, host=host, token_variable=config.token_env, subject=subject, secrets=[environ.get(config.token_env)]
+            exc.error, host=host, token_variable=config.token_env, subject=exc.subject, secrets=secrets, plural=True
         )
         raise SourceError(config.name, message) from None
+    except caught as exc:
+        message = failure(exc, host=host, token_variable=config.token_env, subject=subject, secrets=secrets)
+        raise SourceError(config.name, message) from None
+
+
+class Reading(Exception):
+    """A client error met while reading one part of a source, named for the message."""
+
+    def __init__(self, subject: str, error: Exception) -> None:
+        super().__init__(subject)
+        self.subject = subject
+        self.error = error
 
 
 class RateLimited(Exception):
@@ -109,7 +122,15 @@ def token(variable: str, environ: Mapping[str, str], warn: Callable[[str], None]
     return value
 
 
-def failure(exc: BaseException, *, host: str, token_variable: str, subject: str, secrets: Sequence[str | None]) -> str:
+def failure(
+    exc: BaseException,
+    *,
+    host: str,
+    token_variable: str,
+    subject: str,
+    secrets: Sequence[str | None],
+    plural: bool = False,
+) -> str:
     """One sentence for a failed API read, without the token."""
     status = getattr(exc, "status", None) or getattr(exc, "response_code", None)
     if isinstance(exc, RateLimited):
@@ -117,7 +138,8 @@ def failure(exc: BaseException, *, host: str, token_variable: str, subject: str,
     elif status == 401:
         message = f"{host} refused the token (401); check ${token_variable}"
     elif status == 404:
-        message = f"{subject} was not found on {host}, or the token in ${token_variable} cannot see it"
+        were, it = ("were", "them") if plural else ("was", "it")
+        message = f"{subject} {were} not found on {host}, or the token in ${token_variable} cannot see {it}"
     elif status == 403:
         message = f"{host} denied access to {subject} (403); check the token's permissions in ${token_variable}"
     elif status is not None:
