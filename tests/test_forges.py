@@ -387,3 +387,73 @@ def test_a_deployment_whose_statuses_are_missing_is_named(write: WriteFile, reco
         f"source 'forge': the statuses of deployment 797 were not found on 127.0.0.1:{port}, "
         "or the token in $GITHUB_TOKEN cannot see them"
     ]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            held.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def _unreachable(write: WriteFile, kind: str, url: str, **keys: object) -> Path:
+    address = "base_url" if kind.startswith("github") else "url"
+    where = {"repo": "acme/shop"} if kind.startswith("github") else {"project": "acme/shop"}
+    lines = ["[[sources]]", 'name = "down"', f'type = "{kind}"', f'{address} = "{url}"', 'entity_id = "shop"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in {**where, **keys}.items()]
+    return write("backfill.toml", "\n".join(lines) + "\n")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["github-deployments", "gitlab-deployments"])
+def test_a_closed_port_fails_after_a_few_quick_retries(write: WriteFile, kind: str) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    sleeps: list[float] = []
+    result = _plan(_unreachable(write, kind, f"http://127.0.0.1:{port}"), sleeps=sleeps)
+    assert len(sleeps) <= 3 and sum(sleeps) <= 10
+    assert [str(failure).split(" (")[0] for failure in result.failures] == [
+        f"source 'down': cannot reach 127.0.0.1:{port}"
+    ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["github-releases", "gitlab-deployments"])
+def test_a_server_that_never_answers_fails_within_the_timeout(write: WriteFile, kind: str, silent_server: str) -> None:
+    sleeps: list[float] = []
+    keys: dict[str, object] = {"timeout": 1}
+    if kind == "github-releases":
+        keys["env"] = "production"
+    result = _plan(_unreachable(write, kind, silent_server, **keys), sleeps=sleeps)
+    assert len(sleeps) <= 3 and sum(sleeps) <= 10
+    host = silent_server.removeprefix("http://")
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'down': {host} did not answer within 1 s, 3 times; check the address and the network, "
+        "or raise timeout in this source"
+    ]

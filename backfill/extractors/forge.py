@@ -25,6 +25,9 @@ from backfill.errors import SourceError
 from backfill.extractors.base import SourceConfig
 from backfill.secrets import redact
 
+# Tries after the first when a host refuses, drops or does not answer a request.
+ERROR_RETRIES = 2
+
 
 class ForgeSource(SourceConfig):
     """Keys the GitHub and GitLab sources share."""
@@ -54,21 +57,34 @@ def read_errors(
     host: str,
     subject: str,
     client_errors: tuple[type[Exception], ...],
+    timeout: float | None = None,
 ) -> Iterator[None]:
-    """Turn what a forge client raises into one SourceError sentence naming the source."""
+    """Turn what a forge client raises into one SourceError sentence naming the source.
+
+    ``timeout`` is the one the client really uses, where it differs from the config's.
+    """
     import requests
 
     caught: tuple[type[Exception], ...] = (*client_errors, RateLimited, requests.RequestException)
     secrets = [environ.get(config.token_env)]
+    timeout = timeout or config.timeout
     try:
         yield
     except Reading as exc:
         message = failure(
-            exc.error, host=host, token_variable=config.token_env, subject=exc.subject, secrets=secrets, plural=True
+            exc.error,
+            host=host,
+            token_variable=config.token_env,
+            subject=exc.subject,
+            secrets=secrets,
+            plural=True,
+            timeout=timeout,
         )
         raise SourceError(config.name, message) from None
     except caught as exc:
-        message = failure(exc, host=host, token_variable=config.token_env, subject=subject, secrets=secrets)
+        message = failure(
+            exc, host=host, token_variable=config.token_env, subject=subject, secrets=secrets, timeout=timeout
+        )
         raise SourceError(config.name, message) from None
 
 
@@ -130,6 +146,7 @@ def failure(
     subject: str,
     secrets: Sequence[str | None],
     plural: bool = False,
+    timeout: float | None = None,
 ) -> str:
     """One sentence for a failed API read, without the token."""
     status = getattr(exc, "status", None) or getattr(exc, "response_code", None)
@@ -144,9 +161,27 @@ def failure(
         message = f"{host} denied access to {subject} (403); check the token's permissions in ${token_variable}"
     elif status is not None:
         message = f"{host} answered {status} for {subject}: {_first_line(str(exc))}"
+    elif timeout is not None and _timed_out(exc):
+        message = (
+            f"{host} did not answer within {timeout:g} s, {ERROR_RETRIES + 1} times; "
+            "check the address and the network, or raise timeout in this source"
+        )
     else:
         message = f"cannot reach {host} ({_first_line(str(exc))}); check the address and the network"
     return redact(message, [secret for secret in secrets if secret])
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a request failed for want of an answer (requests wraps urllib3's reason)."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, TimeoutError
+
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    if isinstance(reason, NewConnectionError):
+        return False  # refused or unresolvable (urllib3 files it under timeouts)
+    return isinstance(exc, requests.Timeout) or isinstance(reason, TimeoutError)
 
 
 def frame_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
