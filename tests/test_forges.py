@@ -457,3 +457,31 @@ def test_a_server_that_never_answers_fails_within_the_timeout(write: WriteFile, 
         f"source 'down': {host} did not answer within 1 s, 3 times; check the address and the network, "
         "or raise timeout in this source"
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "address"),
+    [("github-releases", "http://ghe.invalid/api/v3"), ("gitlab-releases", "http://gitlab.invalid")],
+)
+def test_a_token_is_never_sent_over_plain_http_to_another_machine(
+    write: WriteFile, monkeypatch: pytest.MonkeyPatch, kind: str, address: str
+) -> None:
+    variable = "GITHUB_TOKEN" if kind.startswith("github") else "GITLAB_TOKEN"
+    monkeypatch.setenv(variable, "tok-do-not-send")
+    path = _unreachable(write, kind, address, env="production")
+    message = str(_plan(path, sleeps=[]).failures[0])
+    host = address.split("/")[2]
+    assert message == (
+        f"source 'down': {address} is plain http on another machine: the token in ${variable} would cross the "
+        "network in clear text; use https, or set allow_http = true in this source if you really mean it"
+    )
+    assert "tok-do-not-send" not in message
+    # Told to, it goes ahead (and here meets the tests' network guard).
+    allowed = _unreachable(write, kind, address, env="production", allow_http=True)
+    assert str(_plan(allowed, sleeps=[]).failures[0]).startswith(f"source 'down': cannot reach {host} (")
+
+
+def test_without_a_token_plain_http_is_read(write: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    path = _unreachable(write, "gitlab-releases", "http://gitlab.invalid", env="production")
+    assert str(_plan(path, sleeps=[]).failures[0]).startswith("source 'down': cannot reach gitlab.invalid (")

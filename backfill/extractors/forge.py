@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from backfill.columns import ROW
 from backfill.errors import SourceError
 from backfill.extractors.base import SourceConfig
-from backfill.secrets import redact
+from backfill.secrets import is_loopback, redact
 
 # Tries after the first when a host refuses, drops or does not answer a request.
 ERROR_RETRIES = 2
@@ -39,6 +39,8 @@ class ForgeSource(SourceConfig):
     # Rate limits: wait up to this many seconds for a reset, stop (and say when) beyond it.
     max_rate_limit_wait: float = Field(default=300.0, ge=0, le=3600)
     timeout: float = Field(default=30.0, gt=0, le=600)
+    # Send the token over plain http to a host other than this machine.
+    allow_http: bool = False
 
     @model_validator(mode="after")
     def _entity_and_env(self) -> Self:
@@ -128,13 +130,23 @@ def rate_limit_wait(headers: Mapping[str, str], now: float | None = None) -> flo
     return 60.0
 
 
-def token(variable: str, environ: Mapping[str, str], warn: Callable[[str], None], source: str) -> str | None:
+def token(config: ForgeSource, url: str, environ: Mapping[str, str], warn: Callable[[str], None]) -> str | None:
+    """The source's token, if set; refused for plain http to another machine (the DevGrid key's rule)."""
+    variable = config.token_env
     value = environ.get(variable, "").strip() if variable else ""
     if not value:
         warn(
-            f"source '{source}': ${variable} is not set; reading without a token (lower rate limits, public data only)"
+            f"source '{config.name}': ${variable} is not set; "
+            "reading without a token (lower rate limits, public data only)"
         )
         return None
+    scheme = urlsplit(url).scheme.lower()
+    if scheme != "https" and not (scheme == "http" and (config.allow_http or is_loopback(url))):
+        raise SourceError(
+            config.name,
+            f"{url} is plain http on another machine: the token in ${variable} would cross the network in clear "
+            "text; use https, or set allow_http = true in this source if you really mean it",
+        )
     return value
 
 

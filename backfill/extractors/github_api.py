@@ -31,7 +31,7 @@ def repository(config: GithubSource, context: ExtractContext) -> Iterator[Reposi
 
     from backfill.extractors.forge_retry import RateLimitRetry
 
-    secret = token(config.token_env, context.environ, context.warn, config.name)
+    secret = token(config, config.base_url, context.environ, context.warn)
     client = Github(
         auth=Auth.Token(secret) if secret else None,
         base_url=config.base_url.rstrip("/"),
