@@ -51,6 +51,52 @@ def test_quotes_inside_unquoted_fields_fall_back_to_an_exact_count(write: WriteF
     assert plan.rejects.select("build_id", "reason").rows() == [("2", "the row has 4 fields but the header has 5")]
 
 
+def test_an_unterminated_quote_is_a_reject_naming_its_line_and_the_rows_after_it_are_read(write: WriteFile) -> None:
+    rows = [f"{n},2025-01-0{n}T00:00:00Z,success,production,run {n}\n" for n in range(1, 7)]
+    rows[2] = '3,2025-01-03T00:00:00Z,success,production,"a title that never closes\n'
+    write("runs.csv", HEADER + "".join(rows))
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv"))).plan
+    assert plan.events.get_column("build_id").to_list() == ["1", "2", "4", "5", "6"]
+    assert plan.rejects.select("row", "reason").rows() == [
+        (
+            3,
+            'line 4: a quoted field starts here and is never closed (a " with no closing "); '
+            "the lines after it are read as rows of their own",
+        ),
+    ]
+    assert plan.rejects.get_column("build_id").to_list() == ["3"]
+    counts = plan.counts.row(0, named=True)
+    assert (counts["read"], counts["events"], counts["rejected"]) == (6, 5, 1)
+
+
+def test_an_unterminated_quote_early_in_a_long_file(write: WriteFile) -> None:
+    # What follows the quote is far longer than the csv module's field limit (128 KiB).
+    rows = [f"{n},2025-01-01T00:00:00Z,success,production,run {n} {'x' * 40}\n" for n in range(1, 5001)]
+    rows[9] = '10,2025-01-01T00:00:00Z,success,production,"never closed\n'
+    write("runs.csv", HEADER + "".join(rows))
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv"))).plan
+    counts = plan.counts.row(0, named=True)
+    assert (counts["read"], counts["rejected"], counts["duplicates"], counts["events"]) == (5000, 1, 0, 4999)
+    assert plan.rejects.get_column("reason").to_list()[0].startswith("line 11: a quoted field starts here")
+
+
+def test_two_unterminated_quotes_and_a_quoted_new_line_between(write: WriteFile) -> None:
+    write(
+        "runs.csv",
+        HEADER + '1,2025-01-01T00:00:00Z,success,production,"open\n'
+        '2,2025-01-02T00:00:00Z,success,production,"two\nlines"\n'
+        '3,2025-01-03T00:00:00Z,success,production,say "hi\n'
+        '4,2025-01-04T00:00:00Z,success,production,"open again\n'
+        "5,2025-01-05T00:00:00Z,success,production,last\n",
+    )
+    plan = plan_for(write("backfill.toml", source_block("runs", "runs.csv"))).plan
+    # Read as a CSV reader reads it: the first quote closes at "two", then a field opens at lines" and runs on.
+    accounted = plan.counts.row(0, named=True)
+    assert accounted["read"] == accounted["events"] + accounted["rejected"] + accounted["skipped"]
+    assert [reason for reason in plan.rejects.get_column("reason").to_list() if "never closed" in reason]
+    assert "5" in plan.events.get_column("build_id").to_list()
+
+
 def test_bom_and_crlf_are_fine(write: WriteFile) -> None:
     write(
         "runs.csv", ("\ufeff" + HEADER + "1,2025-01-01T00:00:00Z,success,production,x\n").replace("\n", "\r\n").encode()
