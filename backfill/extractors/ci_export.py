@@ -14,7 +14,7 @@ from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, Model, Outcome, SourceConfig
 from backfill.extractors.csv_file import RAGGED, CsvFile, CsvFormatError
 from backfill.extractors.json_file import JsonFormatError, read_json_records, read_ndjson_records
-from backfill.extractors.mapping import FieldSource, MappingError, match_filter, raw_frame, resolve
+from backfill.extractors.mapping import RECORD, FieldSource, MappingError, match_filter, raw_frame, resolve
 from backfill.extractors.presets import PRESETS
 from backfill.patterns import patterns_regex
 from backfill.review import unescape_formula
@@ -117,12 +117,13 @@ class CiExportExtractor(Extractor):
         if file_format == "csv":
             csv_file = CsvFile(path, config.encoding)
             available = csv_file.columns
-        elif file_format == "json":
-            table = read_json_records(path, config.encoding, preset.record_keys)
-            available = table.columns
         else:
-            table = read_ndjson_records(path, config.encoding)
-            available = table.columns
+            if file_format == "json":
+                table = read_json_records(path, config.encoding, preset.record_keys)
+            else:
+                table = read_ndjson_records(path, config.encoding)
+            # The record number is the tool's, not a column of the user's file.
+            available = [name for name in table.columns if name != RECORD]
 
         sources = self._field_sources(config, available)
         if config.env is not None and sources["env"].columns:

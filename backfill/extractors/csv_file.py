@@ -23,9 +23,9 @@ from pathlib import Path
 
 import polars as pl
 
-from backfill.columns import ROW
+from backfill.extractors.mapping import RECORD
 
-RAGGED = "__ragged"
+RAGGED = "__backfill_ragged"
 # A byte that does not occur in CSV text, so that polars hands back whole lines.
 _LINE_SEPARATOR = "\x1f"
 # What remains of a line once its quoted text is removed (a quote left open runs to the end).
@@ -68,10 +68,10 @@ class CsvFile:
                 infer_schema=False,
                 separator=self.separator,
                 truncate_ragged_lines=True,
-                row_index_name=ROW,
+                row_index_name=RECORD,
                 row_index_offset=1,
             )
-            .select(ROW, *columns)
+            .select(RECORD, *columns)
             # A different record count than the line pass fails the query (ShapeError).
             .with_columns(pl.lit(_ragged_reasons(counts, len(self.columns))))
         )
@@ -90,7 +90,7 @@ class CsvFile:
             name: [row[index] if index < len(row) and row[index] != "" else None for row in rows]
             for name, index in positions.items()
         }
-        frame = pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(ROW, offset=1)
+        frame = pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(RECORD, offset=1)
         counts = pl.Series("fields", [len(row) for row in rows], dtype=pl.UInt32)
         reasons = _ragged_reasons(counts, len(self.columns))
         if unterminated:

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import polars as pl
 from pydantic import Field, model_validator
 
-from backfill.columns import ROW
 from backfill.errors import SourceError
 from backfill.extractors.base import SourceConfig
+from backfill.extractors.mapping import RECORD
 from backfill.secrets import is_loopback, redact
 
 # Tries after the first when a host refuses, drops or does not answer a request.
@@ -199,7 +199,7 @@ def _timed_out(exc: BaseException) -> bool:
 def frame_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
     """API objects (already reduced to the fields a source needs) as text columns with row numbers."""
     data = {name: [None if row.get(name) in (None, "") else str(row[name]) for row in rows] for name in columns}
-    return pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(ROW, offset=1)
+    return pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(RECORD, offset=1)
 
 
 def iso(value: Any) -> str | None:

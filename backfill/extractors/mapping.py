@@ -15,6 +15,10 @@ import polars as pl
 from backfill.columns import RAW_COLUMNS, ROW
 from backfill.patterns import patterns_regex
 
+# The record number while a file is read, under a name no export uses: a user's own
+# `row` field stays theirs. raw_frame hands it on as ROW.
+RECORD = "__backfill_record"
+
 
 class MappingError(Exception):
     """A column the mapping needs is not in the file; the message says which."""
@@ -81,11 +85,17 @@ def match_filter(rules: Mapping[str, str | Sequence[str]], available: Sequence[s
 
 
 def raw_frame(frame: pl.DataFrame | pl.LazyFrame, fields: Mapping[str, pl.Expr]) -> pl.LazyFrame:
-    """Select the raw event columns, in order; a column with no expression is empty."""
+    """Select the raw event columns, in order; a column with no expression is empty.
+
+    The record number comes from :data:`RECORD`, or from ``row`` where a source
+    numbers its own records (git tags).
+    """
     missing = pl.lit(None, dtype=pl.String)
-    return frame.lazy().select(
+    lazy = frame.lazy()
+    record = RECORD if RECORD in lazy.collect_schema() else ROW
+    return lazy.select(
         *(fields.get(name, missing).cast(pl.String).alias(name) for name in RAW_COLUMNS),
-        pl.col(ROW).cast(pl.UInt32),
+        pl.col(record).cast(pl.UInt32).alias(ROW),
     )
 
 
