@@ -213,3 +213,39 @@ def test_presets_read_csv_exports_too(write: WriteFile, preset: str, export: str
     config = write("backfill.toml", source_block("runs", "runs.csv", preset=preset, env="production"))
     event = plan_for(config).plan.events.row(0, named=True)
     assert (event["timestamp"], event["status"], event["build_id"]) == ("2023-11-14T22:13:20Z", "success", build_id)
+
+
+def test_github_actions_runs_of_2020_are_described_by_their_commit(write: WriteFile) -> None:
+    # Runs recorded in 2020 carry neither name nor display_title (GitHub added them later).
+    plan = plan_for(_config(write, "github_actions_runs_pygithub_2020.json", "github-actions", env="production")).plan
+    described = dict(plan.events.select("build_id", "description").iter_rows())
+    assert described["110932306"] == "Remove RateLimit.rate (#1529)"
+    assert described["110932159"] == "PullRequestReview is not a completable object (#1528)"
+    assert all(plan.events.get_column("description").to_list())
+    assert "\n" not in "".join(plan.events.get_column("description").to_list())
+
+
+def test_gitlab_job_listings_carry_the_commit_under_commit_id(write: WriteFile) -> None:
+    plan = plan_for(_config(write, "gitlab_jobs_gitlab_com.json", "gitlab-ci", env="production")).plan
+    event = _row(plan.events, "176919795")
+    assert (event["status"], event["build_commit_sha"], event["timestamp"]) == (
+        "failed",
+        "add237f6852e6108ee8e0246780a54ce909c6087",
+        "2019-03-13T14:17:47Z",
+    )
+    assert all(plan.events.get_column("build_commit_sha").to_list())
+
+
+def test_circleci_api_v1_builds(write: WriteFile) -> None:
+    # What CircleCI server installs still return: build_num, stop_time, outcome, vcs_revision.
+    plan = plan_for(_config(write, "circleci_v1_builds_mtchavez.json", "circleci", env="production")).plan
+    counts = plan.counts.row(0, named=True)
+    assert (counts["read"], counts["skipped"], counts["rejected"], counts["events"]) == (5, 1, 0, 4)
+    event = _row(plan.events, "231")
+    assert event["timestamp"] == "2016-07-29T00:17:52Z"
+    assert event["status"] == "success"  # no_tests: the job ran to its end with no test step
+    assert event["build_commit_sha"] == "b601b390c86a917d6615f160f2dc1de11b62b7c8"
+    assert event["build_url"] == "https://circleci.com/gh/mtchavez/circleci/231"
+    assert event["initiator"] == "none"
+    assert event["description"] == "Add note for minimum ruby version"
+    assert dict(plan.skips.select("reason", "rows").iter_rows()) == {"status 'not_run' is not a deployment": 1}

@@ -139,7 +139,7 @@ class CiExportExtractor(Extractor):
                 raise MappingError(f"column '{config.hotfix_column}' (hotfix_column) is not in the file")
             needed.add(config.hotfix_column)
 
-        expressions = {field: source.expression() for field, source in sources.items()}
+        expressions = {field: source.expression(preset.first_line) for field, source in sources.items()}
         if config.build_id_prefix:
             build_id = expressions["build_id"]
             # A blank build id stays missing: the prefix alone is not an id.

@@ -7,7 +7,7 @@ exist; a preset's candidates are used where present.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -31,14 +31,19 @@ class FieldSource:
     columns: tuple[str, ...] = ()
     constant: str | None = None
 
-    def expression(self) -> pl.Expr:
+    def expression(self, first_line: Collection[str] = ()) -> pl.Expr:
+        """The values; a column named in ``first_line`` gives only its first line (a commit message)."""
         if self.constant is not None:
             return pl.lit(self.constant, dtype=pl.String)
         if not self.columns:
             return pl.lit(None, dtype=pl.String)
+
+        def column(name: str) -> pl.Expr:
+            return pl.col(name).str.extract(r"^([^\r\n]*)", 1) if name in first_line else pl.col(name)
+
         if len(self.columns) == 1:
-            return pl.col(self.columns[0])  # normalization turns a blank value into null
-        return pl.coalesce([_blank_as_null(pl.col(name)) for name in self.columns])
+            return column(self.columns[0])  # normalization turns a blank value into null
+        return pl.coalesce([_blank_as_null(column(name)) for name in self.columns])
 
 
 def _blank_as_null(column: pl.Expr) -> pl.Expr:
