@@ -12,6 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, Model, Outcome, SourceConfig
+from backfill.extractors.ci_scope import mixed_scope_warning, scope_columns
 from backfill.extractors.csv_file import RAGGED, CsvFile, CsvFormatError
 from backfill.extractors.json_file import JsonFormatError, read_json_records, read_ndjson_records
 from backfill.extractors.mapping import RECORD, FieldSource, MappingError, match_filter, raw_frame, resolve
@@ -126,6 +127,15 @@ class CiExportExtractor(Extractor):
             available = [name for name in table.columns if name != RECORD]
 
         sources = self._field_sources(config, available)
+        scope = scope_columns(preset.scope, available) if not config.match else {}
+        if scope:
+            names = list(dict.fromkeys(scope.values()))
+            values = (
+                csv_file.values(names) if csv_file is not None else table.select(names) if table is not None else None
+            )
+            warning = mixed_scope_warning(config.name, values, scope) if values is not None else None
+            if warning:
+                self.context.warn(warning)
         if config.env is not None and sources["env"].columns:
             self.context.warn(
                 f"source '{config.name}': the file has an environment column "

@@ -76,6 +76,17 @@ class CsvFile:
             .with_columns(pl.lit(_ragged_reasons(counts, len(self.columns))))
         )
 
+    def values(self, columns: Sequence[str]) -> pl.DataFrame:
+        """Only the given columns, as text, without the field-count check (for a summary)."""
+        try:
+            return (
+                pl.scan_csv(self._source, infer_schema=False, separator=self.separator, truncate_ragged_lines=True)
+                .select(*columns)
+                .collect()
+            )
+        except pl.exceptions.PolarsError:
+            return self.read_leniently(columns).select(*columns)
+
     def read_leniently(self, columns: Sequence[str]) -> pl.DataFrame:
         """Like :meth:`scan`, through Python's csv module: for files polars refuses."""
         text = self._source.decode("utf-8-sig") if isinstance(self._source, bytes) else self._read_text()

@@ -35,6 +35,8 @@ class Preset:
     unescape_formulas: bool = False
     # Columns that hold a commit message: only its first line is used.
     first_line: tuple[str, ...] = ()
+    # Where a run names its workflow, branch and triggering event (see ci_scope).
+    scope: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
 
 
@@ -81,6 +83,7 @@ GITHUB_ACTIONS = Preset(
     ),
     record_keys=("workflow_runs",),
     first_line=("head_commit.message",),
+    scope={"workflow": ("name", "workflowName"), "branch": ("head_branch", "headBranch"), "event": ("event",)},
     notes=(
         "DevLake counts cancelled runs as failures; a cancelled run deployed nothing, so it is skipped here.",
         "A run re-run keeps its id: the latest attempt wins the dedupe.",
@@ -118,6 +121,7 @@ GITLAB_CI = Preset(
             "blocked",
         ),
     ),
+    scope={"branch": ("ref", "deployable.ref"), "event": ("source",)},
     notes=(
         "DevLake counts a canceled deployment as a failure; it deployed nothing, so it is skipped here.",
         "DevLake reads the undocumented deployment status 'completed' as success; it is rejected as "
@@ -215,6 +219,7 @@ AZURE_DEVOPS = Preset(
         skip=("canceled", "none"),
     ),
     record_keys=("value",),
+    scope={"workflow": ("definition.name",), "branch": ("sourceBranch",), "event": ("reason",)},
     notes=(
         "partiallySucceeded ran to its end with failing non-critical tasks, so it counts as a "
         "successful deployment, as Jenkins' UNSTABLE does.",
