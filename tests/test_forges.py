@@ -481,6 +481,14 @@ def test_a_token_is_never_sent_over_plain_http_to_another_machine(
     assert str(_plan(allowed, sleeps=[]).failures[0]).startswith(f"source 'down': cannot reach {host} (")
 
 
+def test_a_token_goes_to_http_urls_only(write: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "tok-do-not-send")
+    path = _unreachable(write, "github-releases", "ftp://ghe.invalid/api/v3", env="production")
+    assert [str(failure) for failure in _plan(path, sleeps=[]).failures] == [
+        "source 'down': ftp://ghe.invalid/api/v3 is not an http(s) URL; use https://HOST"
+    ]
+
+
 def test_without_a_token_plain_http_is_read(write: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITLAB_TOKEN", raising=False)
     path = _unreachable(write, "gitlab-releases", "http://gitlab.invalid", env="production")

@@ -141,7 +141,9 @@ def token(config: ForgeSource, url: str, environ: Mapping[str, str], warn: Calla
         )
         return None
     scheme = urlsplit(url).scheme.lower()
-    if scheme != "https" and not (scheme == "http" and (config.allow_http or is_loopback(url))):
+    if scheme not in ("http", "https"):
+        raise SourceError(config.name, f"{url} is not an http(s) URL; use https://HOST")
+    if scheme == "http" and not (config.allow_http or is_loopback(url)):
         raise SourceError(
             config.name,
             f"{url} is plain http on another machine: the token in ${variable} would cross the network in clear "
