@@ -78,6 +78,8 @@ class Normalize(Model):
     default_timezone: str = "UTC"
     # Mark rollbacks (a commit deployed again after a later one) with deployment_type = "rollback".
     infer_rollbacks: bool = True
+    # An epoch timestamp before this year is rejected: a number that is not a deployment time.
+    earliest_epoch_year: int = Field(default=2000, ge=1970, le=2100)
 
     @field_validator("environments")
     @classmethod

@@ -66,6 +66,7 @@ def plan_run(
         default_timezone=config.normalize.default_timezone,
         now=now,
         infer_rollbacks=config.normalize.infer_rollbacks,
+        earliest_epoch_year=config.normalize.earliest_epoch_year,
     )
     context = ExtractContext(
         cache_dir=Path(config.state.path).parent, warn=warnings.append, notice=notice or warnings.append, sleep=sleep

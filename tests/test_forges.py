@@ -356,3 +356,140 @@ def test_the_offline_forge_demo(write: WriteFile, replay: Replay) -> None:
     result = plan_run(config.model_copy(update={"sources": quick}), now=NOW)
     assert result.failures == []
     assert result.plan.counts.get_column("events").to_list() == [26, 1, 2, 2]
+
+
+@pytest.fixture
+def recorded() -> Iterator[Replay]:
+    """Recordings kept with the tests (tests/fixtures/forges)."""
+    yield from _serve(REPO / "tests" / "fixtures" / "forges")
+
+
+def test_a_github_deployment_is_dated_by_the_status_that_decided_it(write: WriteFile, recorded: Replay) -> None:
+    # Deployment 801 of sigmavirus24/github3.py succeeded on 2014-02-25; success was posted again until 2018.
+    path = _config(write, recorded, "github-deployments", repo="sigmavirus24/github3.py")
+    result = _plan(path, since=datetime(2014, 2, 24, tzinfo=UTC))
+    assert result.failures == []
+    assert result.plan.events.select("build_id", "status", "timestamp", "build_commit_sha").rows() == [
+        ("801", "success", "2014-02-25T02:57:29Z", "aa0b457c3c7692a0da05b6771ce44c980febd4a1")
+    ]
+    # One listing of statuses; no status is fetched again for a field the listing lacked.
+    assert recorded.requests() == [
+        "/repos/sigmavirus24/github3.py/deployments?per_page=100",
+        "/repos/sigmavirus24/github3.py/deployments/801/statuses?per_page=100",
+    ]
+
+
+def test_a_deployment_whose_statuses_are_missing_is_named(write: WriteFile, recorded: Replay) -> None:
+    path = _config(write, recorded, "github-deployments", repo="sigmavirus24/github3.py")
+    result = _plan(path)
+    port = recorded.url.rsplit(":", 1)[1]
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'forge': the statuses of deployment 797 were not found on 127.0.0.1:{port}, "
+        "or the token in $GITHUB_TOKEN cannot see them"
+    ]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            held.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def _unreachable(write: WriteFile, kind: str, url: str, **keys: object) -> Path:
+    address = "base_url" if kind.startswith("github") else "url"
+    where = {"repo": "acme/shop"} if kind.startswith("github") else {"project": "acme/shop"}
+    lines = ["[[sources]]", 'name = "down"', f'type = "{kind}"', f'{address} = "{url}"', 'entity_id = "shop"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in {**where, **keys}.items()]
+    return write("backfill.toml", "\n".join(lines) + "\n")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["github-deployments", "gitlab-deployments"])
+def test_a_closed_port_fails_after_a_few_quick_retries(write: WriteFile, kind: str) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    sleeps: list[float] = []
+    result = _plan(_unreachable(write, kind, f"http://127.0.0.1:{port}"), sleeps=sleeps)
+    assert len(sleeps) <= 3 and sum(sleeps) <= 10
+    assert [str(failure).split(" (")[0] for failure in result.failures] == [
+        f"source 'down': cannot reach 127.0.0.1:{port}"
+    ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["github-releases", "gitlab-deployments"])
+def test_a_server_that_never_answers_fails_within_the_timeout(write: WriteFile, kind: str, silent_server: str) -> None:
+    sleeps: list[float] = []
+    keys: dict[str, object] = {"timeout": 1}
+    if kind == "github-releases":
+        keys["env"] = "production"
+    result = _plan(_unreachable(write, kind, silent_server, **keys), sleeps=sleeps)
+    assert len(sleeps) <= 3 and sum(sleeps) <= 10
+    host = silent_server.removeprefix("http://")
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'down': {host} did not answer within 1 s, 3 times; check the address and the network, "
+        "or raise timeout in this source"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "address"),
+    [("github-releases", "http://ghe.invalid/api/v3"), ("gitlab-releases", "http://gitlab.invalid")],
+)
+def test_a_token_is_never_sent_over_plain_http_to_another_machine(
+    write: WriteFile, monkeypatch: pytest.MonkeyPatch, kind: str, address: str
+) -> None:
+    variable = "GITHUB_TOKEN" if kind.startswith("github") else "GITLAB_TOKEN"
+    monkeypatch.setenv(variable, "tok-do-not-send")
+    path = _unreachable(write, kind, address, env="production")
+    message = str(_plan(path, sleeps=[]).failures[0])
+    host = address.split("/")[2]
+    assert message == (
+        f"source 'down': {address} is plain http on another machine: the token in ${variable} would cross the "
+        "network in clear text; use https, or set allow_http = true in this source if you really mean it"
+    )
+    assert "tok-do-not-send" not in message
+    # Told to, it goes ahead (and here meets the tests' network guard).
+    allowed = _unreachable(write, kind, address, env="production", allow_http=True)
+    assert str(_plan(allowed, sleeps=[]).failures[0]).startswith(f"source 'down': cannot reach {host} (")
+
+
+def test_a_token_goes_to_http_urls_only(write: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "tok-do-not-send")
+    path = _unreachable(write, "github-releases", "ftp://ghe.invalid/api/v3", env="production")
+    assert [str(failure) for failure in _plan(path, sleeps=[]).failures] == [
+        "source 'down': ftp://ghe.invalid/api/v3 is not an http(s) URL; use https://HOST"
+    ]
+
+
+def test_without_a_token_plain_http_is_read(write: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    path = _unreachable(write, "gitlab-releases", "http://gitlab.invalid", env="production")
+    assert str(_plan(path, sleeps=[]).failures[0]).startswith("source 'down': cannot reach gitlab.invalid (")

@@ -267,3 +267,16 @@ def test_an_explicit_deployment_type_and_the_hotfix_pattern_win_over_the_rule(wr
         ("4", "hotfix"),
         ("5", "hotfix"),
     ]
+
+
+def test_epoch_times_before_the_earliest_epoch_year_are_rejected_and_the_year_is_a_setting(write: WriteFile) -> None:
+    rows = "1,2023,success,production,a\n2,20230601,success,production,a\n3,1000000000,success,production,a\n"
+    reasons = _rejects(write, rows)
+    assert list(reasons) == ["1"]
+    assert reasons["1"].startswith("timestamp '2023' read as epoch time falls before [normalize] earliest_epoch_year")
+    events = _plan(write, rows, "[normalize]\nearliest_epoch_year = 1970\n")
+    assert events.select("build_id", "timestamp").rows() == [
+        ("1", "1970-01-01T00:33:43Z"),
+        ("3", "2001-09-09T01:46:40Z"),
+        ("2", "2023-06-01T00:00:00Z"),
+    ]

@@ -213,3 +213,86 @@ def test_presets_read_csv_exports_too(write: WriteFile, preset: str, export: str
     config = write("backfill.toml", source_block("runs", "runs.csv", preset=preset, env="production"))
     event = plan_for(config).plan.events.row(0, named=True)
     assert (event["timestamp"], event["status"], event["build_id"]) == ("2023-11-14T22:13:20Z", "success", build_id)
+
+
+def test_github_actions_runs_of_2020_are_described_by_their_commit(write: WriteFile) -> None:
+    # Runs recorded in 2020 carry neither name nor display_title (GitHub added them later).
+    plan = plan_for(_config(write, "github_actions_runs_pygithub_2020.json", "github-actions", env="production")).plan
+    described = dict(plan.events.select("build_id", "description").iter_rows())
+    assert described["110932306"] == "Remove RateLimit.rate (#1529)"
+    assert described["110932159"] == "PullRequestReview is not a completable object (#1528)"
+    assert all(plan.events.get_column("description").to_list())
+    assert "\n" not in "".join(plan.events.get_column("description").to_list())
+
+
+def test_gitlab_job_listings_carry_the_commit_under_commit_id(write: WriteFile) -> None:
+    plan = plan_for(_config(write, "gitlab_jobs_gitlab_com.json", "gitlab-ci", env="production")).plan
+    event = _row(plan.events, "176919795")
+    assert (event["status"], event["build_commit_sha"], event["timestamp"]) == (
+        "failed",
+        "add237f6852e6108ee8e0246780a54ce909c6087",
+        "2019-03-13T14:17:47Z",
+    )
+    assert all(plan.events.get_column("build_commit_sha").to_list())
+
+
+def test_circleci_api_v1_builds(write: WriteFile) -> None:
+    # What CircleCI server installs still return: build_num, stop_time, outcome, vcs_revision.
+    plan = plan_for(_config(write, "circleci_v1_builds_mtchavez.json", "circleci", env="production")).plan
+    counts = plan.counts.row(0, named=True)
+    assert (counts["read"], counts["skipped"], counts["rejected"], counts["events"]) == (5, 1, 0, 4)
+    event = _row(plan.events, "231")
+    assert event["timestamp"] == "2016-07-29T00:17:52Z"
+    assert event["status"] == "success"  # no_tests: the job ran to its end with no test step
+    assert event["build_commit_sha"] == "b601b390c86a917d6615f160f2dc1de11b62b7c8"
+    assert event["build_url"] == "https://circleci.com/gh/mtchavez/circleci/231"
+    assert event["initiator"] == "none"
+    assert event["description"] == "Add note for minimum ruby version"
+    assert dict(plan.skips.select("reason", "rows").iter_rows()) == {"status 'not_run' is not a deployment": 1}
+
+
+def test_an_unfiltered_run_listing_that_mixes_workflows_branches_and_events_is_warned(write: WriteFile) -> None:
+    result = plan_for(_config(write, "github_actions_runs_panjf2000_ants.json", "github-actions", env="production"))
+    assert [warning for warning in result.warnings if "no match is set" in warning] == [
+        "source 'runs': no match is set, and the runs mix 3 workflows (CodeQL 29, Lint 3, Tests 3), 3 branches "
+        "(Fix_rm_redundancy_code 17, master 17, CodeQL 1) and 3 events (pull_request 21, schedule 11, push 3); "
+        "every one would be sent as a deployment (test runs, feature branches and pull requests too). To keep "
+        "only the deploy workflow on the default branch, add to this source: "
+        'match = { name = "<your deploy workflow>", head_branch = "master", event = "push" }'
+    ]
+
+
+def test_the_suggested_match_names_a_deploy_workflow_and_main(write: WriteFile) -> None:
+    header = "id,name,head_branch,event,updated_at,conclusion,head_sha\n"
+    rows = [
+        "1,Tests,feature/x,pull_request,2025-01-01T00:00:00Z,success,a\n",
+        "2,Deploy to production,main,push,2025-01-02T00:00:00Z,success,b\n",
+        "3,Tests,main,push,2025-01-02T00:00:00Z,success,b\n",
+        "4,Deploy to production,main,push,2025-01-03T00:00:00Z,failure,c\n",
+    ]
+    write("runs.csv", header + "".join(rows))
+    result = plan_for(write("backfill.toml", source_block("runs", "runs.csv", env="production")))
+    warning = next(warning for warning in result.warnings if "no match is set" in warning)
+    assert "2 workflows (Deploy to production 2, Tests 2), 2 branches (main 3, feature/x 1)" in warning
+    assert warning.endswith('match = { name = "Deploy to production", head_branch = "main", event = "push" }')
+    # Following the advice keeps the two deployments.
+    keep = {"name": "Deploy to production", "head_branch": "main", "event": "push"}
+    followed = plan_for(write("backfill.toml", source_block("runs", "runs.csv", env="production", match=keep)))
+    assert followed.plan.events.get_column("build_id").to_list() == ["2", "4"]
+    assert not [warning for warning in followed.warnings if "no match is set" in warning]
+
+
+def test_one_workflow_on_one_branch_is_not_warned(write: WriteFile) -> None:
+    header = "id,name,head_branch,event,updated_at,conclusion,head_sha\n"
+    rows = "1,Deploy,main,push,2025-01-01T00:00:00Z,success,a\n2,Deploy,main,push,2025-01-02T00:00:00Z,failure,b\n"
+    write("runs.csv", header + rows)
+    result = plan_for(write("backfill.toml", source_block("runs", "runs.csv", env="production")))
+    assert not [warning for warning in result.warnings if "no match is set" in warning]
+
+
+def test_only_what_is_mixed_is_named(write: WriteFile) -> None:
+    # PyGithub's 2020 runs: one event (push), no workflow name, but branches other than master.
+    result = plan_for(_config(write, "github_actions_runs_pygithub_2020.json", "github-actions", env="production"))
+    warning = next(warning for warning in result.warnings if "no match is set" in warning)
+    assert "the runs mix 3 branches (master 3, " in warning and "workflow" not in warning.split(";")[0]
+    assert warning.endswith('match = { head_branch = "master", event = "push" }')

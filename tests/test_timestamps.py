@@ -13,12 +13,18 @@ from backfill.pipeline.verdicts import VERDICT, Verdict, reason
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def parse(value: str | None, timezone: str = "UTC", duration_ms: str | None = None) -> tuple[str | None, str | None]:
+def parse(
+    value: str | None,
+    timezone: str = "UTC",
+    duration_ms: str | None = None,
+    now: datetime = NOW,
+    earliest_epoch_year: int = 2000,
+) -> tuple[str | None, str | None]:
     """The instant as text, or the sentence a rejected row gets."""
     frame = pl.LazyFrame(
         {"timestamp": [value], "duration_ms": [duration_ms]}, schema={"timestamp": pl.String, "duration_ms": pl.String}
     )
-    parsed = add_timestamp(frame, timezone, NOW).with_columns(
+    parsed = add_timestamp(frame, timezone, now, earliest_epoch_year).with_columns(
         pl.col(TS_VERDICT).alias(VERDICT),
         pl.col("timestamp").alias("_raw_timestamp"),
         *(
@@ -107,3 +113,89 @@ def test_mixed_forms_in_one_column() -> None:
         None,
         None,
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20230601", "2023-06-01T00:00:00.000000Z"),  # not 1970-08-23 in epoch seconds
+        ("20230601T120000Z", "2023-06-01T12:00:00.000000Z"),
+        ("20230601t120000z", "2023-06-01T12:00:00.000000Z"),
+        ("20230601T120000", "2023-06-01T12:00:00.000000Z"),
+        ("20230601T1200Z", "2023-06-01T12:00:00.000000Z"),
+        ("20230601T120000.25+0530", "2023-06-01T06:30:00.250000Z"),
+        ("20230601T120000-08:00", "2023-06-01T20:00:00.000000Z"),
+        ("20230601120000", "2023-06-01T12:00:00.000000Z"),
+        ("2025-01-15T14:30:00-0800", "2025-01-15T22:30:00.000000Z"),
+        ("2025-01-15T14:30:00.5-08:00", "2025-01-15T22:30:00.500000Z"),
+        ("2025-01-15T14:30:00+14:00", "2025-01-15T00:30:00.000000Z"),
+        ("2025-01-15T14:30:00-12:00", "2025-01-16T02:30:00.000000Z"),
+        ("2025-01-15 14:30:00+0545", "2025-01-15T08:45:00.000000Z"),  # Nepal
+        ("2025-01-15T14:30:00+00:00", "2025-01-15T14:30:00.000000Z"),
+        ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00.000000Z"),  # a leap second
+        ("2016-12-31 23:59:60Z", "2017-01-01T00:00:00.000000Z"),
+        ("2016-12-31T23:59:60.5Z", "2017-01-01T00:00:00.500000Z"),
+        ("946684800", "2000-01-01T00:00:00.000000Z"),  # the earliest epoch second accepted by default
+        ("946684800000", "2000-01-01T00:00:00.000000Z"),  # milliseconds
+    ],
+)
+def test_compact_dates_offsets_and_leap_seconds(value: str, expected: str) -> None:
+    assert parse(value) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2040-02-29T00:00:00Z", "2040-02-29T00:00:00.000000Z"),
+        ("2147483648", "2038-01-19T03:14:08.000000Z"),  # past 32-bit epoch seconds
+        ("2240611200000", "2041-01-01T00:00:00.000000Z"),
+        ("20400101", "2040-01-01T00:00:00.000000Z"),
+    ],
+)
+def test_years_past_2038(value: str, expected: str) -> None:
+    assert parse(value, now=datetime(2050, 1, 1, tzinfo=UTC)) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2025-01-15T14:30:00+99:99",
+        "2025-01-15T14:30:00+24:00",
+        "2025-01-15T14:30:00+15:00",
+        "2025-01-15T14:30:00-1500",
+        "2025-01-15 14:30:00+05:60",
+        "20250115T143000+2400",
+    ],
+)
+def test_an_offset_no_place_has_is_rejected(value: str) -> None:
+    assert parse(value) == (None, f"timestamp '{value}' has an offset no place has (they run from -14:00 to +14:00)")
+
+
+@pytest.mark.parametrize("value", ["2023", "0", "123456789", "946684799", "946684799999", "12345"])
+def test_an_epoch_time_too_old_for_a_deployment_is_rejected(value: str) -> None:
+    assert parse(value) == (
+        None,
+        f"timestamp '{value}' read as epoch time falls before [normalize] earliest_epoch_year (2000 unless set), "
+        "too old for a deployment; check the column, or lower earliest_epoch_year",
+    )
+
+
+def test_the_earliest_epoch_year_is_a_setting() -> None:
+    assert parse("123456789", earliest_epoch_year=1970) == ("1973-11-29T21:33:09.000000Z", None)
+    assert parse("1736951400", earliest_epoch_year=2026)[0] is None
+    # Written dates are what they say, however old.
+    assert parse("1999-12-31T23:00:00Z") == ("1999-12-31T23:00:00.000000Z", None)
+
+
+@pytest.mark.parametrize("value", ["20231301", "20230230", "20230601T250000Z"])
+def test_an_impossible_compact_date_is_rejected(value: str) -> None:
+    assert parse(value) == (None, f"timestamp '{value}' is not a valid ISO 8601 or epoch time")
+
+
+def test_a_negative_duration_is_rejected() -> None:
+    # A Jenkins build whose duration went negative would land 31 years before it ran.
+    assert parse("1650024049161", duration_ms="-1000000000000") == (
+        None,
+        "duration_ms '-1000000000000' is negative; a run cannot end before it starts",
+    )
+    assert parse("1650024049161", duration_ms="0") == ("2022-04-15T12:00:49.161000Z", None)

@@ -12,9 +12,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from backfill.errors import SourceError
 from backfill.extractors.base import Extracted, Extractor, Model, Outcome, SourceConfig
+from backfill.extractors.ci_scope import mixed_scope_warning, scope_columns
 from backfill.extractors.csv_file import RAGGED, CsvFile, CsvFormatError
 from backfill.extractors.json_file import JsonFormatError, read_json_records, read_ndjson_records
-from backfill.extractors.mapping import FieldSource, MappingError, match_filter, raw_frame, resolve
+from backfill.extractors.mapping import RECORD, FieldSource, MappingError, match_filter, raw_frame, resolve
 from backfill.extractors.presets import PRESETS
 from backfill.patterns import patterns_regex
 from backfill.review import unescape_formula
@@ -117,14 +118,24 @@ class CiExportExtractor(Extractor):
         if file_format == "csv":
             csv_file = CsvFile(path, config.encoding)
             available = csv_file.columns
-        elif file_format == "json":
-            table = read_json_records(path, config.encoding, preset.record_keys)
-            available = table.columns
         else:
-            table = read_ndjson_records(path, config.encoding)
-            available = table.columns
+            if file_format == "json":
+                table = read_json_records(path, config.encoding, preset.record_keys)
+            else:
+                table = read_ndjson_records(path, config.encoding)
+            # The record number is the tool's, not a column of the user's file.
+            available = [name for name in table.columns if name != RECORD]
 
         sources = self._field_sources(config, available)
+        scope = scope_columns(preset.scope, available) if not config.match else {}
+        if scope:
+            names = list(dict.fromkeys(scope.values()))
+            values = (
+                csv_file.values(names) if csv_file is not None else table.select(names) if table is not None else None
+            )
+            warning = mixed_scope_warning(config.name, values, scope) if values is not None else None
+            if warning:
+                self.context.warn(warning)
         if config.env is not None and sources["env"].columns:
             self.context.warn(
                 f"source '{config.name}': the file has an environment column "
@@ -138,7 +149,7 @@ class CiExportExtractor(Extractor):
                 raise MappingError(f"column '{config.hotfix_column}' (hotfix_column) is not in the file")
             needed.add(config.hotfix_column)
 
-        expressions = {field: source.expression() for field, source in sources.items()}
+        expressions = {field: source.expression(preset.first_line) for field, source in sources.items()}
         if config.build_id_prefix:
             build_id = expressions["build_id"]
             # A blank build id stays missing: the prefix alone is not an id.

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import polars as pl
 
-from backfill.columns import ROW
+from backfill.extractors.mapping import RECORD
 
-RAGGED = "__ragged"
+RAGGED = "__backfill_ragged"
 # A byte that does not occur in CSV text, so that polars hands back whole lines.
 _LINE_SEPARATOR = "\x1f"
 # What remains of a line once its quoted text is removed (a quote left open runs to the end).
@@ -58,35 +58,60 @@ class CsvFile:
 
     def scan(self, columns: Sequence[str]) -> pl.LazyFrame:
         """The given columns as text, the record number, and a reason for each ragged row."""
-        counts = self._count_fields_by_line()
+        counts, quotes_balance = self._count_fields_by_line()
+        if not quotes_balance:
+            # A quote may open a field that never closes; only the exact reading can tell.
+            return self.read_leniently(columns).lazy()
         return (
             pl.scan_csv(
                 self._source,
                 infer_schema=False,
                 separator=self.separator,
                 truncate_ragged_lines=True,
-                row_index_name=ROW,
+                row_index_name=RECORD,
                 row_index_offset=1,
             )
-            .select(ROW, *columns)
+            .select(RECORD, *columns)
             # A different record count than the line pass fails the query (ShapeError).
             .with_columns(pl.lit(_ragged_reasons(counts, len(self.columns))))
         )
 
+    def values(self, columns: Sequence[str]) -> pl.DataFrame:
+        """Only the given columns, as text, without the field-count check (for a summary)."""
+        try:
+            return (
+                pl.scan_csv(self._source, infer_schema=False, separator=self.separator, truncate_ragged_lines=True)
+                .select(*columns)
+                .collect()
+            )
+        except pl.exceptions.PolarsError:
+            return self.read_leniently(columns).select(*columns)
+
     def read_leniently(self, columns: Sequence[str]) -> pl.DataFrame:
         """Like :meth:`scan`, through Python's csv module: for files polars refuses."""
         text = self._source.decode("utf-8-sig") if isinstance(self._source, bytes) else self._read_text()
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.separator)
-        next(reader, None)
-        rows = list(reader)
+        # A field can be as long as the file (a quote that never closes), not just the csv module's 128 KiB.
+        limit = csv.field_size_limit(min(len(text) + 1, 2**31 - 1))
+        try:
+            rows, unterminated = _records(io.StringIO(text, newline="").readlines(), self.separator)
+        finally:
+            csv.field_size_limit(limit)
         positions = {name: self.columns.index(name) for name in columns}
         data = {
             name: [row[index] if index < len(row) and row[index] != "" else None for row in rows]
             for name, index in positions.items()
         }
-        frame = pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(ROW, offset=1)
+        frame = pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(RECORD, offset=1)
         counts = pl.Series("fields", [len(row) for row in rows], dtype=pl.UInt32)
-        return frame.with_columns(_ragged_reasons(counts, len(self.columns)))
+        reasons = _ragged_reasons(counts, len(self.columns))
+        if unterminated:
+            sentences = [
+                f'line {line}: a quoted field starts here and is never closed (a " with no closing "); '
+                "the lines after it are read as rows of their own"
+                for line in unterminated.values()
+            ]
+            reasons = reasons.scatter(list(unterminated), pl.Series(sentences, dtype=pl.String))
+        return frame.with_columns(reasons)
 
     def _read_text(self) -> str:
         try:
@@ -94,8 +119,11 @@ class CsvFile:
         except UnicodeDecodeError as exc:
             raise CsvFormatError(_describe_bad_utf8(self.path)) from exc
 
-    def _count_fields_by_line(self) -> pl.Series:
-        """Fields per record (0 for a blank line); a quoted field may span lines."""
+    def _count_fields_by_line(self) -> tuple[pl.Series, bool]:
+        """Fields per record (0 for a blank line), and whether the file's quotes pair up.
+
+        A quoted field may span lines.
+        """
         lines = pl.scan_csv(
             self._source,
             has_header=False,
@@ -138,7 +166,7 @@ class CsvFile:
             )
         counts = pl.when(pl.col("blank")).then(0).otherwise(pl.col("separators") + 1)
         # Record 0 is the header.
-        return frame.select(counts.cast(pl.UInt32).alias("fields")).to_series().slice(1)
+        return frame.select(counts.cast(pl.UInt32).alias("fields")).to_series().slice(1), quotes.sum() % 2 == 0
 
     def _explain(self, exc: Exception) -> CsvFormatError:
         text = str(exc)
@@ -146,6 +174,44 @@ class CsvFile:
             return CsvFormatError(_describe_bad_utf8(self.path))
         first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return CsvFormatError(f"cannot be read as CSV ({first_line}); check that it is a comma-separated export")
+
+
+def _records(lines: list[str], separator: str) -> tuple[list[list[str]], dict[int, int]]:
+    """The data records as Python's csv module reads them, and where a quote never closes.
+
+    A quote that opens a field and never closes swallows every line after it
+    into one field. That record becomes its first line alone (its index maps
+    to the line where it starts, 1-based), and the lines after it are read
+    again as records of their own, so that every line is accounted for.
+    """
+    header = csv.reader(lines, delimiter=separator)
+    next(header, None)
+    start = header.line_num
+    rows: list[list[str]] = []
+    unterminated: dict[int, int] = {}
+    while True:
+        reader = csv.reader(lines[start:], delimiter=separator)
+        ends = [0]
+        for row in reader:
+            rows.append(row)
+            ends.append(reader.line_num)
+        if len(ends) == 1 or not _never_closes(lines[start + ends[-2] :], separator):
+            return rows, unterminated
+        last_start = start + ends[-2]
+        # The line alone, for the rejects file: its fields up to the quote are as written.
+        rows[-1] = next(csv.reader(lines[last_start : last_start + 1], delimiter=separator), [])
+        unterminated[len(rows) - 1] = last_start + 1
+        start = last_start + 1
+
+
+def _never_closes(lines: list[str], separator: str) -> bool:
+    """Whether one record's lines end inside a quoted field (only a strict reader says so)."""
+    try:
+        for _ in csv.reader(lines, delimiter=separator, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _ragged_reasons(counts: pl.Series, expected: int) -> pl.Series:

@@ -20,10 +20,13 @@ from urllib.parse import urlsplit
 import polars as pl
 from pydantic import Field, model_validator
 
-from backfill.columns import ROW
 from backfill.errors import SourceError
 from backfill.extractors.base import SourceConfig
-from backfill.secrets import redact
+from backfill.extractors.mapping import RECORD
+from backfill.secrets import is_loopback, redact
+
+# Tries after the first when a host refuses, drops or does not answer a request.
+ERROR_RETRIES = 2
 
 
 class ForgeSource(SourceConfig):
@@ -36,6 +39,8 @@ class ForgeSource(SourceConfig):
     # Rate limits: wait up to this many seconds for a reset, stop (and say when) beyond it.
     max_rate_limit_wait: float = Field(default=300.0, ge=0, le=3600)
     timeout: float = Field(default=30.0, gt=0, le=600)
+    # Send the token over plain http to a host other than this machine.
+    allow_http: bool = False
 
     @model_validator(mode="after")
     def _entity_and_env(self) -> Self:
@@ -54,18 +59,44 @@ def read_errors(
     host: str,
     subject: str,
     client_errors: tuple[type[Exception], ...],
+    timeout: float | None = None,
 ) -> Iterator[None]:
-    """Turn what a forge client raises into one SourceError sentence naming the source."""
+    """Turn what a forge client raises into one SourceError sentence naming the source.
+
+    ``timeout`` is the one the client really uses, where it differs from the config's.
+    """
     import requests
 
     caught: tuple[type[Exception], ...] = (*client_errors, RateLimited, requests.RequestException)
+    secrets = [environ.get(config.token_env)]
+    timeout = timeout or config.timeout
     try:
         yield
-    except caught as exc:
+    except Reading as exc:
         message = failure(
-            exc, host=host, token_variable=config.token_env, subject=subject, secrets=[environ.get(config.token_env)]
+            exc.error,
+            host=host,
+            token_variable=config.token_env,
+            subject=exc.subject,
+            secrets=secrets,
+            plural=True,
+            timeout=timeout,
         )
         raise SourceError(config.name, message) from None
+    except caught as exc:
+        message = failure(
+            exc, host=host, token_variable=config.token_env, subject=subject, secrets=secrets, timeout=timeout
+        )
+        raise SourceError(config.name, message) from None
+
+
+class Reading(Exception):
+    """A client error met while reading one part of a source, named for the message."""
+
+    def __init__(self, subject: str, error: Exception) -> None:
+        super().__init__(subject)
+        self.subject = subject
+        self.error = error
 
 
 class RateLimited(Exception):
@@ -99,17 +130,38 @@ def rate_limit_wait(headers: Mapping[str, str], now: float | None = None) -> flo
     return 60.0
 
 
-def token(variable: str, environ: Mapping[str, str], warn: Callable[[str], None], source: str) -> str | None:
+def token(config: ForgeSource, url: str, environ: Mapping[str, str], warn: Callable[[str], None]) -> str | None:
+    """The source's token, if set; refused for plain http to another machine (the DevGrid key's rule)."""
+    variable = config.token_env
     value = environ.get(variable, "").strip() if variable else ""
     if not value:
         warn(
-            f"source '{source}': ${variable} is not set; reading without a token (lower rate limits, public data only)"
+            f"source '{config.name}': ${variable} is not set; "
+            "reading without a token (lower rate limits, public data only)"
         )
         return None
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise SourceError(config.name, f"{url} is not an http(s) URL; use https://HOST")
+    if scheme == "http" and not (config.allow_http or is_loopback(url)):
+        raise SourceError(
+            config.name,
+            f"{url} is plain http on another machine: the token in ${variable} would cross the network in clear "
+            "text; use https, or set allow_http = true in this source if you really mean it",
+        )
     return value
 
 
-def failure(exc: BaseException, *, host: str, token_variable: str, subject: str, secrets: Sequence[str | None]) -> str:
+def failure(
+    exc: BaseException,
+    *,
+    host: str,
+    token_variable: str,
+    subject: str,
+    secrets: Sequence[str | None],
+    plural: bool = False,
+    timeout: float | None = None,
+) -> str:
     """One sentence for a failed API read, without the token."""
     status = getattr(exc, "status", None) or getattr(exc, "response_code", None)
     if isinstance(exc, RateLimited):
@@ -117,20 +169,39 @@ def failure(exc: BaseException, *, host: str, token_variable: str, subject: str,
     elif status == 401:
         message = f"{host} refused the token (401); check ${token_variable}"
     elif status == 404:
-        message = f"{subject} was not found on {host}, or the token in ${token_variable} cannot see it"
+        were, it = ("were", "them") if plural else ("was", "it")
+        message = f"{subject} {were} not found on {host}, or the token in ${token_variable} cannot see {it}"
     elif status == 403:
         message = f"{host} denied access to {subject} (403); check the token's permissions in ${token_variable}"
     elif status is not None:
         message = f"{host} answered {status} for {subject}: {_first_line(str(exc))}"
+    elif timeout is not None and _timed_out(exc):
+        message = (
+            f"{host} did not answer within {timeout:g} s, {ERROR_RETRIES + 1} times; "
+            "check the address and the network, or raise timeout in this source"
+        )
     else:
         message = f"cannot reach {host} ({_first_line(str(exc))}); check the address and the network"
     return redact(message, [secret for secret in secrets if secret])
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a request failed for want of an answer (requests wraps urllib3's reason)."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, TimeoutError
+
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    if isinstance(reason, NewConnectionError):
+        return False  # refused or unresolvable (urllib3 files it under timeouts)
+    return isinstance(exc, requests.Timeout) or isinstance(reason, TimeoutError)
+
+
 def frame_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
     """API objects (already reduced to the fields a source needs) as text columns with row numbers."""
     data = {name: [None if row.get(name) in (None, "") else str(row[name]) for row in rows] for name in columns}
-    return pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(ROW, offset=1)
+    return pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String)).with_row_index(RECORD, offset=1)
 
 
 def iso(value: Any) -> str | None:

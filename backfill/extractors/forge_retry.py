@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from backfill.extractors.forge import RateLimited, rate_limit_wait
+from backfill.extractors.forge import ERROR_RETRIES, RateLimited, rate_limit_wait
 
 _TRANSIENT = (429, 500, 502, 503, 504)
 
@@ -23,7 +23,10 @@ class RateLimitRetry(Retry):
       primary and secondary limits): wait for ``Retry-After``, else until
       ``X-RateLimit-Reset`` / ``RateLimit-Reset``; beyond ``max_wait``, raise
       :class:`RateLimited`.
-    * 5xx and connection failures: exponential backoff, a few times.
+    * 5xx: exponential backoff, a few times.
+    * A host that refuses, drops or never answers: :data:`ERROR_RETRIES` more
+      tries, soon after, so that an unreachable host fails within a few
+      timeouts instead of minutes of backoff.
     """
 
     def __init__(
@@ -35,6 +38,8 @@ class RateLimitRetry(Retry):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("total", 8)
+        for kind in ("connect", "read", "other"):
+            kwargs.setdefault(kind, ERROR_RETRIES)
         kwargs.setdefault("backoff_factor", 1.0)
         kwargs.setdefault("backoff_max", 60.0)
         kwargs.setdefault("status_forcelist", (403, *_TRANSIENT))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -30,12 +31,12 @@ def repository(config: GithubSource, context: ExtractContext) -> Iterator[Reposi
 
     from backfill.extractors.forge_retry import RateLimitRetry
 
-    secret = token(config.token_env, context.environ, context.warn, config.name)
+    secret = token(config, config.base_url, context.environ, context.warn)
     client = Github(
         auth=Auth.Token(secret) if secret else None,
         base_url=config.base_url.rstrip("/"),
         per_page=100,  # the most GitHub serves per page
-        timeout=int(config.timeout),
+        timeout=whole_seconds(config.timeout),
         retry=RateLimitRetry(max_wait=config.max_rate_limit_wait, sleep=context.sleep, notice=context.notice),
         seconds_between_requests=config.request_interval or None,
         # The first listing is the first request, and reports a repository it cannot see.
@@ -56,7 +57,13 @@ def github_errors(config: GithubSource, context: ExtractContext) -> AbstractCont
         host=host_of(config.base_url),
         subject=f"repository {config.repo}",
         client_errors=(GithubException,),
+        timeout=whole_seconds(config.timeout),
     )
+
+
+def whole_seconds(timeout: float) -> int:
+    """PyGithub takes whole seconds; round up, so that 0.5 never becomes no time at all."""
+    return max(1, math.ceil(timeout))
 
 
 def tag_commits(repo: Repository, wanted: Iterable[str], warn: Any) -> dict[str, str]:

@@ -1,12 +1,14 @@
 """``github-deployments``: GitHub deployments and their outcome.
 
 ``GET /repos/{repo}/deployments``, every page, newest first (with a cursor,
-paging stops at the first deployment created before it), and for each its
-statuses, newest first. The outcome is the newest status that says how the
-deployment went: ``success``, or ``failure``/``error`` (failed). GitHub marks a
-superseded deployment ``inactive``, which is not an outcome, so the statuses
-before it are read too. A deployment with no outcome yet (queued, in progress)
-is skipped. The timestamp is the time of that status.
+paging stops at the first deployment created before it), and for each all
+its statuses. The outcome is the first status that said how the deployment
+went: ``success``, or ``failure``/``error`` (failed), and the timestamp is that
+status's time. Statuses posted later do not move it: tools re-post
+``success`` (sigmavirus24/github3.py's deployment 801 of 2014 was marked
+successful again in 2017 and 2018), and GitHub marks a superseded deployment
+``inactive``, which is not an outcome. A deployment with no outcome yet
+(queued, in progress) is skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 import polars as pl
 
 from backfill.extractors.base import Extracted, Extractor, Outcome
-from backfill.extractors.forge import frame_of, iso, older_than
+from backfill.extractors.forge import Reading, frame_of, older_than
 from backfill.extractors.github_api import GithubSource, github_errors, repository
 from backfill.extractors.mapping import raw_frame
 
@@ -68,20 +70,37 @@ class GithubDeploymentsExtractor(Extractor):
 
 
 def _row(deployment: Any) -> dict[str, Any]:
-    latest = outcome = None
-    for status in deployment.get_statuses():
-        latest = latest or status
-        if status.state in OUTCOMES:
-            outcome = status
-            break
-    final = outcome or latest
+    from github import GithubException
+
+    latest: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
+    try:
+        # Newest first: the last outcome met is the first one posted.
+        for status in deployment.get_statuses():
+            listed = _as_listed(status)
+            latest = latest or listed
+            if listed.get("state") in OUTCOMES:
+                outcome = listed
+    except GithubException as exc:
+        raise Reading(f"the statuses of deployment {deployment.id}", exc) from exc
+    final = outcome or latest or {}
     return {
         "id": deployment.id,
         "sha": deployment.sha,
         "environment": deployment.environment,
-        "state": final.state if final else None,
-        "status_at": iso(final.created_at) if final else None,
-        "description": deployment.description or (final.description if final else None),
+        "state": final.get("state"),
+        "status_at": final.get("created_at"),
+        "description": deployment.description or final.get("description"),
         "creator": deployment.creator.login if deployment.creator else None,
-        "url": (final.log_url or final.target_url or final.environment_url) if final else None,
+        "url": final.get("log_url") or final.get("target_url") or final.get("environment_url"),
     }
+
+
+def _as_listed(status: Any) -> dict[str, Any]:
+    """A status's fields as the listing gave them.
+
+    Reading a field the listing lacks through PyGithub (older statuses have no
+    ``log_url``) would fetch that status again, one request per deployment.
+    """
+    data = getattr(status, "_rawData", None)
+    return data if isinstance(data, dict) else {}

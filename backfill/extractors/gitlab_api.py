@@ -34,7 +34,7 @@ def project(config: GitlabSource, context: ExtractContext) -> Iterator[Project]:
 
     from backfill.extractors.forge_retry import RateLimitRetry
 
-    secret = token(config.token_env, context.environ, context.warn, config.name)
+    secret = token(config, config.url, context.environ, context.warn)
     session = requests.Session()
     retry = RateLimitRetry(max_wait=config.max_rate_limit_wait, sleep=context.sleep, notice=context.notice)
     session.mount("http://", HTTPAdapter(max_retries=retry))

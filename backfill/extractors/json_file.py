@@ -20,7 +20,14 @@ from typing import Any
 import polars as pl
 from polars.datatypes import DataTypeClass
 
-from backfill.columns import ROW
+from backfill.extractors.mapping import RECORD
+
+# CI records nest a few levels (Jenkins: actions[].causes[].userId); far more is not a run.
+MAX_NESTING = 32
+_TOO_DEEP = (
+    f"nests objects or lists more than {MAX_NESTING} levels deep; "
+    "export the API's list of runs, whose records are a few levels deep"
+)
 
 
 class JsonFormatError(Exception):
@@ -29,14 +36,29 @@ class JsonFormatError(Exception):
 
 def read_json_records(path: Path, encoding: str, record_keys: Sequence[str]) -> pl.DataFrame:
     text = _decode(path, encoding)
+    if _too_deep(text):
+        raise JsonFormatError(_TOO_DEEP)
     records: list[Any] = []
-    for document in _documents(text):
-        records.extend(_records_of(document, record_keys))
-    return _to_frame(records)
+    try:
+        for document in _documents(text):
+            records.extend(_records_of(document, record_keys))
+        return _to_frame(records)
+    except RecursionError:
+        # Thousands of levels: Python's JSON decoder gives up before the depth check can.
+        raise JsonFormatError(_TOO_DEEP) from None
 
 
 def read_ndjson_records(path: Path, encoding: str) -> pl.DataFrame:
     text = _decode(path, encoding)
+    if _too_deep(text):
+        raise JsonFormatError(_TOO_DEEP)
+    try:
+        return _read_ndjson(text)
+    except RecursionError:
+        raise JsonFormatError(_TOO_DEEP) from None
+
+
+def _read_ndjson(text: str) -> pl.DataFrame:
     try:
         frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
     except pl.exceptions.PolarsError:
@@ -50,7 +72,28 @@ def read_ndjson_records(path: Path, encoding: str) -> pl.DataFrame:
             except json.JSONDecodeError as exc:
                 raise JsonFormatError(f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from exc
         return _to_frame(records)
-    return flatten(frame).with_row_index(ROW, offset=1)
+    return flatten(frame).with_row_index(RECORD, offset=1)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the JSON text nests deeper than :data:`MAX_NESTING` (plus a wrapper and its list).
+
+    Checked on the text, before any parser sees it: nesting thousands of levels
+    deep exhausts Python's recursion and the stack of polars' reader. Strings
+    are removed, then innermost bracket pairs, one level a round; brackets that
+    never pair up are invalid JSON, which the parser then reports.
+    """
+    brackets = pl.Series([text]).str.replace_all(r'"(?:[^"\\]|\\.)*"', "").str.replace_all(r"[^\[\]{}]", "")
+    for _ in range(MAX_NESTING + 2):
+        if _length(brackets) == 0:
+            return False
+        brackets = brackets.str.replace_all(r"\[\]|\{\}", "")
+    remaining = _length(brackets)
+    return remaining > 0 and _length(brackets.str.replace_all(r"\[\]|\{\}", "")) < remaining
+
+
+def _length(text: pl.Series) -> int:
+    return int(text.str.len_bytes().item())
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -109,7 +152,7 @@ def _to_frame(records: list[Any]) -> pl.DataFrame:
         index = next(i for i, record in enumerate(records, start=1) if not isinstance(record, dict))
         raise JsonFormatError(f"record {index} is not a JSON object; each record must be one run")
     if not records:
-        return pl.DataFrame(schema={ROW: pl.UInt32})
+        return pl.DataFrame(schema={RECORD: pl.UInt32})
     # polars' JSON reader, unlike building from Python dicts, refuses a field that is an
     # object in one record and a plain value in another instead of quietly emptying it.
     try:
@@ -123,7 +166,7 @@ def _to_frame(records: list[Any]) -> pl.DataFrame:
                 "has a field that is an object in some records and a plain value in others; "
                 "export all records from the same API"
             ) from exc
-    return flatten(frame).with_row_index(ROW, offset=1)
+    return flatten(frame).with_row_index(RECORD, offset=1)
 
 
 def _read(records: list[Any]) -> pl.DataFrame:
@@ -144,8 +187,24 @@ def _leaves_as_text(value: Any) -> Any:
     return str(value)
 
 
+def _nesting(dtype: pl.DataType | DataTypeClass) -> int:
+    """How many levels of structs and lists a column type holds (without recursion)."""
+    deepest = 0
+    pending = [(dtype, 0)]
+    while pending:
+        current, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if isinstance(current, pl.Struct):
+            pending.extend((field.dtype, depth + 1) for field in current.fields)
+        elif isinstance(current, (pl.List, pl.Array)):
+            pending.append((current.inner, depth + 1))
+    return deepest
+
+
 def flatten(frame: pl.DataFrame) -> pl.DataFrame:
     """Nested columns to dotted text columns, one polars expression per column."""
+    if any(_nesting(dtype) > MAX_NESTING for dtype in frame.schema.values()):
+        raise JsonFormatError(_TOO_DEEP)
     # Columns that are lists only because they were taken out of a list of objects.
     from_list: set[str] = set()
     while True:

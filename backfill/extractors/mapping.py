@@ -7,13 +7,17 @@ exist; a preset's candidates are used where present.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from backfill.columns import RAW_COLUMNS, ROW
 from backfill.patterns import patterns_regex
+
+# The record number while a file is read, under a name no export uses: a user's own
+# `row` field stays theirs. raw_frame hands it on as ROW.
+RECORD = "__backfill_record"
 
 
 class MappingError(Exception):
@@ -27,14 +31,19 @@ class FieldSource:
     columns: tuple[str, ...] = ()
     constant: str | None = None
 
-    def expression(self) -> pl.Expr:
+    def expression(self, first_line: Collection[str] = ()) -> pl.Expr:
+        """The values; a column named in ``first_line`` gives only its first line (a commit message)."""
         if self.constant is not None:
             return pl.lit(self.constant, dtype=pl.String)
         if not self.columns:
             return pl.lit(None, dtype=pl.String)
+
+        def column(name: str) -> pl.Expr:
+            return pl.col(name).str.extract(r"^([^\r\n]*)", 1) if name in first_line else pl.col(name)
+
         if len(self.columns) == 1:
-            return pl.col(self.columns[0])  # normalization turns a blank value into null
-        return pl.coalesce([_blank_as_null(pl.col(name)) for name in self.columns])
+            return column(self.columns[0])  # normalization turns a blank value into null
+        return pl.coalesce([_blank_as_null(column(name)) for name in self.columns])
 
 
 def _blank_as_null(column: pl.Expr) -> pl.Expr:
@@ -81,11 +90,17 @@ def match_filter(rules: Mapping[str, str | Sequence[str]], available: Sequence[s
 
 
 def raw_frame(frame: pl.DataFrame | pl.LazyFrame, fields: Mapping[str, pl.Expr]) -> pl.LazyFrame:
-    """Select the raw event columns, in order; a column with no expression is empty."""
+    """Select the raw event columns, in order; a column with no expression is empty.
+
+    The record number comes from :data:`RECORD`, or from ``row`` where a source
+    numbers its own records (git tags).
+    """
     missing = pl.lit(None, dtype=pl.String)
-    return frame.lazy().select(
+    lazy = frame.lazy()
+    record = RECORD if RECORD in lazy.collect_schema() else ROW
+    return lazy.select(
         *(fields.get(name, missing).cast(pl.String).alias(name) for name in RAW_COLUMNS),
-        pl.col(ROW).cast(pl.UInt32),
+        pl.col(record).cast(pl.UInt32).alias(ROW),
     )
 
 

@@ -33,6 +33,10 @@ class Preset:
     record_keys: tuple[str, ...] = ()
     # The review CSV escapes formula-like cells; only the events preset undoes it.
     unescape_formulas: bool = False
+    # Columns that hold a commit message: only its first line is used.
+    first_line: tuple[str, ...] = ()
+    # Where a run names its workflow, branch and triggering event (see ci_scope).
+    scope: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
 
 
@@ -57,7 +61,8 @@ GITHUB_ACTIONS = Preset(
         # API shape and the page in the gh CLI shape, so it only fills a gap.
         "build_url": ("html_url", "url"),
         "initiator": ("actor.login", "actor_login", "triggering_actor.login"),
-        "description": ("display_title", "displayTitle", "name", "workflowName"),
+        # Runs from before 2021 have neither title nor name: the commit's subject line stands in.
+        "description": ("display_title", "displayTitle", "name", "workflowName", "head_commit.message"),
     },
     statuses=_vocab(
         success=("success",),
@@ -77,6 +82,8 @@ GITHUB_ACTIONS = Preset(
         ),
     ),
     record_keys=("workflow_runs",),
+    first_line=("head_commit.message",),
+    scope={"workflow": ("name", "workflowName"), "branch": ("head_branch", "headBranch"), "event": ("event",)},
     notes=(
         "DevLake counts cancelled runs as failures; a cancelled run deployed nothing, so it is skipped here.",
         "A run re-run keeps its id: the latest attempt wins the dedupe.",
@@ -91,7 +98,8 @@ GITLAB_CI = Preset(
         "timestamp": ("deployable.finished_at", "finished_at", "updated_at"),
         "status": ("status",),
         "env": ("environment.name", "environment"),
-        "build_commit_sha": ("sha", "deployable.commit.id"),
+        # Deployments and pipelines name it sha; job listings only under commit.id.
+        "build_commit_sha": ("sha", "deployable.commit.id", "commit.id"),
         "build_url": ("deployable.web_url", "web_url", "deployable.pipeline.web_url"),
         "initiator": ("user.username", "deployable.user.username"),
         "description": ("deployable.commit.title", "name"),
@@ -113,6 +121,7 @@ GITLAB_CI = Preset(
             "blocked",
         ),
     ),
+    scope={"branch": ("ref", "deployable.ref"), "event": ("source",)},
     notes=(
         "DevLake counts a canceled deployment as a failure; it deployed nothing, so it is skipped here.",
         "DevLake reads the undocumented deployment status 'completed' as success; it is rejected as "
@@ -149,18 +158,21 @@ JENKINS = Preset(
 
 CIRCLECI = Preset(
     name="circleci",
-    # Workflows and jobs carry an outcome (status); pipelines only a state.
+    # API v2 workflows and jobs carry an outcome (status); pipelines only a state. API v1.1
+    # builds (what CircleCI server installs return) have build_num, stop_time and outcome.
     columns={
-        "build_id": ("id",),
-        "timestamp": ("stopped_at", "updated_at", "created_at"),
-        "status": ("status", "state"),
-        "build_commit_sha": ("vcs.revision", "pipeline.vcs.revision", "revision"),
-        "build_url": ("web_url", "url"),
-        "initiator": ("trigger.actor.login", "started_by"),
-        "description": ("name", "vcs.commit.subject"),
+        "build_id": ("id", "build_num"),
+        "timestamp": ("stopped_at", "stop_time", "updated_at", "created_at"),
+        # v1.1's outcome is set once a build finishes; its status also says "fixed" or "retried".
+        "status": ("outcome", "status", "state"),
+        "build_commit_sha": ("vcs.revision", "pipeline.vcs.revision", "revision", "vcs_revision"),
+        "build_url": ("web_url", "url", "build_url"),
+        "initiator": ("trigger.actor.login", "started_by", "user.login"),
+        "description": ("name", "vcs.commit.subject", "subject"),
     },
     statuses=_vocab(
-        success=("success", "successful"),
+        # no_tests: the build ran to its end with no test step, as deploy jobs do.
+        success=("success", "successful", "fixed", "no_tests"),
         failed=("failed", "error", "failing", "infrastructure_fail", "timedout"),
         skip=(
             "canceled",
@@ -172,6 +184,8 @@ CIRCLECI = Preset(
             "blocked",
             "unauthorized",
             "not_running",
+            "retried",
+            "scheduled",
             # Pipeline states say a pipeline was set up, not how a deployment went.
             "created",
             "errored",
@@ -205,6 +219,7 @@ AZURE_DEVOPS = Preset(
         skip=("canceled", "none"),
     ),
     record_keys=("value",),
+    scope={"workflow": ("definition.name",), "branch": ("sourceBranch",), "event": ("reason",)},
     notes=(
         "partiallySucceeded ran to its end with failing non-critical tasks, so it counts as a "
         "successful deployment, as Jenkins' UNSTABLE does.",

@@ -17,7 +17,7 @@ import polars as pl
 
 from backfill.columns import EVENT_COLUMNS, RAW_COLUMNS, ROW
 from backfill.extractors.base import Outcome
-from backfill.pipeline.timestamps import TS, TS_VERDICT, add_timestamp
+from backfill.pipeline.timestamps import EARLIEST_EPOCH_YEAR, TS, TS_VERDICT, add_timestamp
 from backfill.pipeline.verdicts import VERDICT, Verdict
 
 SOURCE_INDEX = "_source_index"
@@ -35,6 +35,8 @@ class Rules:
     default_timezone: str
     now: datetime
     infer_rollbacks: bool = True
+    # An epoch timestamp before this year is a number that is not a deployment time.
+    earliest_epoch_year: int = EARLIEST_EPOCH_YEAR
 
 
 def normalize(
@@ -63,7 +65,7 @@ def normalize(
         pl.col("env").str.to_lowercase().replace(aliases).alias("env"),
         outcome.alias("status"),
     )
-    frame = add_timestamp(frame, rules.default_timezone, rules.now)
+    frame = add_timestamp(frame, rules.default_timezone, rules.now, rules.earliest_epoch_year)
 
     def code(verdict: Verdict) -> pl.Expr:
         return pl.lit(verdict.value, dtype=pl.UInt8)

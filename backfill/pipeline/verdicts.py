@@ -33,6 +33,9 @@ class Verdict(IntEnum):
     LOCAL_TIME_GAP = 29
     INVALID_DURATION = 30
     FUTURE_TIMESTAMP = 31
+    IMPOSSIBLE_OFFSET = 32
+    NEGATIVE_DURATION = 33
+    EPOCH_TOO_OLD = 34
 
 
 SKIP_FIRST = Verdict.FILTERED
@@ -90,6 +93,22 @@ def reason(environments: Sequence[str], default_timezone: str) -> pl.Expr:
             pl.format("duration_ms '{}' is not a number of milliseconds", pl.col("duration_ms")),
         ),
         (Verdict.FUTURE_TIMESTAMP, pl.format("timestamp {} is in the future", timestamp)),
+        (
+            Verdict.IMPOSSIBLE_OFFSET,
+            pl.format("timestamp {} has an offset no place has (they run from -14:00 to +14:00)", timestamp),
+        ),
+        (
+            Verdict.NEGATIVE_DURATION,
+            pl.format("duration_ms '{}' is negative; a run cannot end before it starts", pl.col("duration_ms")),
+        ),
+        (
+            Verdict.EPOCH_TOO_OLD,
+            pl.format(
+                "timestamp {} read as epoch time falls before [normalize] earliest_epoch_year (2000 unless set), "
+                "too old for a deployment; check the column, or lower earliest_epoch_year",
+                timestamp,
+            ),
+        ),
     ]
     code = pl.col(VERDICT)
     return pl.coalesce([pl.when(code == verdict).then(sentence) for verdict, sentence in sentences])
