@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -35,10 +35,14 @@ from backfill.errors import (
     ConfigError,
     StateError,
 )
+from backfill.outputs import Output, RunOutputs, run_outputs
 from backfill.progress import Display
-from backfill.review import rejects_path_for, write_rejects, write_review
+from backfill.review import write_rejects, write_review
 from backfill.run import plan_run
 from backfill.summary import build_summary, delivery_summary, render
+
+if TYPE_CHECKING:
+    import polars as pl
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,8 +99,8 @@ def main() -> None:
 @click.option(
     "--dry-run",
     "dry_run",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Send nothing: write the events that would be sent to this CSV, and rejected rows beside it.",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Send nothing: write the events that would be sent to this CSV (- for stdout), and rejected rows beside it.",
 )
 @json_option
 @click.option("--url", help="Send to this DevGrid URL instead of [devgrid] url (a local receiver, the dev API).")
@@ -112,8 +116,9 @@ def main() -> None:
 @click.option(
     "--rejects",
     "rejects_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where a sending run writes the rows it rejected (default: rejects.csv beside the state file).",
+    type=click.Path(path_type=Path),
+    help="Where to write the rows rejected (default: REVIEW.rejects.csv beside the review with --dry-run, "
+    "rejects.csv beside the state file otherwise).",
 )
 @_errors_to_exit_codes
 def run(
@@ -137,7 +142,8 @@ def run(
     With --dry-run, nothing is sent and no state is written: the review CSV
     holds every event exactly as it would be sent, in send order (with a state
     column, new or sent, when a state file exists), and REVIEW.rejects.csv
-    holds every rejected row with its reason.
+    holds every rejected row with its reason. --dry-run - writes the review to
+    stdout. No output may name one of the run's inputs, or anything but a file.
 
     Example:
 
@@ -147,20 +153,25 @@ def run(
     """
     config = load_config(config_path)
     window = (_instant(since), _instant(until))
+    outputs = run_outputs(config, dry_run, rejects_path, as_json=as_json)
     console = _stderr_console()
     if require_state and not Path(config.state.path).exists():
         raise StateError(
             f"{config.state.path}: does not exist, and --require-state says it must: without it this run would "
             "send all history again. Restore the state file, or run once without --require-state"
         )
-    if dry_run is not None:
-        _review(config, dry_run, window, as_json, console)
+    if outputs.review is not None:
+        _review(config, outputs, window, as_json, console)
     else:
-        _send(config, url, window, allow_http, retry_rejected, rejects_path, as_json, console)
+        _send(config, url, window, allow_http, retry_rejected, outputs, as_json, console)
 
 
 def _review(
-    config: Config, review: Path, window: tuple[datetime | None, datetime | None], as_json: bool, console: Console
+    config: Config,
+    outputs: RunOutputs,
+    window: tuple[datetime | None, datetime | None],
+    as_json: bool,
+    console: Console,
 ) -> None:
     from backfill.state.rules import mark_known, within
     from backfill.state.store import Store
@@ -178,21 +189,40 @@ def _review(
             counts = dict(events.get_column("state").value_counts().iter_rows())
             extra["ledger"] = {"new": counts.get("new", 0), "sent": counts.get("sent", 0)}
         with display.step("writing the review"):
-            rejects_path = rejects_path_for(review)
-            write_review(events, review)
-            write_rejects(result.plan.rejects, rejects_path)
+            review, rejects = outputs.review, outputs.rejects
+            assert review is not None
+            _write_review(events, review)
+            if rejects is not None:
+                write_rejects(result.plan.rejects, rejects.target or rejects.path)
     summary = build_summary(
         result,
         {
             "mode": "dry-run",
             "config": str(config.path),
-            "review_csv": str(review),
-            "rejects_csv": str(rejects_path),
+            "review_csv": str(review.path),
+            "rejects_csv": str(rejects.path) if rejects is not None else None,
             **extra,
         },
     )
     _report(summary, as_json, console)
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
+
+
+def _write_review(events: pl.DataFrame, review: Output) -> None:
+    if review.target is not None:
+        write_review(events, review.target)
+        return
+    sys.stdout.flush()
+    stdout = sys.stdout.buffer
+    try:
+        write_review(events, stdout)
+        stdout.flush()
+    except OSError as exc:
+        # polars reports a closed pipe as a plain OSError naming it.
+        if not isinstance(exc, BrokenPipeError) and "Broken pipe" not in str(exc):
+            raise BackfillError(f"cannot write the review to stdout ({exc.strerror or exc})") from None
+        # The reader stopped early (| head): not a failure. Point stdout at nothing so exiting does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _send(
@@ -201,7 +231,7 @@ def _send(
     window: tuple[datetime | None, datetime | None],
     allow_http: bool,
     retry_rejected: bool,
-    rejects_path: Path | None,
+    outputs: RunOutputs,
     as_json: bool,
     console: Console,
 ) -> None:
@@ -235,12 +265,19 @@ def _send(
             notice=lambda message: _notice(console, message),
         )
         display.stop_bar()
-    rejects = rejects_path or Path(config.state.path).with_name("rejects.csv")
-    write_rejects(result.run.plan.rejects, rejects)
+    rejects = outputs.rejects
+    assert rejects is not None
+    write_rejects(result.run.plan.rejects, rejects.target or rejects.path)
     delivery = delivery_summary(result)
     summary = build_summary(
         result.run,
-        {"mode": "send", "config": str(config.path), "url": target, "rejects_csv": str(rejects), "delivery": delivery},
+        {
+            "mode": "send",
+            "config": str(config.path),
+            "url": target,
+            "rejects_csv": str(rejects.path),
+            "delivery": delivery,
+        },
     )
     _report(summary, as_json, console)
     if isinstance(result.stopped, AuthError):

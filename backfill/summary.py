@@ -180,9 +180,18 @@ def render(summary: dict[str, Any], console: Console) -> None:
     if "ledger" in summary:
         ledger = summary["ledger"]
         console.print(f"state: {ledger['new']:,} new, {ledger['sent']:,} already sent (the review's state column)")
-    for key in ("review_csv", "rejects_csv"):
-        if summary.get(key):
-            say(console, key.replace("_csv", ""), str(summary[key]))
+    if summary.get("review_csv") == "-":
+        say(console, "review", "written to stdout")
+    elif summary.get("review_csv"):
+        say(console, "review", str(summary["review_csv"]))
+    if summary.get("rejects_csv"):
+        say(console, "rejects", str(summary["rejects_csv"]))
+    elif "review_csv" in summary:
+        say(
+            console,
+            "rejects",
+            f"{totals['rejected']:,} rows rejected, counted above but written nowhere (--rejects PATH writes them)",
+        )
     for warning in summary["warnings"]:
         say(console, "warning", warning, "yellow")
     for error in summary["errors"]:
