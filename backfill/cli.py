@@ -152,7 +152,7 @@ def run(
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
     config = load_config(config_path)
-    window = (_instant(since), _instant(until))
+    window = _window(since, until)
     outputs = run_outputs(config, dry_run, rejects_path, as_json=as_json)
     console = _stderr_console()
     if require_state and not Path(config.state.path).exists():
@@ -164,6 +164,16 @@ def run(
         _review(config, outputs, window, as_json, console)
     else:
         _send(config, url, window, allow_http, retry_rejected, outputs, as_json, console)
+
+
+def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    start, end = _instant(since), _instant(until)
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(
+            f"--since {since} is not before --until {until}: no event could be in the window; "
+            "give a --since earlier than --until"
+        )
+    return start, end
 
 
 def _review(
@@ -203,6 +213,7 @@ def _review(
             "rejects_csv": str(rejects.path) if rejects is not None else None,
             **extra,
         },
+        window,
     )
     _report(summary, as_json, console)
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
@@ -278,6 +289,7 @@ def _send(
             "rejects_csv": str(rejects.path),
             "delivery": delivery,
         },
+        window,
     )
     _report(summary, as_json, console)
     if isinstance(result.stopped, AuthError):
