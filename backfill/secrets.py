@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import functools
 import ipaddress
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from backfill.errors import ConfigError
 
@@ -70,9 +71,42 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     An error message can hold a secret as written, or as a ``repr()``, JSON,
     a URL or HTML escaped it (once or more), or base64-encoded alone or inside
     something longer (``Basic`` credentials): every one of these is found.
+    So is the start of a secret that ends the text: a message cut to length.
     """
     wanted = tuple(sorted({secret for secret in secrets if secret}, key=len, reverse=True))
-    return _pattern(wanted).sub(REDACTED, text) if wanted else text
+    if not wanted:
+        return text
+    text = _pattern(wanted).sub(REDACTED, text)
+    cut = max(
+        (
+            next((length for length in range(len(form) - 1, _MIN_TAIL - 1, -1) if text.endswith(form[:length])), 0)
+            for form in _tail_forms(wanted)
+        ),
+        default=0,
+    )
+    return text[:-cut] + REDACTED if cut else text
+
+
+_MIN_TAIL = 4  # the first characters of a secret, cut off at the end of a message
+
+
+@functools.lru_cache(maxsize=16)
+def _tail_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """The secrets as written and as the common escapes write them, for spotting one cut short."""
+    forms = {
+        form
+        for secret in secrets
+        for form in (
+            secret,
+            repr(secret)[1:-1],
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            quote(secret, safe=""),
+            quote(secret),
+            quote_plus(secret),
+        )
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 @functools.lru_cache(maxsize=16)

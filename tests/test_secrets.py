@@ -175,6 +175,16 @@ def test_redact_leaves_other_text_alone() -> None:
     assert redact(f"{KEY} and ghp_token1234", [KEY, "ghp_token1234"]) == f"{REDACTED} and {REDACTED}"
 
 
+def test_redact_removes_a_secret_cut_short_at_the_end() -> None:
+    for secret in SECRETS.values():
+        for form in (secret, json.dumps(secret)[1:-1], quote_plus(secret)):
+            for length in range(4, len(form)):
+                text = f"DevGrid answered 500: echo {form[:length]}"
+                assert redact(text, [secret]) == f"DevGrid answered 500: echo {REDACTED}", (form, length)
+    assert redact(f"answer: {KEY[:3]}", [KEY]) == f"answer: {KEY[:3]}"  # too short to tell from a word
+    assert redact(f"{KEY[:8]} is where it starts", [KEY]) == f"{KEY[:8]} is where it starts"
+
+
 # --- through a real run: DevGrid (or a proxy in front of it) echoing the key -------------------
 
 
@@ -195,6 +205,7 @@ class EchoingServer:
         self.status = 500
         self.forms: list[str] = ["raw"]
         self.requests = 0
+        self.padding = ""
         echoing = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -202,7 +213,7 @@ class EchoingServer:
                 self.rfile.read(int(self.headers.get("content-length", "0")))
                 echoing.requests += 1
                 forms = _forms(self.headers["x-api-key"])
-                body = f"echo: {' | '.join(forms[form] for form in echoing.forms)}".encode()
+                body = f"echo: {echoing.padding}{' | '.join(forms[form] for form in echoing.forms)}".encode()
                 self.send_response(echoing.status)
                 self.send_header("content-type", "text/plain; charset=utf-8")
                 self.send_header("content-length", str(len(body)))
@@ -254,3 +265,18 @@ def test_a_key_echoed_back_in_any_form_is_in_no_output_and_no_file(
     for file, data in files:
         for quoted in everything:
             assert quoted.encode() not in data, (file, quoted)
+
+
+@pytest.mark.parametrize("cut", [4, 10, len(SPECIAL) - 1])
+def test_a_key_cut_short_by_the_length_limit_is_not_shown(
+    write: WriteFile, tmp_path: Path, echoing: EchoingServer, cut: int
+) -> None:
+    """DevGrid's message is quoted up to 300 characters; the key may straddle the cut."""
+    echoing.status, echoing.forms = 401, ["raw"]
+    echoing.padding = "x" * (300 - len("echo: ") - cut)
+    result = cli("run", "-c", str(config(write)), "--url", echoing.url, "--json", env={"DEVGRID_API_KEY": SPECIAL})
+    assert result.exit_code == EXIT_AUTH
+    stopped = json.loads(result.stdout)["delivery"]["stopped"]
+    assert f"x{REDACTED})" in stopped
+    for file, data in [(Path("stdout"), result.stdout.encode()), *written_bytes(tmp_path)]:
+        assert SPECIAL[:cut].encode() not in data, file
