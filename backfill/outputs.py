@@ -15,6 +15,7 @@ given, else they are only counted in the summary.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ SOURCE_PATH_KEYS: dict[str, tuple[str, ...]] = {
 }
 # SQLite keeps these beside the state file (write-ahead log, shared memory, rollback journal).
 _STATE_COMPANIONS = ("-wal", "-shm", "-journal")
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,6 @@ class Output:
     path: Path
     target: Path | None  # None: stdout
     what: str
-
-    @property
-    def to_stdout(self) -> bool:
-        return self.target is None
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ def _source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
             continue
         if value.startswith("file://"):
             yield key, Path(unquote(urlsplit(value).path))
-        elif "://" not in value:  # a clone URL (https://, ssh://) or user@host:path is not a local file
+        elif "://" not in value and not _SCP_LIKE.match(value):  # a clone URL names no local file
             yield key, Path(value)
 
 
@@ -122,8 +120,9 @@ def check_outputs(wanted: Sequence[tuple[Path, str]], inputs: Sequence[tuple[Pat
         identity = _identity(target)
         for other, other_path, other_what in known:
             if _same(identity, other):
+                named = f" ({other_path})" if other_path != path else ""
                 raise ConfigError(
-                    f"{path}: is {other_what}, {other_path}; writing {what} there would replace it; give another path"
+                    f"{path}: is {other_what}{named}; writing {what} there would replace it; give another path"
                 )
         _check_writable(path, target, what)
         known.append((identity, path, what))
@@ -168,8 +167,8 @@ def _check_kind(path: Path, target: Path, what: str) -> None:
     if stat.S_ISREG(mode):
         return
     kind = _KINDS.get(stat.S_IFMT(mode), "something else")
-    dash = " (- writes it to stdout)" if what == _REVIEW else ""
-    raise ConfigError(f"{path}: is {kind}, not a regular file; give the path of a file for {what}{dash}")
+    dash = ", or - for stdout" if what == _REVIEW else ""
+    raise ConfigError(f"{path}: is {kind}, not a regular file; give a file's path for {what}{dash}")
 
 
 _KINDS = {

@@ -41,7 +41,7 @@ Window = tuple[datetime | None, datetime | None]
 
 def build_summary(run: RunPlan, extra: dict[str, Any] | None = None, window: Window = (None, None)) -> dict[str, Any]:
     plan = run.plan
-    events = within(plan.events, *window)
+    events = within(plan.events, *window) if window != (None, None) else plan.events
     counts = _windowed_counts(plan, events)
     summary: dict[str, Any] = dict(extra or {})
     summary["window"] = {"since": _iso(window[0]), "until": _iso(window[1])}

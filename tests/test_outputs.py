@@ -15,9 +15,10 @@ from conftest import KEY, WriteFile
 from helpers import source_block
 
 from backfill.cli import main
+from backfill.config import load_config
 from backfill.errors import EXIT_OK, EXIT_USAGE
 from backfill.extractors import REGISTRY
-from backfill.outputs import SOURCE_PATH_KEYS
+from backfill.outputs import SOURCE_PATH_KEYS, run_inputs
 
 HEADER = "id,updated_at,conclusion,environment,head_sha\n"
 ROWS = "".join(f"{i},2025-01-0{1 + i % 3}T{i:02d}:00:00Z,success,production,sha{i}\n" for i in range(1, 7))
@@ -109,6 +110,21 @@ def test_an_output_inside_a_file_is_refused(project: Path) -> None:
 # --- outputs that are inputs ----------------------------------------------------------------------
 
 
+def test_the_messages_a_user_sees(project: Path, tmp_path: Path) -> None:
+    assert cli("run", "-c", str(project), "--dry-run", "backfill.toml").stderr == (
+        f"error: backfill.toml: is the config file ({project}); writing the review (--dry-run) there would "
+        "replace it; give another path\n"
+    )
+    assert cli("run", "-c", str(project), "--dry-run", str(project)).stderr == (
+        f"error: {project}: is the config file; writing the review (--dry-run) there would replace it; "
+        "give another path\n"
+    )
+    assert cli("run", "-c", str(project), "--dry-run", os.devnull).stderr == (
+        f"error: {os.devnull}: is a character device, not a regular file; give a file's path for the review "
+        "(--dry-run), or - for stdout\n"
+    )
+
+
 def test_the_config_and_the_export_are_never_overwritten(project: Path, tmp_path: Path) -> None:
     before = {name: digest(tmp_path / name) for name in ("backfill.toml", "runs.csv")}
     (tmp_path / "sub").mkdir()
@@ -175,6 +191,32 @@ def test_outputs_are_refused_before_any_source_is_read(write: WriteFile, tmp_pat
 def test_the_review_and_the_rejects_cannot_be_one_file(project: Path) -> None:
     result = cli("run", "-c", str(project), "--dry-run", "out.csv", "--rejects", "out.csv")
     refused(result, "out.csv", "is the review (--dry-run)", "the rejects file (--rejects)")
+
+
+def test_the_inputs_of_a_run(write: WriteFile, tmp_path: Path) -> None:
+    tags = '[[sources]]\nname = "{}"\ntype = "git-tags"\nrepo = "{}"\nentity_id = "shop"\nenv = "production"\n'
+    config = write(
+        "all.toml",
+        '[devgrid]\napi_key_file = "keys/devgrid"\n[state]\npath = "st/backfill.db"\n'
+        + source_block("runs", "exports/runs.json")
+        + tags.format("local", "repo")
+        + tags.format("remote", "https://example.invalid/shop.git")
+        + tags.format("scp", "git@example.invalid:acme/shop.git")
+        + tags.format("file-url", "file:///srv/git/shop%20app.bundle")
+        + '[[sources]]\nname = "gh"\ntype = "github-releases"\nrepo = "acme/shop"\nentity_id = "shop"\nenv = "production"\n',
+    )
+    assert run_inputs(load_config(config)) == [
+        (config, "the config file"),
+        (tmp_path / "st" / "backfill.db", "the state file"),
+        (tmp_path / "st" / "backfill.db-wal", "the state file's journal"),
+        (tmp_path / "st" / "backfill.db-shm", "the state file's journal"),
+        (tmp_path / "st" / "backfill.db-journal", "the state file's journal"),
+        (tmp_path / "st" / "backfill.db.lock", "the state file's lock"),
+        (tmp_path / "keys" / "devgrid", "the API key file"),
+        (tmp_path / "exports" / "runs.json", "the path of source 'runs'"),
+        (tmp_path / "repo", "the repo of source 'local'"),
+        (Path("/srv/git/shop app.bundle"), "the repo of source 'file-url'"),
+    ]
 
 
 def test_every_source_type_says_which_keys_name_local_files() -> None:
