@@ -109,6 +109,7 @@ def test_a_key_that_is_not_one_word_of_ascii_is_refused(write: WriteFile, conten
 def test_surrounding_whitespace_is_stripped(write: WriteFile) -> None:
     assert api_key("K", write("devgrid.key", f"\n  {KEY}  \r\n\n"), {}) == KEY
     assert api_key("K", None, {"K": f" {KEY}\n"}) == KEY
+    assert api_key("K", write("bom.key", f"\ufeff{KEY}\n".encode()), {}) == KEY  # saved by an editor that adds one
 
 
 # --- redact: every form a secret can be quoted in ----------------------------------------------
