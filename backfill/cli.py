@@ -62,13 +62,13 @@ def _errors_to_exit_codes(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _instant(value: str | None) -> datetime | None:
+def _instant(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
+        raise ConfigError(f"{option} '{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -167,7 +167,7 @@ def run(
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    start, end = _instant(since), _instant(until)
+    start, end = _instant(since, "--since"), _instant(until, "--until")
     if start is not None and end is not None and start >= end:
         raise ConfigError(
             f"--since {since} is not before --until {until}: no event could be in the window; "
@@ -348,7 +348,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     if source not in {item.name for item in config.sources}:
         names = ", ".join(item.name for item in config.sources)
         raise ConfigError(f"{config.path}: no source named '{source}'; the sources are: {names}")
-    position = _instant(to)
+    position = _instant(to, "--to")
     state_path = Path(config.state.path)
     with StateLock(state_path):
         store = Store.open(state_path, create=False)

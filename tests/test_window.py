@@ -138,3 +138,11 @@ def test_offsets_are_compared_as_instants(write: WriteFile, tmp_path: Path) -> N
     result = cli("run", "-c", str(config), "--dry-run", str(tmp_path / "review.csv"), *args)
     assert result.exit_code == EXIT_OK, result.output
     assert json.loads(result.stdout)["totals"]["events"] == 1
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_a_time_that_is_not_iso_8601_is_one_line_naming_the_option(write: WriteFile, option: str) -> None:
+    config = write("backfill.toml", source_block("gone", "gone.csv"))
+    result = cli("run", "-c", str(config), "--dry-run", "review.csv", option, "last tuesday")
+    assert result.exit_code == EXIT_USAGE
+    assert result.stderr == f"error: {option} 'last tuesday' is not an ISO 8601 date or time, such as 2025-01-31\n"
