@@ -93,19 +93,11 @@ _MIN_TAIL = 4  # the first characters of a secret, cut off at the end of a messa
 @functools.lru_cache(maxsize=16)
 def _tail_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
     """The secrets as written and as the common escapes write them, for spotting one cut short."""
-    forms = {
-        form
-        for secret in secrets
-        for form in (
-            secret,
-            repr(secret)[1:-1],
-            json.dumps(secret)[1:-1],
-            json.dumps(secret, ensure_ascii=False)[1:-1],
-            quote(secret, safe=""),
-            quote(secret),
-            quote_plus(secret),
-        )
-    }
+    forms = set()
+    for secret in secrets:
+        data = secret.encode("utf-8", "surrogatepass")  # a variable may hold bytes that are not UTF-8
+        forms |= {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+        forms |= {quote(data, safe=""), quote(data), quote_plus(data)}
     return tuple(sorted(forms, key=len, reverse=True))
 
 

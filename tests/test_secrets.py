@@ -169,6 +169,11 @@ def test_redact_removes_every_form_of_a_secret(secret: str, form: str) -> None:
     assert redacted.startswith("DevGrid answered 500: bad key ") and redacted.endswith(".")
 
 
+def test_redact_takes_a_token_that_is_not_valid_unicode() -> None:
+    token = "ghp_abc\udcff1234567"  # how Python reads an environment variable holding a stray byte
+    assert redact(f"GitHub said: bad credentials {token!r}", [token]) == f"GitHub said: bad credentials '{REDACTED}'"
+
+
 def test_redact_leaves_other_text_alone() -> None:
     text = "DevGrid answered 500 at https://api.example/events: test-key, key-4f9c, dGVzdC1r, %74est, 4f9c2a"
     assert redact(text, [KEY, "", "x" * 3]) == text.replace("x" * 3, REDACTED)
