@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -35,14 +35,11 @@ from backfill.errors import (
     ConfigError,
     StateError,
 )
-from backfill.outputs import Output, RunOutputs, run_outputs
+from backfill.outputs import RunOutputs, run_outputs
 from backfill.progress import Display
-from backfill.review import write_rejects, write_review
+from backfill.review import write_rejects, write_review, write_review_to_stdout
 from backfill.run import plan_run
 from backfill.summary import build_summary, delivery_summary, render
-
-if TYPE_CHECKING:
-    import polars as pl
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -201,7 +198,10 @@ def _review(
         with display.step("writing the review"):
             review, rejects = outputs.review, outputs.rejects
             assert review is not None
-            _write_review(events, review)
+            if review.target is None:
+                write_review_to_stdout(events)
+            else:
+                write_review(events, review.target)
             if rejects is not None:
                 write_rejects(result.plan.rejects, rejects.target or rejects.path)
     summary = build_summary(
@@ -217,23 +217,6 @@ def _review(
     )
     _report(summary, as_json, console)
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
-
-
-def _write_review(events: pl.DataFrame, review: Output) -> None:
-    if review.target is not None:
-        write_review(events, review.target)
-        return
-    sys.stdout.flush()
-    stdout = sys.stdout.buffer
-    try:
-        write_review(events, stdout)
-        stdout.flush()
-    except OSError as exc:
-        # polars reports a closed pipe as a plain OSError naming it.
-        if not isinstance(exc, BrokenPipeError) and "Broken pipe" not in str(exc):
-            raise BackfillError(f"cannot write the review to stdout ({exc.strerror or exc})") from None
-        # The reader stopped early (| head): not a failure. Point stdout at nothing so exiting does not complain.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _send(

@@ -9,6 +9,7 @@ exactly that and read a reviewed file back unchanged.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +17,7 @@ from typing import BinaryIO
 import polars as pl
 
 from backfill.columns import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS, ROW
-from backfill.errors import ConfigError
+from backfill.errors import BackfillError, ConfigError
 
 _FORMULA_START = r"^([=+\-@\t\r'])"
 
@@ -44,6 +45,20 @@ def write_review(events: pl.DataFrame, to: Path | BinaryIO) -> None:
         write_csv_atomically(review, to)
     else:
         formula_safe(review).write_csv(to)
+
+
+def write_review_to_stdout(events: pl.DataFrame) -> None:
+    """The review CSV on stdout (``--dry-run -``); a reader that stops early (``| head``) is not a failure."""
+    sys.stdout.flush()
+    try:
+        write_review(events, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        # polars reports a closed pipe as a plain OSError naming it.
+        if not isinstance(exc, BrokenPipeError) and "Broken pipe" not in str(exc):
+            raise BackfillError(f"cannot write the review to stdout ({exc.strerror or exc})") from None
+        # Point stdout at nothing, so that flushing it again on exit does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
