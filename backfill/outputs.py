@@ -3,9 +3,10 @@
 The review and the rejects are written to a temporary file renamed onto the
 path given, so whatever that path named is replaced: a device such as
 /dev/null, a pipe, the config, a source's export, the state file. An output
-path is therefore refused when it exists and is not a regular file, or when it
-is one of the run's inputs; paths are compared after resolving symlinks and
-``..``, and by inode, so that a hard link is caught too. A symlink to a
+path is therefore refused when it exists and is not a regular file, when it is
+one of the run's inputs, or when it is inside a folder the run reads whole (a
+git repository, the cache of clones); paths are compared after resolving
+symlinks and ``..``, and by inode, so that a hard link is caught too. A symlink to a
 regular file is followed: the file it points to is replaced, the link stays.
 
 ``-`` sends the review to stdout; its rejects then go to ``--rejects PATH`` if
@@ -79,7 +80,7 @@ def run_outputs(config: Config, dry_run: Path | None, rejects: Path | None, *, a
         wanted.append((default, "the rejects file (rejects.csv beside the state file)"))
     elif dry_run != STDOUT:
         wanted.append((rejects_path_for(dry_run), "the review's rejects file"))
-    checked = check_outputs(wanted, run_inputs(config))
+    checked = check_outputs(wanted, run_inputs(config), run_folders(config))
     if dry_run is None:
         return RunOutputs(review=None, rejects=checked[0])
     review = Output(STDOUT, None, "the review") if dry_run == STDOUT else checked.pop(0)
@@ -99,6 +100,20 @@ def run_inputs(config: Config) -> list[tuple[Path, str]]:
     return inputs
 
 
+def run_folders(config: Config) -> list[tuple[Path, str]]:
+    """Folders whose every file the run reads or keeps: git repositories, and the cache of clones."""
+    folders = [(Path(config.state.path).parent / "repos", "the cache of cloned repositories")]
+    for source in config.sources:
+        if source.type != "git-tags":
+            continue
+        for _, path in _source_paths(source):
+            if (path / ".git").is_dir():
+                folders.append((path / ".git", f"the git folder of source '{source.name}'"))
+            elif (path / "HEAD").is_file() and (path / "objects").is_dir():
+                folders.append((path, f"the git repository of source '{source.name}'"))
+    return folders
+
+
 def _source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
     for key in SOURCE_PATH_KEYS[source.type]:
         value = getattr(source, key)
@@ -110,13 +125,23 @@ def _source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
             yield key, Path(value)
 
 
-def check_outputs(wanted: Sequence[tuple[Path, str]], inputs: Sequence[tuple[Path, str]]) -> list[Output]:
+def check_outputs(
+    wanted: Sequence[tuple[Path, str]],
+    inputs: Sequence[tuple[Path, str]],
+    folders: Sequence[tuple[Path, str]] = (),
+) -> list[Output]:
     """Each wanted output, resolved; ConfigError (one line, naming the path) for the first that cannot be used."""
     known = [(_identity(path), path, what) for path, what in inputs]
     outputs: list[Output] = []
     for path, what in wanted:
         target = _resolved(path, what)
         _check_kind(path, target, what)
+        for folder, folder_what in folders:
+            if target.is_relative_to(_identity(folder)[0]):
+                raise ConfigError(
+                    f"{path}: is inside {folder_what} ({folder}); writing {what} there could break it; "
+                    "give another path"
+                )
         identity = _identity(target)
         for other, other_path, other_what in known:
             if _same(identity, other):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from conftest import KEY, WriteFile
+from gitrepo import GitRepo
 from helpers import source_block
 
 from backfill.cli import main
@@ -181,6 +182,24 @@ def test_a_git_bundle_is_an_input_and_a_clone_url_is_not(write: WriteFile, tmp_p
     config = write("url.toml", tags.format(f"file://{tmp_path / 'app.bundle'}"))
     refused(cli("run", "-c", str(config), "--dry-run", "app.bundle"), "app.bundle", "the repo of source 'tags'")
     assert (tmp_path / "app.bundle").read_bytes() == b"# v2 git bundle\n"
+
+
+def test_nothing_is_written_inside_a_git_repository_or_the_clone_cache(write: WriteFile, tmp_path: Path) -> None:
+    GitRepo(tmp_path / "app")
+    subprocess.run(["git", "init", "--quiet", "--bare", str(tmp_path / "bare.git")], check=True)
+    tags = '[[sources]]\nname = "{0}"\ntype = "git-tags"\nrepo = "{0}"\nentity_id = "shop"\nenv = "production"\n'
+    config = write("tags.toml", tags.format("app") + tags.format("bare.git"))
+    cases = {
+        "app/.git/HEAD": "the git folder of source 'app'",
+        "app/.git/review.csv": "the git folder of source 'app'",
+        "bare.git/config": "the git repository of source 'bare.git'",
+        ".backfill/repos/x.git/HEAD": "the cache of cloned repositories",
+    }
+    for given, what in cases.items():
+        result = cli("run", "-c", str(config), "--dry-run", str(tmp_path / given))
+        refused(result, tmp_path / given, f"is inside {what}", "could break it")
+    result = cli("run", "-c", str(config), "--dry-run", str(tmp_path / "app" / "review.csv"))
+    assert result.exit_code == EXIT_OK, result.output  # a working tree is no place to refuse
 
 
 def test_outputs_are_refused_before_any_source_is_read(write: WriteFile, tmp_path: Path, project: Path) -> None:
