@@ -102,10 +102,12 @@ def run_inputs(config: Config) -> list[tuple[Path, str]]:
 
 def run_folders(config: Config) -> list[tuple[Path, str]]:
     """Folders whose every file the run reads or keeps: git repositories, and the cache of clones."""
-    folders = [(Path(config.state.path).parent / "repos", "the cache of cloned repositories")]
+    folders: list[tuple[Path, str]] = []
     for source in config.sources:
         if source.type != "git-tags":
             continue
+        cache = (Path(config.state.path).parent / "repos", "the cache of cloned repositories")
+        folders += [cache] if cache not in folders else []
         for _, path in _source_paths(source):
             if (path / ".git").is_dir():
                 folders.append((path / ".git", f"the git folder of source '{source.name}'"))

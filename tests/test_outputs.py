@@ -335,3 +335,9 @@ def test_a_reader_that_stops_early_is_not_an_error(write: WriteFile, tmp_path: P
     process.stderr.close()
     assert process.wait(timeout=60) == EXIT_OK, stderr
     assert "Traceback" not in stderr and "Sources" in stderr
+
+
+def test_a_folder_named_repos_is_only_the_clone_cache_when_a_source_clones(project: Path, tmp_path: Path) -> None:
+    result = cli("run", "-c", str(project), "--dry-run", ".backfill/repos/review.csv")
+    assert result.exit_code == EXIT_OK, result.output
+    assert (tmp_path / ".backfill" / "repos" / "review.csv").is_file()
