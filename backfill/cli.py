@@ -35,8 +35,9 @@ from backfill.errors import (
     Interrupted,
     StateError,
 )
+from backfill.outputs import RunOutputs, run_outputs
 from backfill.progress import Display
-from backfill.review import rejects_path_for, skipped_path_for, write_rejects, write_review, write_skipped
+from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
 from backfill.run import plan_run
 from backfill.state.rules import missing_state
 from backfill.summary import build_summary, delivery_summary, render
@@ -68,13 +69,13 @@ def _errors_to_exit_codes(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _instant(value: str | None) -> datetime | None:
+def _instant(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
+        raise ConfigError(f"{option} '{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -105,8 +106,8 @@ def main() -> None:
 @click.option(
     "--dry-run",
     "dry_run",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Send nothing: write the events that would be sent to this CSV, and rejected rows beside it.",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Send nothing: write the events that would be sent to this CSV (- for stdout), and rejected rows beside it.",
 )
 @json_option
 @click.option("--url", help="Send to this DevGrid URL instead of [devgrid] url (a local receiver, the dev API).")
@@ -128,8 +129,9 @@ def main() -> None:
 @click.option(
     "--rejects",
     "rejects_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where a sending run writes the rows it rejected (default: rejects.csv beside the state file).",
+    type=click.Path(path_type=Path),
+    help="Where to write the rows rejected (default: REVIEW.rejects.csv beside the review with --dry-run, "
+    "rejects.csv beside the state file otherwise).",
 )
 @_errors_to_exit_codes
 def run(
@@ -154,7 +156,8 @@ def run(
     With --dry-run, nothing is sent and no state is written: the review CSV
     holds every event exactly as it would be sent, in send order (with a state
     column, new or sent, when a state file exists), and REVIEW.rejects.csv
-    holds every rejected row with its reason.
+    holds every rejected row with its reason. --dry-run - writes the review to
+    stdout. No output may name one of the run's inputs, or anything but a file.
 
     Example:
 
@@ -163,19 +166,35 @@ def run(
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
     config = load_config(config_path)
-    window = (_instant(since), _instant(until))
+    window = _window(since, until)
+    if dry_run is None:
+        from backfill.state.store import state_folder_problem
+
+        # A sending run writes beside its state file first of all: say so before any output is checked.
+        problem = state_folder_problem(Path(config.state.path).resolve())
+        if problem:
+            raise StateError(problem)
+    outputs = run_outputs(config, dry_run, rejects_path, as_json=as_json)
     console = _stderr_console()
-    if dry_run is not None:
-        _review(config, dry_run, url, window, require_state, as_json, console)
+    if outputs.review is not None:
+        _review(config, outputs, url, window, require_state, as_json, console)
     else:
-        _send(
-            config, url, window, allow_http, retry_rejected, require_state, key_change, rejects_path, as_json, console
+        _send(config, url, window, allow_http, retry_rejected, require_state, key_change, outputs, as_json, console)
+
+
+def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    start, end = _instant(since, "--since"), _instant(until, "--until")
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(
+            f"--since {since} is not before --until {until}: no event could be in the window; "
+            "give a --since earlier than --until"
         )
+    return start, end
 
 
 def _review(
     config: Config,
-    review: Path,
+    outputs: RunOutputs,
     url: str | None,
     window: tuple[datetime | None, datetime | None],
     require_state: bool,
@@ -188,6 +207,8 @@ def _review(
     store = Store.open(Path(config.state.path), create=False)
     if store is None and require_state:
         raise missing_state(Path(config.state.path))
+    review, rejects, skipped = outputs.review, outputs.rejects, outputs.skipped
+    assert review is not None
     try:
         destination = _review_destination(config, store, url)
         with Display(console) as display:
@@ -206,10 +227,14 @@ def _review(
                     "sent": counts.get("sent", 0),
                 }
             with display.step("writing the review"):
-                rejects_path = rejects_path_for(review)
-                write_review(events, review)
-                write_rejects(result.plan.rejects, rejects_path)
-                write_skipped(result.plan.skipped, skipped_path_for(review))
+                if review.target is None:
+                    write_review_to_stdout(events)
+                else:
+                    write_review(events, review.target)
+                if rejects is not None:
+                    write_rejects(result.plan.rejects, rejects.target or rejects.path)
+                if skipped is not None:
+                    write_skipped(result.plan.skipped, skipped.target or skipped.path)
     finally:
         if store is not None:
             store.close()
@@ -218,11 +243,12 @@ def _review(
         {
             "mode": "dry-run",
             "config": str(config.path),
-            "review_csv": str(review),
-            "rejects_csv": str(rejects_path),
-            "skipped_csv": str(skipped_path_for(review)),
+            "review_csv": str(review.path),
+            "rejects_csv": str(rejects.path) if rejects is not None else None,
+            "skipped_csv": str(skipped.path) if skipped is not None else None,
             **extra,
         },
+        window,
     )
     _report(summary, as_json, console)
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
@@ -251,7 +277,7 @@ def _send(
     retry_rejected: bool,
     require_state: bool,
     key_change: str | None,
-    rejects_path: Path | None,
+    outputs: RunOutputs,
     as_json: bool,
     console: Console,
 ) -> None:
@@ -290,12 +316,20 @@ def _send(
             interrupts=interrupts,
         )
         display.stop_bar()
-    rejects = rejects_path or Path(config.state.path).with_name("rejects.csv")
-    write_rejects(result.run.plan.rejects, rejects)
+    rejects = outputs.rejects
+    assert rejects is not None
+    write_rejects(result.run.plan.rejects, rejects.target or rejects.path)
     delivery = delivery_summary(result)
     summary = build_summary(
         result.run,
-        {"mode": "send", "config": str(config.path), "url": target, "rejects_csv": str(rejects), "delivery": delivery},
+        {
+            "mode": "send",
+            "config": str(config.path),
+            "url": target,
+            "rejects_csv": str(rejects.path),
+            "delivery": delivery,
+        },
+        window,
     )
     _report(summary, as_json, console)
     sys.exit(result.exit_code)
@@ -351,7 +385,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     if source not in {item.name for item in config.sources}:
         names = ", ".join(item.name for item in config.sources)
         raise ConfigError(f"{config.path}: no source named '{source}'; the sources are: {names}")
-    position = _instant(to)
+    position = _instant(to, "--to")
     state_path = Path(config.state.path)
     with StateLock(state_path):
         store = Store.open(state_path, create=False, write=True)

@@ -1,12 +1,18 @@
 """The run summary: one dict for ``--json``, the same facts as tables for people.
 
-Everything here is computed from the plan; nothing is counted twice, and the
-per-source counts always add up: read = events + skipped + rejected + duplicates.
+Everything here is computed from the plan, restricted to the run's window
+(``--since``/``--until``): the events summarized are the events the run plans.
+Nothing is counted twice, and the per-source counts always add up:
+read = events + skipped + rejected + duplicates + outside_window. An event
+outside the window is counted there, after deduplication; skipped and rejected
+rows are counted whatever their time (a rejected row's time may be what is
+wrong with it).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -14,8 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from backfill.pipeline.plan import COUNT_COLUMNS, Plan
+from backfill.pipeline.plan import Plan
 from backfill.run import RunPlan
+from backfill.state.rules import within
 
 if TYPE_CHECKING:
     from backfill.send import SendResult
@@ -28,15 +35,22 @@ COMPLETENESS = {
 }
 
 
-def build_summary(run: RunPlan, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+SUMMARY_COUNTS = ("read", "skipped", "rejected", "duplicates", "outside_window", "events")
+Window = tuple[datetime | None, datetime | None]
+
+
+def build_summary(run: RunPlan, extra: dict[str, Any] | None = None, window: Window = (None, None)) -> dict[str, Any]:
     plan = run.plan
+    events = within(plan.events, *window) if window != (None, None) else plan.events
+    counts = _windowed_counts(plan, events)
     summary: dict[str, Any] = dict(extra or {})
-    summary["sources"] = _sources(plan)
-    summary["totals"] = {name: int(plan.counts.get_column(name).sum()) for name in COUNT_COLUMNS}
-    summary["entities"] = _entities(plan.events)
-    summary["completeness"] = _completeness(plan.events)
+    summary["window"] = {"since": _iso(window[0]), "until": _iso(window[1])}
+    summary["sources"] = _sources(plan, counts)
+    summary["totals"] = {name: int(counts.get_column(name).sum()) for name in SUMMARY_COUNTS}
+    summary["entities"] = _entities(events)
+    summary["completeness"] = _completeness(events)
     summary["env_rewrites"] = (
-        plan.events.filter(pl.col("original_env") != pl.col("env"))
+        events.filter(pl.col("original_env") != pl.col("env"))
         .group_by(pl.col("original_env").alias("from"), pl.col("env").alias("to"))
         .agg(pl.len().alias("events"))
         .sort("from", "to")
@@ -46,7 +60,7 @@ def build_summary(run: RunPlan, extra: dict[str, Any] | None = None) -> dict[str
     summary["env_rejected"] = (
         env_rejects.group_by(pl.col("env").alias("value")).agg(pl.len().alias("rows")).sort("value").to_dicts()
     )
-    summary["warnings"] = [*run.warnings, *_warnings(summary, plan)]
+    summary["warnings"] = [*run.warnings, *_warnings(summary, events)]
     summary["errors"] = [str(failure) for failure in run.failures]
     return summary
 
@@ -82,8 +96,23 @@ def delivery_summary(result: SendResult, limit: int = 50) -> dict[str, Any]:
     }
 
 
-def _sources(plan: Plan) -> list[dict[str, Any]]:
-    sources = plan.counts.to_dicts()
+def _windowed_counts(plan: Plan, events: pl.DataFrame) -> pl.DataFrame:
+    """The plan's counts per source, with its events split into inside and outside the window."""
+    inside = events.group_by("source").agg(pl.len().cast(pl.Int64).alias("_inside"))
+    return (
+        plan.counts.join(inside, on="source", how="left", maintain_order="left")
+        .with_columns(pl.col("_inside").fill_null(0))
+        .with_columns((pl.col("events") - pl.col("_inside")).alias("outside_window"), pl.col("_inside").alias("events"))
+        .select("source", *SUMMARY_COUNTS)
+    )
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant is not None else None
+
+
+def _sources(plan: Plan, counts: pl.DataFrame) -> list[dict[str, Any]]:
+    sources = counts.to_dicts()
     for source in sources:
         reasons = plan.skips.filter(pl.col("source") == source["source"]).sort("rows", descending=True)
         source["skip_reasons"] = dict(zip(reasons.get_column("reason"), reasons.get_column("rows"), strict=True))
@@ -118,12 +147,12 @@ def _completeness(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return result
 
 
-def _warnings(summary: dict[str, Any], plan: Plan) -> list[str]:
+def _warnings(summary: dict[str, Any], events: pl.DataFrame) -> list[str]:
     warnings = []
     for name, why in COMPLETENESS.items():
         missing = summary["completeness"][name]["missing"]
         if missing:
-            warnings.append(f"{missing} of {plan.events.height} events have no {name}. {why}")
+            warnings.append(f"{missing} of {events.height} events have no {name}. {why}")
     for entity in summary["entities"]:
         if entity["env"] == "production" and entity["first_commit"]:
             warnings.append(
@@ -136,15 +165,25 @@ def _warnings(summary: dict[str, Any], plan: Plan) -> list[str]:
 
 def render(summary: dict[str, Any], console: Console) -> None:
     """Print the summary as tables, for a person reading a terminal or a CI log."""
+    window = summary["window"]
+    windowed = window["since"] is not None or window["until"] is not None
+    columns = SUMMARY_COUNTS if windowed else tuple(name for name in SUMMARY_COUNTS if name != "outside_window")
     sources = Table(title="Sources", title_justify="left")
     sources.add_column("source")
-    for name in COUNT_COLUMNS:
-        sources.add_column(name, justify="right")
+    for name in columns:
+        sources.add_column(name.replace("_", " "), justify="right")
     for source in summary["sources"]:
-        sources.add_row(escape(source["source"]), *(f"{source[name]:,}" for name in COUNT_COLUMNS))
+        sources.add_row(escape(source["source"]), *(f"{source[name]:,}" for name in columns))
     totals = summary["totals"]
-    sources.add_row("total", *(f"{totals[name]:,}" for name in COUNT_COLUMNS), style="bold")
+    sources.add_row("total", *(f"{totals[name]:,}" for name in columns), style="bold")
     console.print(sources)
+    if windowed:
+        bounds = " ".join(f"--{name} {window[name]}" for name in ("since", "until") if window[name] is not None)
+        say(
+            console,
+            "window",
+            f"{bounds}: {totals['outside_window']:,} events outside it are left out of this summary and this run",
+        )
 
     if summary["entities"]:
         entities = Table(title="Events by entity and environment", title_justify="left")
@@ -188,9 +227,20 @@ def render(summary: dict[str, Any], console: Console) -> None:
     if "ledger" in summary:
         ledger = summary["ledger"]
         console.print(f"state: {ledger['new']:,} new, {ledger['sent']:,} already sent (the review's state column)")
-    for key in ("review_csv", "rejects_csv", "skipped_csv"):
-        if summary.get(key):
-            say(console, key.replace("_csv", ""), str(summary[key]))
+    if summary.get("review_csv") == "-":
+        say(console, "review", "written to stdout")
+    elif summary.get("review_csv"):
+        say(console, "review", str(summary["review_csv"]))
+    if summary.get("rejects_csv"):
+        say(console, "rejects", str(summary["rejects_csv"]))
+    elif "review_csv" in summary:
+        say(
+            console,
+            "rejects",
+            f"{totals['rejected']:,} rows rejected, counted above but written nowhere (--rejects PATH writes them)",
+        )
+    if summary.get("skipped_csv"):
+        say(console, "skipped", str(summary["skipped_csv"]))
     for warning in summary["warnings"]:
         say(console, "warning", warning, "yellow")
     for error in summary["errors"]:

@@ -38,7 +38,14 @@ def test_json_summary_on_stdout(write: WriteFile, tmp_path: Path) -> None:
     assert code == EXIT_OK
     summary = json.loads(stdout)
     assert summary["mode"] == "dry-run"
-    assert summary["totals"] == {"read": 2, "skipped": 1, "rejected": 0, "duplicates": 0, "events": 1}
+    assert summary["totals"] == {
+        "read": 2,
+        "skipped": 1,
+        "rejected": 0,
+        "duplicates": 0,
+        "outside_window": 0,
+        "events": 1,
+    }
     assert summary["sources"][0]["skip_reasons"] == {"status 'cancelled' is not a deployment": 1}
     assert summary["completeness"]["change_id"] == {"present": 0, "missing": 1, "percent": 0.0}
     assert "Sources" not in stderr
