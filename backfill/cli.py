@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from backfill import __version__
-from backfill.config import Config, load_config
+from backfill.config import Config, allowing_plain_http, load_config
 from backfill.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -113,7 +113,11 @@ def main() -> None:
 @click.option("--url", help="Send to this DevGrid URL instead of [devgrid] url (a local receiver, the dev API).")
 @click.option("--since", help="Only events at or after this time (ISO 8601; UTC unless it has an offset).")
 @click.option("--until", help="Only events before this time (ISO 8601; UTC unless it has an offset).")
-@click.option("--allow-http", is_flag=True, help="Allow plain http:// to a host other than this machine.")
+@click.option(
+    "--allow-http",
+    is_flag=True,
+    help="Allow plain http:// to a host other than this machine, for DevGrid and for every source's token.",
+)
 @click.option("--retry-rejected", is_flag=True, help="Plan the events DevGrid refused before again.")
 @click.option(
     "--require-state",
@@ -166,6 +170,8 @@ def run(
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
     config = load_config(config_path)
+    if allow_http:
+        config = allowing_plain_http(config)
     window = _window(since, until)
     if dry_run is None:
         from backfill.state.store import state_folder_problem

@@ -136,6 +136,15 @@ class Config(Model):
         return self
 
 
+def allowing_plain_http(config: Config) -> Config:
+    """The config with ``allow_http`` set on every source that sends a token (``run --allow-http``)."""
+    sources = [
+        source.model_copy(update={"allow_http": True}) if "allow_http" in type(source).model_fields else source
+        for source in config.sources
+    ]
+    return config.model_copy(update={"sources": sources})
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config file; raise ConfigError naming the file and key."""
     try:

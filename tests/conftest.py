@@ -45,8 +45,18 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             raise OSError(f"test tried to reach {address!r}; tests may only use loopback")
         return real_connect_ex(self, address)
 
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        # No name lookup leaves the machine either: only loopback names and addresses resolve.
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and not _is_loopback((name, 0)):
+            raise socket.gaierror(socket.EAI_NONAME, f"test tried to look up {name!r}; tests may only use loopback")
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield
 
 

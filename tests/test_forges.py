@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import WriteFile
-from helpers import NOW, REPO
+from helpers import NOW, REPO, invoke
 
 from backfill.config import load_config
 from backfill.errors import ConfigError
@@ -473,12 +473,21 @@ def test_a_token_is_never_sent_over_plain_http_to_another_machine(
     host = address.split("/")[2]
     assert message == (
         f"source 'down': {address} is plain http on another machine: the token in ${variable} would cross the "
-        "network in clear text; use https, or set allow_http = true in this source if you really mean it"
+        "network in clear text; use https, or set allow_http = true in this source (or pass --allow-http) if you "
+        "really mean it"
     )
     assert "tok-do-not-send" not in message
     # Told to, it goes ahead (and here meets the tests' network guard).
     allowed = _unreachable(write, kind, address, env="production", allow_http=True)
     assert str(_plan(allowed, sleeps=[]).failures[0]).startswith(f"source 'down': cannot reach {host} (")
+    # The run's --allow-http says the same for every source.
+    path = _unreachable(write, kind, address, env="production")
+    review = str(path.parent / "review.csv")
+    refused = invoke("run", "-c", str(path), "--dry-run", review)
+    assert "is plain http on another machine" in refused.stderr
+    told = invoke("run", "-c", str(path), "--dry-run", review, "--allow-http")
+    assert "is plain http" not in told.stderr and f"cannot reach {host}" in told.stderr
+    assert "tok-do-not-send" not in refused.output + told.output
 
 
 def test_a_token_goes_to_http_urls_only(write: WriteFile, monkeypatch: pytest.MonkeyPatch) -> None:

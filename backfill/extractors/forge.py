@@ -147,7 +147,7 @@ def token(config: ForgeSource, url: str, environ: Mapping[str, str], warn: Calla
         raise SourceError(
             config.name,
             f"{url} is plain http on another machine: the token in ${variable} would cross the network in clear "
-            "text; use https, or set allow_http = true in this source if you really mean it",
+            "text; use https, or set allow_http = true in this source (or pass --allow-http) if you really mean it",
         )
     return value
 
