@@ -356,7 +356,7 @@ def status(config_path: Path, as_json: bool) -> None:
     from backfill.status import render_status, status_report
 
     config = load_config(config_path)
-    store = Store.open(Path(config.state.path), create=False)
+    store = Store.open(Path(config.state.path), create=False, verify=True)
     try:
         report = status_report(config, store)
     finally:

@@ -214,3 +214,28 @@ def test_require_state_names_a_state_file_that_is_not_there(
     result, _ = send(_config(write, state), receiver, "--require-state")
     assert result.exit_code == EXIT_STATE
     assert "does not exist, and --require-state says it must" in result.stderr
+
+
+def test_a_damaged_state_file_is_found_by_status_and_stops_a_run_without_a_traceback(
+    write: WriteFile, receiver: LocalReceiver, tmp_path: Path
+) -> None:
+    write("runs.csv", HEADER + runs(0, 300))
+    path = _config(write)
+    assert send(path, receiver)[0].exit_code == EXIT_OK
+    state = tmp_path / ".backfill" / "state.db"
+    data = bytearray(state.read_bytes())
+    page = 4096
+    data[2 * page :] = b"\xff" * (len(data) - 2 * page)  # every page but the first two: the header and schema stay
+    state.write_bytes(bytes(data))
+    digest = _digest(state)
+    result = cli("status", "-c", str(path))
+    assert result.exit_code == EXIT_STATE
+    assert result.stderr.startswith(
+        f"error: {state}: is not a readable backfill state file (database disk image is malformed); "
+        "it was left untouched. Restore it from a backup"
+    )
+    result = cli("run", "-c", str(path), "--url", receiver.url)
+    assert result.exit_code == EXIT_STATE
+    assert result.stderr.startswith(f"error: {state}: could not be read (")
+    assert _digest(state) == digest
+    assert len(receiver.events()) == 300

@@ -33,12 +33,13 @@ import errno
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import wraps
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import polars as pl
 
@@ -108,6 +109,31 @@ def state_folder_problem(path: Path) -> str | None:
     return None
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reads(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """A read that meets a damaged page is a StateError naming the file, never a traceback.
+
+    Opening checks the file's header and schema, not every page (that would cost a
+    read of the whole history on every run); SQLite finds a damaged page when a
+    statement touches it, and writes report it through :meth:`Store.transaction`.
+    """
+
+    @wraps(method)
+    def reading(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"{store.path}: could not be read ({exc}); it was left untouched. "
+                "Run backfill status to check it; restore it from a backup if it is damaged"
+            ) from exc
+
+    return reading
+
+
 class Store:
     """An open state file. Writers hold :class:`~backfill.state.lock.StateLock` first."""
 
@@ -118,11 +144,12 @@ class Store:
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, create: bool, write: bool = False) -> Store | None:
+    def open(cls, path: Path, *, create: bool, write: bool = False, verify: bool = False) -> Store | None:
         """Open the state file to write (``create``: made if absent; ``write``: only if it exists) or to read.
 
         None if it is absent and not created. A file opened only to read is never
         written: one from an older version is brought up to date in memory.
+        ``verify`` reads every page (SQLite's quick_check), as ``backfill status`` does.
         """
         path = path.resolve()
         if path.is_dir():
@@ -140,7 +167,7 @@ class Store:
         connection = _connect(path, writable=writable)
         store = cls(connection, path)
         try:
-            store._check(writable=writable)
+            store._check(writable=writable, verify=verify)
         except sqlite3.DatabaseError as exc:
             store.close()
             raise _open_error(path, exc, writable=writable) from exc
@@ -149,7 +176,7 @@ class Store:
             raise
         return store
 
-    def _check(self, *, writable: bool) -> None:
+    def _check(self, *, writable: bool, verify: bool) -> None:
         application_id = self._scalar("PRAGMA application_id")
         version = self._scalar("PRAGMA user_version")
         if application_id != APPLICATION_ID:
@@ -162,7 +189,8 @@ class Store:
                 f"{self.path}: was written by a newer backfill (state version {version}, this one reads "
                 f"{SCHEMA_VERSION}); upgrade backfill"
             )
-        if self._scalar("PRAGMA quick_check") != "ok":
+        self._scalar("SELECT count(*) FROM sqlite_master")  # the schema pages, at least, must read
+        if verify and self._scalar("PRAGMA quick_check") != "ok":
             raise StateError(
                 f"{self.path}: is damaged (SQLite quick_check failed); it was left untouched. Restore it from a backup"
             )
@@ -181,6 +209,7 @@ class Store:
         self._db.close()
 
     @property
+    @_reads
     def salt(self) -> bytes:
         return bytes(self._scalar("SELECT value FROM meta WHERE name = 'salt'"))
 
@@ -214,6 +243,7 @@ class Store:
 
     # -- destinations ----------------------------------------------------------------------
 
+    @_reads
     def destinations(self) -> list[Destination]:
         rows = self._db.execute("SELECT id, url, account FROM destinations ORDER BY id").fetchall()
         return [Destination(*row) for row in rows]
@@ -260,11 +290,13 @@ class Store:
             )
             return Destination(int(cursor.lastrowid or 0), url, account)
 
+    @_reads
     def _holds_events(self, destination_id: int) -> bool:
         return self._scalar("SELECT 1 FROM ledger WHERE destination_id = ? LIMIT 1", (destination_id,)) is not None
 
     # -- ledger and batches ----------------------------------------------------------------
 
+    @_reads
     def known_keys(self, destination_id: int, keys: pl.DataFrame) -> pl.DataFrame:
         """The ledger's rows for these keys (entityId, env, build_id), with their ledger_state.
 
@@ -385,6 +417,7 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE batches SET body = NULL WHERE state <> 'pending' AND body IS NOT NULL")
 
+    @_reads
     def pending_batches(self, destination_id: int | None = None) -> list[PendingBatch]:
         rows = self._db.execute(
             "SELECT b.id, b.run_id, b.body, b.posts, r.boot_id FROM batches AS b JOIN runs AS r ON r.id = b.run_id "
@@ -393,6 +426,7 @@ class Store:
         ).fetchall()
         return [PendingBatch(id=row[0], run_id=row[1], body=row[2], posts=row[3], boot_id=row[4]) for row in rows]
 
+    @_reads
     def refused_events(self, destination_id: int) -> pl.DataFrame:
         """Events DevGrid refused, and those held back because it does not know their entity."""
         rows = self._db.execute(
@@ -416,6 +450,7 @@ class Store:
 
     # -- cursors -----------------------------------------------------------------------------
 
+    @_reads
     def cursors(self, destination_id: int) -> dict[str, datetime]:
         rows = self._db.execute(
             "SELECT source, position FROM cursors WHERE destination_id = ?", (destination_id,)
@@ -469,6 +504,7 @@ class Store:
                 ),
             )
 
+    @_reads
     def recent_runs(self, destination_id: int, limit: int = 10) -> list[dict[str, Any]]:
         cursor = self._db.execute(
             "SELECT id, started_at, finished_at, outcome, url, planned, sent, rejected, held, unconfirmed, "
@@ -478,6 +514,7 @@ class Store:
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    @_reads
     def by_source(self, destination_id: int) -> dict[str, dict[str, int]]:
         rows = self._db.execute(
             "SELECT l.source, l.state, count(*), coalesce(sum(b.possibly_duplicated), 0), "
@@ -494,6 +531,7 @@ class Store:
                 entry["unconfirmed"] += unconfirmed
         return result
 
+    @_reads
     def sent_ranges(self, destination_id: int) -> list[dict[str, Any]]:
         cursor = self._db.execute(
             "SELECT entity_id, env, min(timestamp), max(timestamp), count(*) FROM ledger "
@@ -505,6 +543,7 @@ class Store:
             for entity, env, first, last, count in cursor.fetchall()
         ]
 
+    @_reads
     def flagged(self, destination_id: int, flag: Literal["possibly_duplicated", "unconfirmed"]) -> list[EventKey]:
         """Sent events whose batch carries the flag: possibly stored twice, or sent on an answer not understood."""
         rows = self._db.execute(_FLAGGED[flag], (destination_id,)).fetchall()
