@@ -376,6 +376,8 @@ class Store:
                 (now_text(), int(possibly_duplicated), int(unconfirmed), batch_id),
             )
             db.execute("UPDATE ledger SET state = 'sent' WHERE batch_id = ?", (batch_id,))
+            if not refused:
+                return
             db.executemany(
                 "UPDATE ledger SET state = 'refused', message = ? "
                 "WHERE batch_id = ? AND entity_id = ? AND env = ? AND build_id = ?",
