@@ -147,6 +147,9 @@ def send_run(
             )
             with step("settling batches an earlier run left open"):
                 delivery.settle()
+            if isinstance(delivery.report.stopped, Interrupted):
+                store.finish_run(run_id, "interrupted", delivery_counts(delivery.report), str(delivery.report.stopped))
+                raise delivery.report.stopped
             if options.retry_rejected:
                 store.forget_refused(destination.id)
 
