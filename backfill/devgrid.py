@@ -29,7 +29,7 @@ import polars as pl
 
 from backfill.columns import ATTRIBUTE_COLUMNS
 from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
-from backfill.secrets import redact
+from backfill.secrets import REDACTED, redact
 from backfill.state.store import EventKey
 
 EVENT_TYPE = "event-deploy"
@@ -197,14 +197,23 @@ class DevGridClient:
                 if data.get(field):
                     text = str(data[field])
                     break
-        text = " ".join(text.split())[:300] or response.reason_phrase
-        return self._redact(text)
+        # Redacted before it is cut to length, so that no cut can leave part of the key behind.
+        return _shortened(self._redact(" ".join(text.split())[:4000])) or response.reason_phrase
 
     def _describe(self, exc: Exception) -> str:
         return self._redact(f"{type(exc).__name__} talking to {self.endpoint}: {exc}".rstrip(": "))
 
     def _redact(self, text: str) -> str:
         return redact(text, [self._api_key])
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, but never through a redaction mark."""
+    shown = text[:limit]
+    start = shown.rfind(REDACTED[0])
+    if start != -1 and text.startswith(REDACTED, start):
+        shown = text[: max(limit, start + len(REDACTED))]
+    return shown
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -37,7 +37,7 @@ def api_key(variable: str, key_file: Path | None, environ: Mapping[str, str]) ->
             raise ConfigError(f"{key_file}: the API key file is not UTF-8 text; it must hold the key alone") from None
         if not key:
             raise ConfigError(f"{key_file}: the API key file is empty")
-        _check_key(key, f"{key_file}: the API key file", "must hold the key alone, on one line, with no comment")
+        check_one_word(key, f"{key_file}: the API key file", "must hold the key alone, on one line, with no comment")
         return key
     key = environ.get(variable, "").strip()
     if not key:
@@ -45,7 +45,7 @@ def api_key(variable: str, key_file: Path | None, environ: Mapping[str, str]) ->
             f"the DevGrid API key is not set: export {variable}=<your key> "
             "(the variable is named by [devgrid] api_key_env)"
         )
-    _check_key(key, f"${variable}: the API key", "must hold the key alone, on one line")
+    check_one_word(key, f"${variable}: the API key", "must hold the key alone, on one line")
     return key
 
 
@@ -56,7 +56,7 @@ def optional_api_key(variable: str, key_file: Path | None, environ: Mapping[str,
     return api_key(variable, key_file, environ)
 
 
-def _check_key(key: str, where: str, what: str) -> None:
+def check_one_word(key: str, where: str, what: str) -> None:
     """Refuse a key an HTTP header cannot carry as it is; say what is wrong, never what the key is."""
     for char in key:
         if char in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029":

@@ -502,3 +502,14 @@ def test_without_a_token_plain_http_is_read(write: WriteFile, monkeypatch: pytes
     monkeypatch.delenv("GITLAB_TOKEN", raising=False)
     path = _unreachable(write, "gitlab-releases", "http://gitlab.invalid", env="production")
     assert str(_plan(path, sleeps=[]).failures[0]).startswith("source 'down': cannot reach gitlab.invalid (")
+
+
+@pytest.mark.parametrize("value", ["sEcReT-first\n# a comment", "sEcReT\x07bell", "sEcReT with space"])
+def test_a_token_that_is_not_one_word_fails_its_source_without_showing_it(
+    write: WriteFile, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", value)
+    path = _unreachable(write, "github-releases", "https://ghe.invalid/api/v3", env="production")
+    [failure] = _plan(path, sleeps=[]).failures
+    assert str(failure).startswith("source 'down': $GITHUB_TOKEN: the token holds a ")
+    assert "sEcReT" not in str(failure)

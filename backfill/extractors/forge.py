@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import polars as pl
 from pydantic import Field, model_validator
 
-from backfill.errors import SourceError
+from backfill.errors import ConfigError, SourceError
 from backfill.extractors.base import SourceConfig
 from backfill.extractors.mapping import RECORD
-from backfill.secrets import is_loopback, redact
+from backfill.secrets import check_one_word, is_loopback, redact
 
 # Tries after the first when a host refuses, drops or does not answer a request.
 ERROR_RETRIES = 2
@@ -140,6 +140,10 @@ def token(config: ForgeSource, url: str, environ: Mapping[str, str], warn: Calla
             "reading without a token (lower rate limits, public data only)"
         )
         return None
+    try:
+        check_one_word(value, f"${variable}: the token", "must hold the token alone, on one line")
+    except ConfigError as exc:
+        raise SourceError(config.name, str(exc)) from None
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise SourceError(config.name, f"{url} is not an http(s) URL; use https://HOST")
