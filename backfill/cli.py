@@ -476,10 +476,12 @@ def serve(
         DEVGRID_API_KEY=test backfill run -c configs/demo.toml --url http://127.0.0.1:8080
     """
     from backfill.receiver import EventStore, Faults, Receiver
+    from backfill.secrets import check_one_word
 
-    expected = os.environ.get(api_key_env, "")
+    expected = os.environ.get(api_key_env, "").strip()
     if not expected:
         raise ConfigError(f"set ${api_key_env} to the API key the receiver should expect")
+    check_one_word(expected, f"${api_key_env}: the API key", "must hold the key alone, on one line")
     faults = Faults(
         error_rate=error_rate,
         throttle_rate=throttle_rate,

@@ -89,3 +89,16 @@ def test_valid_timestamps_and_no_timestamp_are_stored(serve: LocalReceiver, time
     answer = _post(serve, {"events": [_event(timestamp=timestamp), no_timestamp]})
     assert answer.status_code == 201 and answer.json()["failures"] == []
     assert len(answer.json()["success"]) == 2 and len(serve.events()) == before + 2
+
+
+def test_serve_refuses_a_key_that_is_not_one_word() -> None:
+    from click.testing import CliRunner
+
+    from backfill.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--port", "0"], env={"DEVGRID_API_KEY": "sEcReT\n# comment"})
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == "error: $DEVGRID_API_KEY: the API key holds a line break: it must hold the key alone, on one line\n"
+    )
