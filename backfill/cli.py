@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 import polars as pl
@@ -43,7 +43,7 @@ from backfill.state.rules import missing_state
 from backfill.summary import build_summary, delivery_summary, render
 
 if TYPE_CHECKING:
-    from backfill.state.store import Destination, Store
+    from backfill.state.store import Destination, KeyChange, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -303,7 +303,7 @@ def _send(
         until=window[1],
         retry_rejected=retry_rejected,
         require_state=require_state,
-        key_change="same-account" if key_change == "same-account" else "new-account" if key_change else None,
+        key_change=cast("KeyChange | None", key_change),  # click.Choice allows only those
     )
 
     with (

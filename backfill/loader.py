@@ -45,7 +45,7 @@ from tenacity import (
 )
 
 from backfill.devgrid import Answer, DevGridClient, Refused, body_of, events_json, is_unknown_entity, key_of
-from backfill.errors import AuthError, DeliveryError, Interrupted, TerminalDeliveryError, TransientDeliveryError
+from backfill.errors import DeliveryError, Interrupted, TransientDeliveryError
 from backfill.interrupts import Interrupts
 from backfill.state.rules import outcome_unknown
 from backfill.state.store import EventKey, OutgoingBatch, Store, current_boot_id
@@ -73,6 +73,17 @@ class DeliveryReport:
     most_copies: int = 1  # how many times DevGrid may hold a possibly duplicated event, at most
     left_to_send: int = 0
     stopped: DeliveryError | Interrupted | None = None
+
+    def counts(self) -> dict[str, int]:
+        """The counts a run records (``backfill status`` shows them)."""
+        return {
+            "sent": self.sent,
+            "rejected": len(self.rejected),
+            "held": len(self.held),
+            "unconfirmed": len(self.unconfirmed),
+            "possibly_duplicated": len(self.possibly_duplicated),
+            "left_to_send": self.left_to_send,
+        }
 
 
 class GaveUp(TransientDeliveryError):
@@ -182,7 +193,8 @@ class Delivery:
             self._send(stream, held)
         finally:
             gc.unfreeze()
-            self._hold(stream, held)
+        # Not after a state write failed: that error stops the run as it is.
+        self._hold(stream, held)
 
     def _send(self, stream: _Stream, held: dict[int, str]) -> None:
         position = 0
@@ -263,28 +275,15 @@ class Delivery:
         try:
             with self._interrupts.anywhere():
                 answer, maybe_stored = self._post(batch.body, len(batch.keys))
-        except AuthError:
-            self._store.release(batch_id)
-            self.report.left_to_send += len(batch.keys)
-            raise
-        except GaveUp as exc:
-            if uncertain or exc.uncertain:
-                # It may have been stored: leave it pending for the next run to settle.
+        except (DeliveryError, Interrupted) as exc:
+            # A batch an earlier POST may have stored stays pending whatever this attempt met, for
+            # the next run to settle; only one certainly never stored is released, its events forgotten.
+            if uncertain or (isinstance(exc, GaveUp) and exc.uncertain):
                 self._notice(f"batch {batch_id} stays pending: its outcome is unknown")
-            else:
-                self._store.release(batch_id)
-            self.report.left_to_send += len(batch.keys)
-            raise
-        except TerminalDeliveryError:
-            self._store.release(batch_id)
-            self.report.left_to_send += len(batch.keys)
-            raise
-        except Interrupted:
-            if self._attempted:
-                # The request may have been written: the next run settles it.
+            elif isinstance(exc, Interrupted) and self._attempted:
                 self._notice(f"batch {batch_id} stays pending: it was being sent when the run was interrupted")
             else:
-                self._store.release(batch_id)  # stopped before its POST: certainly not stored
+                self._store.release(batch_id)
             self.report.left_to_send += len(batch.keys)
             raise
         uncertain = uncertain or maybe_stored
@@ -335,7 +334,7 @@ class Delivery:
             )
             for start in range(0, len(events), size)
         ]
-        part_ids = self._store.split(batch_id, self._run_id, self._destination_id, parts)
+        part_ids = self._store.split(batch_id, self._run_id, self._destination_id, parts, maybe_stored=uncertain)
         unknown: set[str] = set()
         for index, (part_id, part) in enumerate(zip(part_ids, parts, strict=True)):
             try:

@@ -16,7 +16,6 @@ given, else they are only counted in the summary.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from backfill.config import Config
 from backfill.errors import ConfigError
 from backfill.extractors.base import SourceConfig
+from backfill.extractors.git_remote import is_url
 from backfill.review import rejects_path_for, skipped_path_for
 
 STDOUT = Path("-")
@@ -43,7 +43,6 @@ SOURCE_PATH_KEYS: dict[str, tuple[str, ...]] = {
 }
 # SQLite keeps these beside the state file (write-ahead log, shared memory, rollback journal).
 _STATE_COMPANIONS = ("-wal", "-shm", "-journal")
-_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def _source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
             continue
         if value.startswith("file://"):
             yield key, Path(unquote(urlsplit(value).path))
-        elif "://" not in value and not _SCP_LIKE.match(value):  # a clone URL names no local file
+        elif not is_url(value):  # a clone URL names no local file
             yield key, Path(value)
 
 

@@ -90,16 +90,7 @@ class SendResult:
         return EXIT_ERROR if self.run.failures else EXIT_OK
 
     def counts(self) -> dict[str, int]:
-        report = self.delivery
-        return {
-            "planned": self.to_send,
-            "sent": report.sent,
-            "rejected": len(report.rejected),
-            "held": len(report.held),
-            "unconfirmed": len(report.unconfirmed),
-            "possibly_duplicated": len(report.possibly_duplicated),
-            "left_to_send": report.left_to_send,
-        }
+        return {"planned": self.to_send, **self.delivery.counts()}
 
 
 def send_run(
@@ -148,7 +139,7 @@ def send_run(
             with step("settling batches an earlier run left open"):
                 delivery.settle()
             if isinstance(delivery.report.stopped, Interrupted):
-                store.finish_run(run_id, "interrupted", delivery_counts(delivery.report), str(delivery.report.stopped))
+                store.finish_run(run_id, "interrupted", delivery.report.counts(), str(delivery.report.stopped))
                 raise delivery.report.stopped
             if options.retry_rejected:
                 store.forget_refused(destination.id)
@@ -165,10 +156,11 @@ def send_run(
                         notice=notice,
                     )
             except Interrupted as exc:
-                store.finish_run(run_id, "interrupted", delivery_counts(delivery.report), str(exc))
+                store.finish_run(run_id, "interrupted", delivery.report.counts(), str(exc))
                 raise
             in_window = within(run.plan.events, options.since, options.until)
-            marked = mark_known(in_window, store.known_keys(destination.id, in_window))
+            known = store.known_keys(destination.id, in_window)
+            marked = mark_known(in_window, known)
             new = marked.filter(pl.col("state") == "new")
             result = SendResult(
                 run=run,
@@ -185,7 +177,13 @@ def send_run(
                 delivery.send(new)
                 result.send_seconds = time.perf_counter() - started
                 if delivery.report.stopped is None and not delivery.report.left_to_send and not run.failures:
-                    undelivered = _keys_frame([key for key, _ in (*delivery.report.rejected, *delivery.report.held)])
+                    # Refused or held, by this run or an earlier one: the cursor stays at the oldest.
+                    undelivered = pl.concat(
+                        [
+                            _keys_frame([key for key, _ in (*delivery.report.rejected, *delivery.report.held)]),
+                            known.filter(pl.col("ledger_state").is_in(["refused", "held"])).select(EVENT_KEY),
+                        ]
+                    )
                     store.set_cursors(
                         destination.id,
                         advanced_cursors(marked, cursors, marked.join(undelivered, on=list(EVENT_KEY), how="semi")),
@@ -198,10 +196,6 @@ def send_run(
             return result
         finally:
             store.close()
-
-
-def delivery_counts(report: DeliveryReport) -> dict[str, int]:
-    return {"sent": report.sent, "rejected": len(report.rejected), "left_to_send": report.left_to_send}
 
 
 def _keys_frame(keys: list[EventKey]) -> pl.DataFrame:

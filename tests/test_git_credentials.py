@@ -168,3 +168,14 @@ def test_a_failed_clone_names_no_credentials_git_prints(
     message = str(result.failures[0])
     assert message.startswith("source 'tags': cannot fetch https://git.example.com/acme/shop.git (fatal: ")
     assert TOKEN not in message and "bot:" not in message
+
+
+def test_a_token_that_is_not_one_word_fails_its_source_without_showing_it(
+    write: WriteFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A line break would add lines of its own to git's credential protocol.
+    monkeypatch.setenv("GIT_TOKEN", "sEcReT\nurl=https://elsewhere.example")
+    result = plan_run(load_config(_config(write, "https://git.example.com/acme/shop.git", 'token_env = "GIT_TOKEN"')))
+    assert [str(failure) for failure in result.failures] == [
+        "source 'tags': $GIT_TOKEN: the token holds a line break: it must hold the token alone, on one line"
+    ]

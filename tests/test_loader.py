@@ -338,3 +338,45 @@ def test_a_batch_sent_by_several_runs_without_a_recorded_answer_reports_how_many
     loader = _next_run(store, DevGrid())
     loader.settle()
     assert len(loader.report.possibly_duplicated) == 15 and loader.report.most_copies == 4
+
+
+def test_a_batch_that_may_be_stored_stays_pending_whatever_stops_its_resend(tmp_path: Path) -> None:
+    store = _crash_during_second_batch(tmp_path, posted=True)
+    for answer in (httpx.Response(401, json={"message": "Unauthorized"}), httpx.Response(404)):
+        loader = _next_run(store, DevGrid([answer]))
+        loader.settle()
+        assert loader.report.stopped is not None
+        # Its 15 events stay in the ledger, pending: never planned again as new, never sent unflagged.
+        assert len(ledger(store)) == 40
+        assert _first_build_ids(store) == ["15", "30"]
+    loader = _next_run(store, DevGrid())
+    loader.settle()
+    assert [key.build_id for key in loader.report.possibly_duplicated] == [str(i) for i in range(15, 30)]
+    assert set(ledger(store).values()) == {"sent"} and len(ledger(store)) == 40
+
+
+def test_parts_of_a_batch_that_may_be_stored_stay_flagged_when_left_pending(tmp_path: Path) -> None:
+    store = _crash_during_second_batch(tmp_path, posted=True)
+
+    def answer(body: dict) -> Answer:
+        # The resend is refused whole (400) and split in 15..22 and 23..29; the second part meets a 401.
+        first = body["events"][0]["attributes"]["build_id"]
+        if len(body["events"]) == 15:
+            return httpx.Response(400, json={"message": "bad request"})
+        return accepted(body) if first == "15" else httpx.Response(401)
+
+    _next_run(store, DevGrid(answer=answer)).settle()
+    assert _first_build_ids(store) == ["30", "23"]
+    part = next(batch for batch in store.pending_batches() if _first_build_ids_of(batch) == "23")
+    assert part.posts >= 1
+    loader = _next_run(store, DevGrid())
+    loader.settle()
+    assert sorted(int(key.build_id) for key in loader.report.possibly_duplicated) == list(range(23, 30))
+
+
+def _first_build_ids_of(batch: object) -> str:
+    return str(json.loads(batch.body)["events"][0]["attributes"]["build_id"])  # type: ignore[attr-defined]
+
+
+def _first_build_ids(store: Store) -> list[str]:
+    return [_first_build_ids_of(batch) for batch in store.pending_batches()]

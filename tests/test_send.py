@@ -327,3 +327,16 @@ def test_a_201_whose_body_says_nothing_is_counted_and_listed_as_unconfirmed(
     assert len(summary["delivery"]["unconfirmed_events"]) == 15
     assert len(status(path)["unconfirmed"]) == 15
     assert len(receiver.events()) == 20
+
+
+def test_a_cursor_stays_at_an_event_refused_by_an_earlier_run(write: WriteFile, tmp_path: Path) -> None:
+    write("runs.csv", HEADER + runs(0, 7) + runs(7, 1, app="ghost") + runs(8, 7))
+    path = config(write)
+    for receiver in start_receiver(tmp_path, "--entity", "shop"):
+        assert send(path, receiver)[0].exit_code == EXIT_INCOMPLETE
+        assert status(path)["sources"][0]["cursor"] == "2025-01-01T07:07:00Z"  # held at ghost's refused event
+        write("runs.csv", HEADER + runs(0, 7) + runs(7, 1, app="ghost") + runs(8, 7) + runs(100, 5))
+        result, summary = send(path, receiver)
+        assert (result.exit_code, summary["delivery"]["sent"]) == (EXIT_OK, 5)
+        # The refusal is still in the ledger: a later --retry-rejected must read it again.
+        assert status(path)["sources"][0]["cursor"] == "2025-01-01T07:07:00Z"

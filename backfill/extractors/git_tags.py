@@ -31,7 +31,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from backfill.errors import SourceError
+from backfill.errors import ConfigError, SourceError
 from backfill.extractors.base import Extracted, Extractor, SourceConfig
 from backfill.extractors.git_ancestry import AncestryError, ancestors
 from backfill.extractors.git_remote import (
@@ -45,6 +45,7 @@ from backfill.extractors.git_remote import (
 )
 from backfill.extractors.mapping import raw_frame
 from backfill.patterns import pattern_regex, patterns_regex, regex_problem
+from backfill.secrets import check_one_word
 from backfill.versions import prerelease_reason
 
 # for-each-ref fields, in this order; %1f (unit separator) cannot occur in any of them.
@@ -216,6 +217,10 @@ class GitTagsExtractor(Extractor):
                     config.name,
                     f"{config.token_env} is not set: export {config.token_env}=<token> (named by token_env)",
                 )
+            try:
+                check_one_word(value, f"${config.token_env}: the token", "must hold the token alone, on one line")
+            except ConfigError as exc:
+                raise SourceError(config.name, str(exc)) from None
             token = (config.token_user, value)
         try:
             return cached_clone(self.context.cache_dir or Path(".backfill"), location, token)

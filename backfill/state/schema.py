@@ -123,8 +123,9 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
     if version == 1:
         db.create_function("normalize_url", 1, normalize_url, deterministic=True)
         script = (_RENAME_1, SCHEMA.replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta"), _COPY_1)
-        db.executescript("\n".join(("BEGIN;", *script, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;")))
-        db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('salt', ?)", (secrets.token_bytes(16),))
+        # The salt in the same transaction: a kill can leave the old file or the new one, never one without it.
+        salt = "INSERT OR IGNORE INTO meta (name, value) VALUES ('salt', randomblob(16));"
+        db.executescript("\n".join(("BEGIN;", *script, salt, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;")))
 
 
 # Version 1 kept one ledger for every URL. Its events belong to the URL their runs recorded; the

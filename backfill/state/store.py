@@ -211,7 +211,12 @@ class Store:
     @property
     @_reads
     def salt(self) -> bytes:
-        return bytes(self._scalar("SELECT value FROM meta WHERE name = 'salt'"))
+        value = self._scalar("SELECT value FROM meta WHERE name = 'salt'")
+        if not isinstance(value, bytes):
+            raise StateError(
+                f"{self.path}: is missing its account salt; it was left untouched. Restore it from a backup"
+            )
+        return value
 
     def _scalar(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         row = self._db.execute(sql, parameters).fetchone()
@@ -227,14 +232,15 @@ class Store:
         try:
             if durable:
                 self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                else:
+                    self._db.execute("COMMIT")
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous = NORMAL")
@@ -334,13 +340,28 @@ class Store:
         with self.transaction(durable=durable) as db:
             db.execute("UPDATE batches SET posts = posts + 1 WHERE id = ?", (batch_id,))
 
-    def split(self, batch_id: int, run_id: int, destination_id: int, parts: Sequence[OutgoingBatch]) -> list[int]:
-        """Replace a refused batch by smaller ones, in one durable write: no event is left behind."""
+    def split(
+        self,
+        batch_id: int,
+        run_id: int,
+        destination_id: int,
+        parts: Sequence[OutgoingBatch],
+        *,
+        maybe_stored: bool = False,
+    ) -> list[int]:
+        """Replace a refused batch by smaller ones, in one durable write: no event is left behind.
+
+        Parts of a batch an earlier POST may have stored count as posted already, so
+        that a part left pending is settled as possibly duplicated.
+        """
         with self.transaction(durable=True) as db:
             db.execute(
                 "UPDATE batches SET state = 'split', settled_at = ?, body = NULL WHERE id = ?", (now_text(), batch_id)
             )
-            return [self._insert_batch(db, run_id, destination_id, part) for part in parts]
+            ids = [self._insert_batch(db, run_id, destination_id, part) for part in parts]
+            if maybe_stored:
+                db.executemany("UPDATE batches SET posts = 1 WHERE id = ?", [(part_id,) for part_id in ids])
+            return ids
 
     def _insert_batch(self, db: sqlite3.Connection, run_id: int, destination_id: int, batch: OutgoingBatch) -> int:
         cursor = db.execute(
@@ -463,9 +484,7 @@ class Store:
         at = now_text()
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (destination_id, source) "
-                "DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                _SET_CURSOR,
                 [(destination_id, source, position.isoformat(), at) for source, position in positions.items()],
             )
 
@@ -475,12 +494,7 @@ class Store:
                 if position is None:
                     db.execute("DELETE FROM cursors WHERE destination_id = ? AND source = ?", (destination_id, source))
                 else:
-                    db.execute(
-                        "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (destination_id, source) "
-                        "DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                        (destination_id, source, position.isoformat(), now_text()),
-                    )
+                    db.execute(_SET_CURSOR, (destination_id, source, position.isoformat(), now_text()))
 
     # -- runs and reports --------------------------------------------------------------------
 
@@ -552,6 +566,10 @@ class Store:
         return [EventKey(*row) for row in rows]
 
 
+_SET_CURSOR = (
+    "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (destination_id, source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
+)
 RUN_COUNTS = ("planned", "sent", "rejected", "held", "unconfirmed", "possibly_duplicated", "left_to_send")
 _FLAGGED = {
     flag: "SELECT l.entity_id, l.env, l.build_id FROM ledger AS l JOIN batches AS b ON b.id = l.batch_id "  # noqa: S608 - one of two column names
