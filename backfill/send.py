@@ -136,16 +136,14 @@ def send_run(
                 notice=notice,
                 interrupts=interrupts,
             )
-            with step("settling batches an earlier run left open"):
-                delivery.settle()
-            if isinstance(delivery.report.stopped, Interrupted):
-                store.finish_run(run_id, "interrupted", delivery.report.counts(), str(delivery.report.stopped))
-                raise delivery.report.stopped
-            if options.retry_rejected:
-                store.forget_refused(destination.id)
-
-            cursors = store.cursors(destination.id)
             try:
+                with step("settling batches an earlier run left open"):
+                    delivery.settle()
+                if isinstance(delivery.report.stopped, Interrupted):
+                    raise delivery.report.stopped
+                if options.retry_rejected:
+                    store.forget_refused(destination.id)
+                cursors = store.cursors(destination.id)
                 with interrupts.anywhere():
                     run = plan_run(
                         config,
@@ -156,6 +154,7 @@ def send_run(
                         notice=notice,
                     )
             except Interrupted as exc:
+                # Stopped before anything new was sent: the run is recorded, and the signal's exit code follows.
                 store.finish_run(run_id, "interrupted", delivery.report.counts(), str(exc))
                 raise
             in_window = within(run.plan.events, options.since, options.until)
