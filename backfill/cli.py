@@ -35,12 +35,12 @@ from backfill.errors import (
     Interrupted,
     StateError,
 )
-from backfill.outputs import RunOutputs, run_outputs
-from backfill.progress import Display
-from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
+from backfill.report.outputs import RunOutputs, run_outputs
+from backfill.report.progress import Display
+from backfill.report.review import write_rejects, write_review, write_review_to_stdout, write_skipped
+from backfill.report.summary import build_summary, delivery_summary, render
 from backfill.run import plan_run
 from backfill.state.rules import missing_state
-from backfill.summary import build_summary, delivery_summary, render
 
 if TYPE_CHECKING:
     from backfill.state.store import Destination, KeyChange, Store
@@ -290,8 +290,8 @@ def _send(
     import httpx
 
     from backfill.interrupts import Interrupts
+    from backfill.load.send import SendOptions, send_run
     from backfill.secrets import api_key, check_url
-    from backfill.send import SendOptions, send_run
 
     target = (url or config.devgrid.url).rstrip("/")
     check_url(target, allow_http=allow_http)
@@ -352,8 +352,8 @@ def status(config_path: Path, as_json: bool) -> None:
 
         backfill status -c configs/shop.toml
     """
+    from backfill.report.status import render_status, status_report
     from backfill.state.store import Store
-    from backfill.status import render_status, status_report
 
     config = load_config(config_path)
     store = Store.open(Path(config.state.path), create=False, verify=True)
@@ -475,7 +475,7 @@ def serve(
         DEVGRID_API_KEY=test backfill serve --port 8080 &
         DEVGRID_API_KEY=test backfill run -c configs/demo.toml --url http://127.0.0.1:8080
     """
-    from backfill.receiver import EventStore, Faults, Receiver
+    from backfill.rehearse.receiver import EventStore, Faults, Receiver
     from backfill.secrets import check_one_word
 
     expected = os.environ.get(api_key_env, "").strip()
@@ -515,7 +515,7 @@ def received(db_path: Path, as_json: bool) -> None:
 
         backfill received --db devgrid-receiver.db
     """
-    from backfill.receiver import EventStore
+    from backfill.rehearse.receiver import EventStore
 
     store = EventStore(db_path)
     events, duplicates = store.count(), store.duplicates()
@@ -545,7 +545,7 @@ def replay(folder: Path, host: str, port: int) -> None:
         backfill replay sample_data/forges --port 8181 &
         backfill run -c configs/forges.toml --dry-run forges.csv
     """
-    from backfill.replay import Recordings, ReplayServer
+    from backfill.rehearse.replay import Recordings, ReplayServer
 
     if not (folder / "replay.toml").is_file():
         raise ConfigError(f"{folder}: has no replay.toml listing its recordings")
@@ -564,7 +564,7 @@ def presets() -> None:
 
         backfill presets
     """
-    from backfill.extractors.presets import PRESETS
+    from backfill.extract.exports.presets import PRESETS
 
     for preset in PRESETS.values():
         click.echo(f"{preset.name}")

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from backfill.errors import ConfigError
-from backfill.extractors import SOURCE_TYPES, SourceConfigs
-from backfill.extractors.base import Model
+from backfill.extract import SOURCE_TYPES, SourceConfigs
+from backfill.extract.base import Model
 
 DEFAULT_URL = "https://prod.api.devgrid.io"
 _WANTED = {

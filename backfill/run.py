@@ -1,6 +1,6 @@
 """The data path in one place: extract, normalize, plan (and, when sending, load).
 
-:func:`plan_run` reads and plans; :mod:`backfill.send` adds the state file and
+:func:`plan_run` reads and plans; :mod:`backfill.load.send` adds the state file and
 delivery. The CLI only parses arguments, calls these, writes files and prints
 the summary.
 """
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import polars as pl
 
-from backfill.columns import empty_raw_frame
 from backfill.config import Config
 from backfill.errors import SourceError
-from backfill.extractors import ExtractContext, make_extractor
-from backfill.extractors.base import SourceConfig
-from backfill.pipeline.normalize import Rules, normalize
-from backfill.pipeline.plan import Plan, make_plan
-from backfill.pipeline.rollbacks import IsAncestor
+from backfill.extract import ExtractContext, make_extractor
+from backfill.extract.base import SourceConfig
+from backfill.model import empty_raw_frame
+from backfill.normalize.classify import Rules, normalize
+from backfill.plan.dedupe import Plan, make_plan
+from backfill.plan.rollbacks import IsAncestor
 
 Step = Callable[[str], AbstractContextManager[object]]
 

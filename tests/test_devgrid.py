@@ -9,8 +9,8 @@ import httpx
 import polars as pl
 import pytest
 
-from backfill.devgrid import Answer, DevGridClient, Refused, body_of, events_json, read_answer, retry_after
 from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
+from backfill.load.client import Answer, DevGridClient, Refused, body_of, events_json, read_answer, retry_after
 
 KEY = "secret-key-abc123"
 

@@ -20,7 +20,7 @@ from helpers import NOW, REPO, invoke
 
 from backfill.config import load_config
 from backfill.errors import ConfigError
-from backfill.replay import Recordings, ReplayServer
+from backfill.rehearse.replay import Recordings, ReplayServer
 from backfill.run import RunPlan, plan_run
 
 FORGES = REPO / "sample_data" / "forges"

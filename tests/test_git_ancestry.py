@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from gitrepo import GitRepo
 
-from backfill.extractors.git_ancestry import AncestryError, ancestors
+from backfill.extract.git.ancestry import AncestryError, ancestors
 
 
 def _is_ancestor(repo: GitRepo, commit: str, later: str) -> bool:

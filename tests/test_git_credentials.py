@@ -145,7 +145,7 @@ def test_ssh_urls_keep_their_user(write: WriteFile) -> None:
 
 def test_the_environment_git_sees_holds_no_token_unless_asked(tmp_path: Path) -> None:
     """Without token_env, git gets no credential settings of ours: the user's own helpers still work."""
-    from backfill.extractors.git_remote import _credential_env
+    from backfill.extract.git.remote import _credential_env
 
     env = _credential_env("https://git.example.com/acme/shop.git", "x-access-token", TOKEN, {"GIT_CONFIG_COUNT": "1"})
     assert env["GIT_CONFIG_COUNT"] == "3"

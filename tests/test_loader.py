@@ -11,9 +11,9 @@ import httpx
 import polars as pl
 import pytest
 
-from backfill.devgrid import DevGridClient
 from backfill.errors import AuthError, TransientDeliveryError
-from backfill.loader import WRITE_AHEAD, Delivery, RetryPolicy
+from backfill.load.client import DevGridClient
+from backfill.load.delivery import WRITE_AHEAD, Delivery, RetryPolicy
 from backfill.state.store import Store, current_boot_id
 
 Answer = httpx.Response | Exception

@@ -18,8 +18,8 @@ from helpers import source_block
 from backfill.cli import main
 from backfill.config import load_config
 from backfill.errors import EXIT_OK, EXIT_USAGE
-from backfill.extractors import REGISTRY
-from backfill.outputs import SOURCE_PATH_KEYS, run_inputs
+from backfill.extract import REGISTRY
+from backfill.report.outputs import SOURCE_PATH_KEYS, run_inputs
 
 HEADER = "id,updated_at,conclusion,environment,head_sha\n"
 ROWS = "".join(f"{i},2025-01-0{1 + i % 3}T{i:02d}:00:00Z,success,production,sha{i}\n" for i in range(1, 7))

@@ -9,13 +9,13 @@ from helpers import REPO
 from backfill.cli import main
 from backfill.config import DevGrid, Normalize, State
 from backfill.errors import EXIT_AUTH, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE
-from backfill.extractors.ci_export import CiExportSource, ColumnMap
-from backfill.extractors.git_tags import GitTagsSource
-from backfill.extractors.github_deployments import GithubDeploymentsSource
-from backfill.extractors.github_releases import GithubReleasesSource
-from backfill.extractors.gitlab_deployments import GitlabDeploymentsSource
-from backfill.extractors.gitlab_releases import GitlabReleasesSource
-from backfill.extractors.presets import PRESETS
+from backfill.extract.ci_export import CiExportSource, ColumnMap
+from backfill.extract.exports.presets import PRESETS
+from backfill.extract.git_tags import GitTagsSource
+from backfill.extract.github_deployments import GithubDeploymentsSource
+from backfill.extract.github_releases import GithubReleasesSource
+from backfill.extract.gitlab_deployments import GitlabDeploymentsSource
+from backfill.extract.gitlab_releases import GitlabReleasesSource
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 

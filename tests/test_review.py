@@ -9,7 +9,7 @@ import polars as pl
 from conftest import WriteFile
 from helpers import invoke, source_block
 
-from backfill.columns import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS
+from backfill.model import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS
 
 HEADER = "id,updated_at,conclusion,environment,head_sha,display_title,actor_login\n"
 RUNS = (

@@ -19,8 +19,8 @@ from helpers import source_block
 from mounts import fill, read_only, small_disk
 from test_send import HEADER, cli, runs, send
 
-from backfill.devgrid import body_of, events_json
 from backfill.errors import EXIT_LOCKED, EXIT_OK, EXIT_STATE
+from backfill.load.client import body_of, events_json
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
 from backfill.state.store import EventKey, OutgoingBatch, Store, current_boot_id

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import polars as pl
 
-from backfill.columns import EVENT_KEY
 from backfill.errors import StateError
-from backfill.pipeline.timestamps import TS
+from backfill.model import EVENT_KEY
+from backfill.normalize.timestamps import TS
 
 NOT_NEW = ("sent", "pending", "refused", "held")
 

@@ -43,8 +43,8 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import polars as pl
 
-from backfill.columns import EVENT_KEY
 from backfill.errors import DestinationError, StateError
+from backfill.model import EVENT_KEY
 from backfill.state.destination import normalize_url
 from backfill.state.schema import APPLICATION_ID, SCHEMA_VERSION, create_file, migrate
 

@@ -8,7 +8,7 @@ a main line of COMMITS commits into which a maintenance branch is merged every
 maintenance tips) are ancestors of the newest commit, as the rollback rule
 does, and times, fastest of N:
   per pair  one `git merge-base --is-ancestor` per pair (what backfill did);
-  one walk  backfill.extractors.git_ancestry.ancestors (two git commands in all).
+  one walk  backfill.extract.git.ancestry.ancestors (two git commands in all).
 Both must give the same answers.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from backfill.extractors.git_ancestry import ancestors  # noqa: E402
+from backfill.extract.git.ancestry import ancestors  # noqa: E402
 
 
 def build(repo: Path, commits: int) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 
-from backfill.devgrid import body_of, events_json
+from backfill.load.client import body_of, events_json
 from backfill.state.destination import account_of
 from backfill.state.store import Store
 

@@ -71,7 +71,7 @@ def main() -> None:
     if not repo.exists():
         build(repo, args.tags)
 
-    from backfill.extractors.git_tags import _FORMAT
+    from backfill.extract.git_tags import _FORMAT
 
     baseline_script = (
         f"{DEPENDENCIES}\nimport subprocess\n"
