@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from backfill.errors import ConfigError
 from backfill.extract import SOURCE_TYPES, SourceConfigs
-from backfill.extract.base import Model
+from backfill.model import Model
 
 DEFAULT_URL = "https://prod.api.devgrid.io"
 _WANTED = {

@@ -1,15 +1,28 @@
-"""Column names shared by every stage of the data path.
+"""The vocabulary every step of the data path shares: column names, the event key, the outcomes.
 
 An extractor returns :data:`RAW_COLUMNS` (all text, as read); normalization
 turns them into :data:`EVENT_COLUMNS` (what DevGrid receives) plus
-:data:`REVIEW_EXTRA_COLUMNS` (what a reviewer needs to judge them).
+:data:`REVIEW_EXTRA_COLUMNS` (what a reviewer needs to judge them). This module
+imports nothing of backfill's own, so any step may use it.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+# What a status means once read: a deployment that succeeded or failed, or not a deployment.
+Outcome = Literal["success", "failed", "skip"]
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown keys are errors, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
 
 # The attributes an event may carry besides env and status, in review CSV order.
 ATTRIBUTE_COLUMNS: Final = (
@@ -39,7 +52,31 @@ ROW = "row"
 # The key that identifies one deployment: the same run exported twice is one event.
 EVENT_KEY: Final = ("entityId", "env", "build_id")
 
-STATUSES: Final = ("success", "failed")
+# The event's time as an instant, Datetime(us, UTC), beside the text DevGrid receives;
+# null where the timestamp is unusable.
+TS: Final = "_ts"
+
+
+@dataclass(frozen=True)
+class EventKey:
+    """One deployment's identity, the same in the plan, the ledger and DevGrid's answer."""
+
+    entity_id: str
+    env: str
+    build_id: str
+
+
+# A text cell a spreadsheet would run as a formula is written with a leading quote, and read
+# back without it, so that the review CSV is safe to open and still round-trips.
+FORMULA_START = r"^([=+\-@\t\r'])"
+
+
+def escape_formula(column: pl.Expr) -> pl.Expr:
+    return column.str.replace(FORMULA_START, "'${1}")
+
+
+def unescape_formula(column: pl.Expr) -> pl.Expr:
+    return column.str.replace(r"^'", "")
 
 
 def empty_raw_frame() -> pl.LazyFrame:

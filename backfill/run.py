@@ -21,7 +21,7 @@ from backfill.errors import SourceError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.model import empty_raw_frame
-from backfill.normalize.classify import Rules, normalize
+from backfill.normalize.classify import Normalization, normalize
 from backfill.plan.dedupe import Plan, make_plan
 from backfill.plan.rollbacks import IsAncestor
 
@@ -60,7 +60,7 @@ def plan_run(
     now = now or datetime.now(UTC)
     warnings: list[str] = []
     failures: list[SourceError] = []
-    rules = Rules(
+    rules = Normalization(
         environments=tuple(config.normalize.environments),
         env_aliases=dict(config.normalize.env_aliases),
         default_timezone=config.normalize.default_timezone,
@@ -91,7 +91,7 @@ def plan_run(
 
 
 def _classify_source(
-    source: SourceConfig, index: int, context: ExtractContext, rules: Rules
+    source: SourceConfig, index: int, context: ExtractContext, rules: Normalization
 ) -> tuple[pl.DataFrame, IsAncestor | None]:
     """Extract and normalize one source; every failure becomes a SourceError naming it."""
     extracted = make_extractor(source, context).extract()
@@ -112,7 +112,7 @@ def _classify_source(
         raise SourceError(source.name, f"could not be read: {_first_line(exc)}") from exc
 
 
-def _empty(config: Config, rules: Rules) -> pl.DataFrame:
+def _empty(config: Config, rules: Normalization) -> pl.DataFrame:
     return normalize(empty_raw_frame(), source="", source_index=0, status_vocab={}, rules=rules).collect()
 
 

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from backfill.errors import StateError, StateLockedError
-from backfill.normalize.timestamps import TS
+from backfill.model import TS
 from backfill.state.lock import StateLock
 from backfill.state.rules import advanced_cursors, incremental_since, mark_known, outcome_unknown, within
 from backfill.state.store import SCHEMA_VERSION, Store

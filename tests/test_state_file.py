@@ -21,9 +21,10 @@ from test_send import HEADER, cli, runs, send
 
 from backfill.errors import EXIT_LOCKED, EXIT_OK, EXIT_STATE
 from backfill.load.client import body_of, events_json
+from backfill.model import EventKey
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
-from backfill.state.store import EventKey, OutgoingBatch, Store, current_boot_id
+from backfill.state.store import OutgoingBatch, Store, current_boot_id
 
 
 def _config(write: WriteFile, state: str = ".backfill/state.db") -> Path:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from backfill.normalize.timestamps import TS, TS_VERDICT, add_timestamp
+from backfill.model import TS
+from backfill.normalize.timestamps import TS_VERDICT, add_timestamp
 from backfill.normalize.verdicts import VERDICT, Verdict, reason
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

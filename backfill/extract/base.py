@@ -15,18 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Outcome = Literal["success", "failed", "skip"]
-
-
-class Model(BaseModel):
-    """Base of every config model: unknown keys are errors, types are not coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+from backfill.model import Model, Outcome
 
 
 class SourceConfig(Model):

@@ -11,14 +11,14 @@ import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from backfill.errors import SourceError
-from backfill.extract.base import Extracted, Extractor, Model, Outcome, SourceConfig
+from backfill.extract.base import Extracted, Extractor, SourceConfig
 from backfill.extract.exports.csv_file import RAGGED, CsvFile, CsvFormatError
 from backfill.extract.exports.json_file import JsonFormatError, read_json_records, read_ndjson_records
 from backfill.extract.exports.presets import PRESETS
 from backfill.extract.exports.scope import mixed_scope_warning, scope_columns
 from backfill.extract.mapping import RECORD, FieldSource, MappingError, match_filter, raw_frame, resolve
 from backfill.extract.patterns import patterns_regex
-from backfill.report.review import unescape_formula
+from backfill.model import Model, Outcome, unescape_formula
 
 PresetName = Literal["github-actions", "gitlab-ci", "jenkins", "circleci", "azure-devops", "events"]
 ColumnNames = str | list[str]

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import polars as pl
 
-from backfill.extract.base import Extracted, Extractor, Outcome
+from backfill.extract.base import Extracted, Extractor
 from backfill.extract.forge.common import Reading, frame_of, older_than
 from backfill.extract.forge.github import GithubSource, github_errors, repository
 from backfill.extract.mapping import raw_frame
+from backfill.model import Outcome
 
 OUTCOMES = ("success", "failure", "error")
 STATUSES: dict[str, Outcome] = {

@@ -28,9 +28,8 @@ import httpx
 import polars as pl
 
 from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
-from backfill.model import ATTRIBUTE_COLUMNS
+from backfill.model import ATTRIBUTE_COLUMNS, EventKey
 from backfill.secrets import REDACTED, redact
-from backfill.state.store import EventKey
 
 EVENT_TYPE = "event-deploy"
 # Failures after which the request may have been stored: the connection broke

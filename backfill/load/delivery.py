@@ -47,8 +47,9 @@ from tenacity import (
 from backfill.errors import DeliveryError, Interrupted, TransientDeliveryError
 from backfill.interrupts import Interrupts
 from backfill.load.client import Answer, DevGridClient, Refused, body_of, events_json, is_unknown_entity, key_of
+from backfill.model import EventKey
 from backfill.state.rules import outcome_unknown
-from backfill.state.store import EventKey, OutgoingBatch, Store, current_boot_id
+from backfill.state.store import OutgoingBatch, Store, current_boot_id
 
 # Batches written ahead per disk flush: fewer flushes, and at most this many to settle after a crash.
 WRITE_AHEAD = 8

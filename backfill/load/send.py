@@ -31,12 +31,12 @@ from backfill.extract import REGISTRY
 from backfill.interrupts import Interrupts
 from backfill.load.client import DevGridClient
 from backfill.load.delivery import Delivery, DeliveryReport, RetryPolicy
-from backfill.model import EVENT_KEY
+from backfill.model import EVENT_KEY, EventKey
 from backfill.run import RunPlan, Step, no_progress, plan_run
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
 from backfill.state.rules import advanced_cursors, incremental_since, mark_known, missing_state, within
-from backfill.state.store import Destination, EventKey, KeyChange, Store, current_boot_id
+from backfill.state.store import Destination, KeyChange, Store, current_boot_id
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from datetime import datetime
 
 import polars as pl
 
-from backfill.extract.base import Outcome
-from backfill.model import EVENT_COLUMNS, RAW_COLUMNS, ROW
-from backfill.normalize.timestamps import EARLIEST_EPOCH_YEAR, TS, TS_VERDICT, add_timestamp
+from backfill.model import EVENT_COLUMNS, RAW_COLUMNS, ROW, TS, Outcome
+from backfill.normalize.timestamps import EARLIEST_EPOCH_YEAR, TS_VERDICT, add_timestamp
 from backfill.normalize.verdicts import VERDICT, Verdict
 
 SOURCE_INDEX = "_source_index"
@@ -27,7 +26,7 @@ RAW_KEPT = ("_raw_timestamp", "_raw_status", "duration_ms", "skip_reason", "reje
 
 
 @dataclass(frozen=True)
-class Rules:
+class Normalization:
     """The ``[normalize]`` settings, and the instant after which a timestamp is in the future."""
 
     environments: Sequence[str]
@@ -45,7 +44,7 @@ def normalize(
     source: str,
     source_index: int,
     status_vocab: Mapping[str, Outcome],
-    rules: Rules,
+    rules: Normalization,
 ) -> pl.LazyFrame:
     """Give every row of one source's raw frame a verdict, and normalize the events' fields."""
     blank_is_null = (pl.col(name).str.strip_chars().replace("", None).alias(name) for name in RAW_COLUMNS)

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from backfill.model import TS
 from backfill.normalize.verdicts import Verdict
 
-TS = "_ts"  # Datetime(us, UTC), null where the timestamp is unusable
 TS_VERDICT = "_ts_verdict"  # why it is unusable (a Verdict), null where it is fine
 EARLIEST_EPOCH_YEAR = 2000
 MAX_OFFSET_MINUTES = 14 * 60  # Kiribati's +14:00 and Baker Island's -12:00 are the extremes

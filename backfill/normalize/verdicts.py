@@ -38,19 +38,7 @@ class Verdict(IntEnum):
     EPOCH_TOO_OLD = 34
 
 
-SKIP_FIRST = Verdict.FILTERED
 REJECT_FIRST = Verdict.UNREADABLE_ROW
-
-
-def verdict_class(verdict: pl.Expr) -> pl.Expr:
-    """``event``, ``skip`` or ``reject`` for a verdict code."""
-    return (
-        pl.when(verdict == Verdict.EVENT)
-        .then(pl.lit("event"))
-        .when(verdict < REJECT_FIRST)
-        .then(pl.lit("skip"))
-        .otherwise(pl.lit("reject"))
-    )
 
 
 def reason(environments: Sequence[str], default_timezone: str) -> pl.Expr:

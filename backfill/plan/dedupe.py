@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from backfill.model import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW
-from backfill.normalize.classify import SOURCE_INDEX, TIMESTAMP_FORMAT, Rules
-from backfill.normalize.timestamps import TS
+from backfill.model import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
+from backfill.normalize.classify import SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
 from backfill.plan.rollbacks import IsAncestor, infer_rollbacks
 
@@ -36,7 +35,10 @@ class Plan:
 
 
 def make_plan(
-    classified: pl.DataFrame, sources: Sequence[str], rules: Rules, ancestry: Mapping[str, IsAncestor] | None = None
+    classified: pl.DataFrame,
+    sources: Sequence[str],
+    rules: Normalization,
+    ancestry: Mapping[str, IsAncestor] | None = None,
 ) -> Plan:
     is_event = pl.col(VERDICT) == Verdict.EVENT
     # Choose winners on a narrow frame, then take their rows once: moving every column is slow.

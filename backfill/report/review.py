@@ -17,17 +17,7 @@ from typing import BinaryIO
 import polars as pl
 
 from backfill.errors import BackfillError, ConfigError
-from backfill.model import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS, ROW
-
-_FORMULA_START = r"^([=+\-@\t\r'])"
-
-
-def escape_formula(column: pl.Expr) -> pl.Expr:
-    return column.str.replace(_FORMULA_START, "'${1}")
-
-
-def unescape_formula(column: pl.Expr) -> pl.Expr:
-    return column.str.replace(r"^'", "")
+from backfill.model import EVENT_COLUMNS, FORMULA_START, REVIEW_EXTRA_COLUMNS, ROW, escape_formula
 
 
 def rejects_path_for(review_path: Path) -> Path:
@@ -79,7 +69,7 @@ def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:
     """Every text cell a spreadsheet would run as a formula, quoted."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     # Checking the first character is cheap; rewriting a column only pays where one needs it.
-    risky = frame.select(pl.col(text).str.contains(_FORMULA_START).any())
+    risky = frame.select(pl.col(text).str.contains(FORMULA_START).any())
     return frame.with_columns(escape_formula(pl.col(name)) for name in text if risky.get_column(name).item())
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from backfill.errors import StateError
-from backfill.model import EVENT_KEY
-from backfill.normalize.timestamps import TS
+from backfill.model import EVENT_KEY, TS
 
 NOT_NEW = ("sent", "pending", "refused", "held")
 

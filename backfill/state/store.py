@@ -44,18 +44,11 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 import polars as pl
 
 from backfill.errors import DestinationError, StateError
-from backfill.model import EVENT_KEY
+from backfill.model import EVENT_KEY, EventKey
 from backfill.state.destination import normalize_url
 from backfill.state.schema import APPLICATION_ID, SCHEMA_VERSION, create_file, migrate
 
 KeyChange = Literal["same-account", "new-account"]
-
-
-@dataclass(frozen=True)
-class EventKey:
-    entity_id: str
-    env: str
-    build_id: str
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from backfill.extract.base import Outcome
+from backfill.model import Outcome
 
 
 @dataclass(frozen=True)
