@@ -20,30 +20,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-import polars as pl
 from rich.console import Console
 from rich.markup import escape
 
 from backfill import __version__
-from backfill.config import Config, allowing_plain_http, load_config
+from backfill.config import load_config
 from backfill.errors import (
-    EXIT_ERROR,
-    EXIT_OK,
     EXIT_SIGINT,
     BackfillError,
     ConfigError,
     Interrupted,
     StateError,
 )
-from backfill.report.outputs import RunOutputs, run_outputs
+from backfill.report.outputs import run_outputs
 from backfill.report.progress import Display
-from backfill.report.review import write_rejects, write_review, write_review_to_stdout, write_skipped
-from backfill.report.summary import build_summary, delivery_summary, render
-from backfill.run import plan_run
-from backfill.state.rules import missing_state
+from backfill.report.summary import render
 
 if TYPE_CHECKING:
-    from backfill.state.store import Destination, KeyChange, Store
+    from backfill.state.store import KeyChange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -169,10 +163,11 @@ def run(
 
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
+    from backfill.run import Hooks, RunRequest
+    from backfill.run import run as run_backfill
+
     config = load_config(config_path)
-    if allow_http:
-        config = allowing_plain_http(config)
-    window = _window(since, until)
+    start, end = _window(since, until)
     if dry_run is None:
         from backfill.state.store import state_folder_problem
 
@@ -180,12 +175,28 @@ def run(
         problem = state_folder_problem(Path(config.state.path).resolve())
         if problem:
             raise StateError(problem)
-    outputs = run_outputs(config, dry_run, rejects_path, as_json=as_json)
+    request = RunRequest(
+        outputs=run_outputs(config, dry_run, rejects_path, as_json=as_json),
+        url=url,
+        since=start,
+        until=end,
+        retry_rejected=retry_rejected,
+        require_state=require_state,
+        key_change=cast("KeyChange | None", key_change),  # click.Choice allows only those
+        allow_http=allow_http,
+    )
     console = _stderr_console()
-    if outputs.review is not None:
-        _review(config, outputs, url, window, require_state, as_json, console)
-    else:
-        _send(config, url, window, allow_http, retry_rejected, require_state, key_change, outputs, as_json, console)
+    with Display(console) as display:
+        hooks = Hooks(
+            step=display.step,
+            start_bar=lambda total: display.start_bar("sending", total),
+            progress=display.advance,
+            notice=lambda message: _notice(console, message),
+        )
+        result = run_backfill(config, request, hooks=hooks)
+        display.stop_bar()
+    _report(result.summary, as_json, console)
+    sys.exit(result.exit_code)
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
@@ -196,149 +207,6 @@ def _window(since: str | None, until: str | None) -> tuple[datetime | None, date
             "give a --since earlier than --until"
         )
     return start, end
-
-
-def _review(
-    config: Config,
-    outputs: RunOutputs,
-    url: str | None,
-    window: tuple[datetime | None, datetime | None],
-    require_state: bool,
-    as_json: bool,
-    console: Console,
-) -> None:
-    from backfill.state.rules import mark_known, within
-    from backfill.state.store import Store
-
-    store = Store.open(Path(config.state.path), create=False)
-    if store is None and require_state:
-        raise missing_state(Path(config.state.path))
-    review, rejects, skipped = outputs.review, outputs.rejects, outputs.skipped
-    assert review is not None
-    try:
-        destination = _review_destination(config, store, url)
-        with Display(console) as display:
-            result = plan_run(config, step=display.step, notice=lambda message: _notice(console, message))
-            events = within(result.plan.events, *window)
-            extra: dict[str, Any] = {}
-            if store is not None:
-                if destination is not None:
-                    events = mark_known(events, store.known_keys(destination.id, events))
-                else:
-                    events = events.with_columns(state=pl.lit("new"))
-                counts = dict(events.get_column("state").value_counts().iter_rows())
-                extra["ledger"] = {
-                    "destination": destination.url if destination else None,
-                    "new": counts.get("new", 0),
-                    "sent": counts.get("sent", 0),
-                }
-            with display.step("writing the review"):
-                if review.target is None:
-                    write_review_to_stdout(events)
-                else:
-                    write_review(events, review.target)
-                if rejects is not None:
-                    write_rejects(result.plan.rejects, rejects.target or rejects.path)
-                if skipped is not None:
-                    write_skipped(result.plan.skipped, skipped.target or skipped.path)
-    finally:
-        if store is not None:
-            store.close()
-    summary = build_summary(
-        result,
-        {
-            "mode": "dry-run",
-            "config": str(config.path),
-            "review_csv": str(review.path),
-            "rejects_csv": str(rejects.path) if rejects is not None else None,
-            "skipped_csv": str(skipped.path) if skipped is not None else None,
-            **extra,
-        },
-        window,
-    )
-    _report(summary, as_json, console)
-    sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
-
-
-def _review_destination(config: Config, store: Store | None, url: str | None) -> Destination | None:
-    """The destination whose ledger a dry run compares with: that of the run it previews.
-
-    Without the API key in the environment, a URL known with one account only is enough.
-    """
-    from backfill.secrets import optional_api_key
-    from backfill.state.destination import account_of
-
-    if store is None:
-        return None
-    key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None
-    key = optional_api_key(config.devgrid.api_key_env, key_file, os.environ)
-    return store.find_destination(url or config.devgrid.url, account_of(key, store.salt) if key else None)
-
-
-def _send(
-    config: Config,
-    url: str | None,
-    window: tuple[datetime | None, datetime | None],
-    allow_http: bool,
-    retry_rejected: bool,
-    require_state: bool,
-    key_change: str | None,
-    outputs: RunOutputs,
-    as_json: bool,
-    console: Console,
-) -> None:
-    import httpx
-
-    from backfill.interrupts import Interrupts
-    from backfill.load.send import SendOptions, send_run
-    from backfill.secrets import api_key, check_url
-
-    target = (url or config.devgrid.url).rstrip("/")
-    check_url(target, allow_http=allow_http)
-    key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None
-    options = SendOptions(
-        url=target,
-        api_key=api_key(config.devgrid.api_key_env, key_file, os.environ),
-        since=window[0],
-        until=window[1],
-        retry_rejected=retry_rejected,
-        require_state=require_state,
-        key_change=cast("KeyChange | None", key_change),  # click.Choice allows only those
-    )
-
-    with (
-        Interrupts() as interrupts,
-        httpx.Client(timeout=config.devgrid.timeout, follow_redirects=False) as client,
-        Display(console) as display,
-    ):
-        result = send_run(
-            config,
-            options,
-            client,
-            step=display.step,
-            start_bar=lambda total: display.start_bar("sending", total),
-            progress=display.advance,
-            notice=lambda message: _notice(console, message),
-            interrupts=interrupts,
-        )
-        display.stop_bar()
-    rejects = outputs.rejects
-    assert rejects is not None
-    write_rejects(result.run.plan.rejects, rejects.target or rejects.path)
-    delivery = delivery_summary(result)
-    summary = build_summary(
-        result.run,
-        {
-            "mode": "send",
-            "config": str(config.path),
-            "url": target,
-            "rejects_csv": str(rejects.path),
-            "delivery": delivery,
-        },
-        window,
-    )
-    _report(summary, as_json, console)
-    sys.exit(result.exit_code)
 
 
 @main.command()

@@ -14,6 +14,11 @@ from typing import Final, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+# How a run ended: a dry run is "reviewed"; a sending run is "done" when every planned event was
+# delivered, "refused-events" when DevGrid refused or held some, "incomplete" when some were left
+# unsent, "auth-refused" when DevGrid refused the key, "interrupted" by Ctrl-C or SIGTERM.
+RunOutcome = Literal["reviewed", "done", "refused-events", "incomplete", "auth-refused", "interrupted"]
+
 # What a status means once read: a deployment that succeeded or failed, or not a deployment.
 Outcome = Literal["success", "failed", "skip"]
 

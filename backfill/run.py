@@ -1,29 +1,49 @@
-"""The data path in one place: extract, normalize, plan (and, when sending, load).
+"""The data path in one place: extract, normalize, plan, then either the review or the load.
 
-:func:`plan_run` reads and plans; :mod:`backfill.load.send` adds the state file and
-delivery. The CLI only parses arguments, calls these, writes files and prints
-the summary.
+:func:`run` is what ``backfill run`` does, with or without ``--dry-run``:
+
+1. a sending run takes the state (lock, destination, settling what an earlier
+   run left open: :class:`backfill.load.send.SendSession`); a dry run only reads it;
+2. every source is extracted and normalized, and the rows planned
+   (:func:`plan_run`: dedupe, send order, rollbacks);
+3. the plan is compared once with the destination's ledger (:mod:`backfill.plan.ledger`);
+4. a dry run writes the review files; a sending run sends the new events;
+5. the result carries the summary, the outcome and the exit code.
+
+The CLI parses the command line, calls :func:`run` and prints the result.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import polars as pl
 
-from backfill.config import Config
-from backfill.errors import SourceError
+from backfill.config import Config, allowing_plain_http
+from backfill.errors import ReadError, SourceError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
-from backfill.model import empty_raw_frame
+from backfill.interrupts import Interrupts
+from backfill.load.send import SendOptions, SendSession
+from backfill.model import RunOutcome, empty_raw_frame
 from backfill.normalize.classify import Normalization, normalize
-from backfill.plan.dedupe import Plan, make_plan
+from backfill.plan.dedupe import RunPlan, make_plan
+from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
+from backfill.report.outputs import RunOutputs
+from backfill.report.review import write_rejects, write_review_files
+from backfill.report.summary import build_summary, delivery_summary
+from backfill.secrets import api_key, check_url
+from backfill.state.store import KeyChange
+from backfill.state.view import LedgerView
 
 Step = Callable[[str], AbstractContextManager[object]]
 
@@ -32,13 +52,104 @@ def no_progress(description: str) -> AbstractContextManager[object]:
     return nullcontext()
 
 
-@dataclass
-class RunPlan:
-    """A plan plus what went wrong on the way: sources that failed, and warnings."""
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller shows while a run works: steps, a progress bar, notices (a retry, a wait)."""
 
-    plan: Plan
-    failures: list[SourceError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    step: Step = no_progress
+    start_bar: Callable[[int], None] = lambda total: None
+    progress: Callable[[int], None] = lambda events: None
+    notice: Callable[[str], None] = lambda message: None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One ``backfill run``: where its outputs go (a review makes it a dry run), and the command line's choices."""
+
+    outputs: RunOutputs
+    url: str | None = None  # instead of [devgrid] url
+    since: datetime | None = None
+    until: datetime | None = None
+    retry_rejected: bool = False
+    require_state: bool = False
+    key_change: KeyChange | None = None
+    allow_http: bool = False
+
+
+@dataclass
+class RunResult:
+    """What the run did: its plan, the summary (--json prints it as it is), the outcome and the exit code."""
+
+    plan: RunPlan
+    summary: dict[str, Any]
+    outcome: RunOutcome
+    exit_code: int
+
+
+def run(
+    config: Config,
+    request: RunRequest,
+    *,
+    hooks: Hooks = Hooks(),
+    environ: Mapping[str, str] = os.environ,
+    client: httpx.Client | None = None,
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunResult:
+    """Plan, diff against the ledger once, then write the review or send. Raises BackfillError when it cannot start.
+
+    A sending run turns Ctrl-C and SIGTERM into a clean stop (recorded, summarized,
+    exit 130/143); ``client`` is the HTTP client to send with (one is made from
+    ``[devgrid]`` otherwise).
+    """
+    config = allowing_plain_http(config) if request.allow_http else config
+    url = (request.url or config.devgrid.url).rstrip("/")
+    window = (request.since, request.until)
+    if request.outputs.review is not None:
+        with LedgerView(config, url, require_state=request.require_state, environ=environ) as view:
+            planned = plan_run(config, now=now, step=hooks.step, sleep=sleep, notice=hooks.notice)
+            ledger = diff(planned.plan.events, *window, view.known_keys if view.exists else None)
+        with hooks.step("writing the review"):
+            extra = write_review_files(planned, ledger, request.outputs, view.destination)
+        summary = build_summary(planned, {"mode": "dry-run", "config": str(config.path), **extra}, window)
+        return RunResult(planned, summary, "reviewed", planned.exit_code)
+
+    check_url(url, allow_http=request.allow_http)
+    key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None
+    options = SendOptions(
+        url=url,
+        api_key=api_key(config.devgrid.api_key_env, key_file, environ),
+        since=request.since,
+        until=request.until,
+        retry_rejected=request.retry_rejected,
+        require_state=request.require_state,
+        key_change=request.key_change,
+    )
+    with ExitStack() as stack:
+        interrupts = stack.enter_context(Interrupts())
+        if client is None:
+            client = stack.enter_context(httpx.Client(timeout=config.devgrid.timeout, follow_redirects=False))
+        session = SendSession(
+            config, options, client, notice=hooks.notice, progress=hooks.progress, sleep=sleep, interrupts=interrupts
+        )
+        with session:
+            with session.before_sending(hooks.step):
+                planned = plan_run(
+                    config,
+                    now=now,
+                    step=hooks.step,
+                    reading_from=session.reading_from(request.since),
+                    sleep=sleep,
+                    notice=hooks.notice,
+                )
+            ledger = diff(planned.plan.events, *window, session.known_keys)
+            sent = session.send(ledger, sources_complete=not planned.failures, start_bar=hooks.start_bar)
+    rejects = request.outputs.rejects
+    assert rejects is not None, "a sending run always writes its rejects"
+    write_rejects(planned.plan.rejects, rejects.target or rejects.path)
+    extra = {"mode": "send", "config": str(config.path), "url": url, "rejects_csv": str(rejects.path)}
+    summary = build_summary(planned, {**extra, "delivery": delivery_summary(sent)}, window)
+    return RunResult(planned, summary, sent.outcome, sent.exit_code or planned.exit_code)
 
 
 def plan_run(
@@ -85,7 +196,7 @@ def plan_run(
             if is_ancestor is not None:
                 ancestry[source.name] = is_ancestor
     with step("planning"):
-        classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
+        classified = pl.concat(frames, how="vertical") if frames else _empty(rules)
         plan = make_plan(classified, [source.name for source in config.sources], rules, ancestry)
     return RunPlan(plan=plan, failures=failures, warnings=warnings)
 
@@ -93,26 +204,28 @@ def plan_run(
 def _classify_source(
     source: SourceConfig, index: int, context: ExtractContext, rules: Normalization
 ) -> tuple[pl.DataFrame, IsAncestor | None]:
-    """Extract and normalize one source; every failure becomes a SourceError naming it."""
-    extracted = make_extractor(source, context).extract()
-
-    def classify(raw: pl.LazyFrame) -> pl.DataFrame:
-        return normalize(
-            raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules
-        ).collect()
-
+    """Extract and normalize one source; every failure becomes a SourceError naming it (here, and only here)."""
     try:
+        extracted = make_extractor(source, context).extract()
+
+        def classify(raw: pl.LazyFrame) -> pl.DataFrame:
+            return normalize(
+                raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules
+            ).collect()
+
         try:
             return classify(extracted.frame), extracted.is_ancestor
         except pl.exceptions.PolarsError:
             if extracted.fallback is None:
                 raise
             return classify(extracted.fallback()), extracted.is_ancestor
+    except ReadError as exc:
+        raise exc.for_source(source.name) from None
     except pl.exceptions.PolarsError as exc:
         raise SourceError(source.name, f"could not be read: {_first_line(exc)}") from exc
 
 
-def _empty(config: Config, rules: Normalization) -> pl.DataFrame:
+def _empty(rules: Normalization) -> pl.DataFrame:
     return normalize(empty_raw_frame(), source="", source_index=0, status_vocab={}, rules=rules).collect()
 
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import WriteFile
 from helpers import plan_for, source_block
 
-from backfill.errors import SourceError
-from backfill.extract.exports.csv_file import CsvFile, CsvFormatError
-from backfill.extract.exports.json_file import JsonFormatError, flatten, read_json_records
+from backfill.errors import CsvFormatError, JsonFormatError, SourceError
+from backfill.extract.exports.csv_file import CsvFile
+from backfill.extract.exports.json_file import flatten, read_json_records
 from backfill.extract.mapping import RECORD
 
 HEADER = "id,updated_at,conclusion,environment,display_title\n"

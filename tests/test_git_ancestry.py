@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from gitrepo import GitRepo
 
-from backfill.extract.git.ancestry import AncestryError, ancestors
+from backfill.errors import AncestryError
+from backfill.extract.git.ancestry import ancestors
 
 
 def _is_ancestor(repo: GitRepo, commit: str, later: str) -> bool:

@@ -17,8 +17,9 @@ import pytest
 
 from backfill.errors import StateError, StateLockedError
 from backfill.model import TS
+from backfill.plan.ledger import mark_known, within
 from backfill.state.lock import StateLock
-from backfill.state.rules import advanced_cursors, incremental_since, mark_known, outcome_unknown, within
+from backfill.state.rules import advanced_cursors, incremental_since, outcome_unknown
 from backfill.state.store import SCHEMA_VERSION, Store
 
 

@@ -10,13 +10,13 @@ from typing import Literal
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from backfill.errors import SourceError
+from backfill.errors import CsvFormatError, JsonFormatError, MappingError, ReadError
 from backfill.extract.base import Extracted, Extractor, SourceConfig
-from backfill.extract.exports.csv_file import RAGGED, CsvFile, CsvFormatError
-from backfill.extract.exports.json_file import JsonFormatError, read_json_records, read_ndjson_records
+from backfill.extract.exports.csv_file import RAGGED, CsvFile
+from backfill.extract.exports.json_file import read_json_records, read_ndjson_records
 from backfill.extract.exports.presets import PRESETS
 from backfill.extract.exports.scope import mixed_scope_warning, scope_columns
-from backfill.extract.mapping import RECORD, FieldSource, MappingError, match_filter, raw_frame, resolve
+from backfill.extract.mapping import RECORD, FieldSource, match_filter, raw_frame, resolve
 from backfill.extract.patterns import patterns_regex
 from backfill.model import Model, Outcome, unescape_formula
 
@@ -102,7 +102,7 @@ class CiExportExtractor(Extractor):
         except (CsvFormatError, JsonFormatError, MappingError) as exc:
             config = self.config
             assert isinstance(config, CiExportSource)
-            raise SourceError(config.name, f"{config.path}: {exc}") from exc
+            raise ReadError(f"{config.path}: {exc}") from exc
 
     def _read_and_map(self, config: CiExportSource) -> tuple[pl.LazyFrame, Callable[[], pl.LazyFrame] | None]:
         """The raw frame, and for CSV a slower exact reading to fall back on."""

@@ -31,12 +31,11 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from backfill.errors import ConfigError, SourceError
+from backfill.errors import AncestryError, CloneError, ConfigError, GitError, ReadError
 from backfill.extract.base import Extracted, Extractor, SourceConfig
-from backfill.extract.git.ancestry import AncestryError, ancestors
+from backfill.extract.git.ancestry import ancestors
 from backfill.extract.git.remote import (
     GIT_ENV,
-    CloneError,
     cached_clone,
     credentials_problem,
     failure_line,
@@ -134,7 +133,7 @@ class GitTagsExtractor(Extractor):
         try:
             tags = self._read_tags(repo)
         except GitError as exc:
-            raise SourceError(config.name, f"{config.repo}: {exc}") from None
+            raise ReadError(f"{config.repo}: {exc}") from None
         if tags.height and config.pattern != "*":
             matching = tags.get_column("tag").str.contains(patterns_regex(config.pattern))
             if not matching.any():
@@ -191,21 +190,19 @@ class GitTagsExtractor(Extractor):
 
     def _repository(self, config: GitTagsSource) -> Path:
         if shutil.which("git") is None:
-            raise SourceError(
-                config.name, "git is not installed (no git on PATH); install it (apt-get install git) to read tags"
-            )
+            raise ReadError("git is not installed (no git on PATH); install it (apt-get install git) to read tags")
         location = config.repo
         if is_url(location) or (Path(location).is_file() and location.endswith(".bundle")):
             return self._cached_clone(config, location)
         path = Path(location)
         if not path.exists():
-            raise SourceError(config.name, f"repo {location} does not exist; check repo (relative to the config file)")
+            raise ReadError(f"repo {location} does not exist; check repo (relative to the config file)")
         import git
 
         try:
             repository = git.Repo(path, search_parent_directories=False)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise SourceError(config.name, f"{location} is not a git repository; point repo at one") from None
+            raise ReadError(f"{location} is not a git repository; point repo at one") from None
         return Path(repository.git_dir)
 
     def _cached_clone(self, config: GitTagsSource, location: str) -> Path:
@@ -213,20 +210,19 @@ class GitTagsExtractor(Extractor):
         if config.token_env is not None:
             value = self.context.environ.get(config.token_env, "").strip()
             if not value:
-                raise SourceError(
-                    config.name,
+                raise ReadError(
                     f"{config.token_env} is not set: export {config.token_env}=<token> (named by token_env)",
                 )
             try:
                 check_one_word(value, f"${config.token_env}: the token", "must hold the token alone, on one line")
             except ConfigError as exc:
-                raise SourceError(config.name, str(exc)) from None
+                raise ReadError(str(exc)) from None
             token = (config.token_user, value)
         try:
             return cached_clone(self.context.cache_dir or Path(".backfill"), location, token)
         except CloneError as exc:
-            raise SourceError(
-                config.name, f"cannot fetch {location} ({exc}); check repo and your access to it"
+            raise ReadError(
+                f"cannot fetch {location} ({exc}); check repo and your access to it", transient=exc.transient
             ) from None
 
     def _read_tags(self, git_dir: Path) -> pl.DataFrame:
@@ -396,10 +392,6 @@ def _ancestry(
         return [answers.get(pair, False) for pair in pairs]
 
     return is_ancestor
-
-
-class GitError(Exception):
-    """A git command failed; the message is git's first line."""
 
 
 def _git(git_dir: Path, *args: str) -> str:

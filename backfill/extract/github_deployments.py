@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import polars as pl
 
+from backfill.errors import Reading
 from backfill.extract.base import Extracted, Extractor
-from backfill.extract.forge.common import Reading, frame_of, older_than
+from backfill.extract.forge.common import frame_of, older_than
 from backfill.extract.forge.github import GithubSource, github_errors, repository
 from backfill.extract.mapping import raw_frame
 from backfill.model import Outcome

@@ -12,16 +12,13 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from backfill.errors import MappingError
 from backfill.extract.patterns import patterns_regex
 from backfill.model import RAW_COLUMNS, ROW
 
 # The record number while a file is read, under a name no export uses: a user's own
 # `row` field stays theirs. raw_frame hands it on as ROW.
 RECORD = "__backfill_record"
-
-
-class MappingError(Exception):
-    """A column the mapping needs is not in the file; the message says which."""
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from backfill.errors import DeliveryError, Interrupted, TransientDeliveryError
+from backfill.errors import DeliveryError, GaveUp, Interrupted, TransientDeliveryError
 from backfill.interrupts import Interrupts
 from backfill.load.client import Answer, DevGridClient, Refused, body_of, events_json, is_unknown_entity, key_of
 from backfill.model import EventKey
 from backfill.state.rules import outcome_unknown
-from backfill.state.store import OutgoingBatch, Store, current_boot_id
+from backfill.state.store import OutgoingBatch, Store
 
 # Batches written ahead per disk flush: fewer flushes, and at most this many to settle after a crash.
 WRITE_AHEAD = 8
@@ -87,10 +87,6 @@ class DeliveryReport:
         }
 
 
-class GaveUp(TransientDeliveryError):
-    """Retries ran out; ``uncertain`` if any attempt may have been stored."""
-
-
 @dataclass(frozen=True)
 class _Stream:
     """The events of one send, as the columns the batches are cut from."""
@@ -123,8 +119,12 @@ class Delivery:
         progress: Callable[[int], None] = lambda events: None,
         notice: Callable[[str], None] = lambda message: None,
         interrupts: Interrupts | None = None,
+        boot_id: str | None,
     ) -> None:
+        """``boot_id`` is this machine's boot (None where unknown): a batch written ahead on another boot
+        and never marked posted may have been sent all the same (see :func:`outcome_unknown`)."""
         self._store = store
+        self._boot_id = boot_id
         self._client = client
         self._destination_id = destination_id
         self._run_id = run_id
@@ -151,7 +151,6 @@ class Delivery:
 
     def settle(self) -> None:
         """Send again every batch an earlier run left pending; flag it if it may have been stored."""
-        boot = current_boot_id()
         for pending in self._store.pending_batches(self._destination_id):
             events = json.loads(pending.body)["events"]
             batch = OutgoingBatch(
@@ -160,7 +159,7 @@ class Delivery:
                 timestamps=tuple(event["timestamp"] for event in events),
                 sources=("",) * len(events),
             )
-            unknown = outcome_unknown(pending.posts, pending.boot_id, boot)
+            unknown = outcome_unknown(pending.posts, pending.boot_id, self._boot_id)
             self._notice(
                 f"batch {pending.id} of run {pending.run_id} was "
                 + (

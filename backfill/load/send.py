@@ -1,42 +1,41 @@
-"""A real run: lock the state, find the destination, settle what an earlier run left open, plan, send, checkpoint.
+"""A sending run's hold on the state: lock it, find the destination, settle what an earlier run left open,
+send the new events, move the cursors, record the run.
 
 The order matters. Batches an earlier run left pending are settled before
-anything new is planned, so that the plan sees them as sent; new events are
-those whose key the destination's ledger does not hold; cursors move only over
-history that was delivered.
+anything new is planned (:meth:`SendSession.open`), so that the plan sees them
+as sent; new events are those whose key the destination's ledger does not hold
+(:mod:`backfill.plan.ledger`); cursors move only over history that was delivered.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 import polars as pl
 
 from backfill.config import Config
-from backfill.errors import (
-    EXIT_AUTH,
-    EXIT_ERROR,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    AuthError,
-    DeliveryError,
-    Interrupted,
-)
+from backfill.errors import EXIT_AUTH, EXIT_INCOMPLETE, EXIT_OK, AuthError, DeliveryError, Interrupted
 from backfill.extract import REGISTRY
 from backfill.interrupts import Interrupts
 from backfill.load.client import DevGridClient
 from backfill.load.delivery import Delivery, DeliveryReport, RetryPolicy
-from backfill.model import EVENT_KEY, EventKey
-from backfill.run import RunPlan, Step, no_progress, plan_run
+from backfill.model import EVENT_KEY, EventKey, RunOutcome
+from backfill.plan.ledger import LedgerDiff
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
-from backfill.state.rules import advanced_cursors, incremental_since, mark_known, missing_state, within
+from backfill.state.rules import advanced_cursors, incremental_since, missing_state
 from backfill.state.store import Destination, KeyChange, Store, current_boot_id
+
+if TYPE_CHECKING:
+    from backfill.run import Step
 
 
 @dataclass(frozen=True)
@@ -48,16 +47,19 @@ class SendOptions:
     retry_rejected: bool = False
     require_state: bool = False
     key_change: KeyChange | None = None
+    # This machine's boot (Linux), for telling a batch certainly never posted from one that may have been.
+    boot_id: str | None = field(default_factory=current_boot_id)
 
 
 @dataclass
 class SendResult:
-    run: RunPlan
+    """What a sending run did: the ledger diff it sent from, and DevGrid's answers."""
+
     run_id: int
     destination: Destination
-    to_send: int
-    already_sent: int
-    outside_window: int
+    to_send: int = 0
+    already_sent: int = 0
+    outside_window: int = 0
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
     send_seconds: float = 0.0
 
@@ -66,7 +68,7 @@ class SendResult:
         return self.delivery.stopped
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> RunOutcome:
         stopped = self.stopped
         if isinstance(stopped, Interrupted):
             return "interrupted"
@@ -80,121 +82,161 @@ class SendResult:
 
     @property
     def exit_code(self) -> int:
+        """The delivery's exit code (0 when every event went; the run adds its sources' failures)."""
         stopped = self.stopped
         if isinstance(stopped, Interrupted):
             return stopped.exit_code
         if isinstance(stopped, AuthError):
             return EXIT_AUTH
-        if self.outcome != "done":
-            return EXIT_INCOMPLETE
-        return EXIT_ERROR if self.run.failures else EXIT_OK
+        return EXIT_OK if self.outcome == "done" else EXIT_INCOMPLETE
 
     def counts(self) -> dict[str, int]:
         return {"planned": self.to_send, **self.delivery.counts()}
 
 
-def send_run(
-    config: Config,
-    options: SendOptions,
-    client: httpx.Client,
-    *,
-    now: datetime | None = None,
-    step: Step = no_progress,
-    start_bar: Callable[[int], None] = lambda total: None,
-    progress: Callable[[int], None] = lambda events: None,
-    notice: Callable[[str], None] = lambda message: None,
-    sleep: Callable[[float], None] = time.sleep,
-    interrupts: Interrupts | None = None,
-) -> SendResult:
-    """Plan and deliver. Raises StateError/StateLockedError before sending anything it cannot track.
+class SendSession:
+    """The state file held for one sending run, from the lock to the run's record."""
 
-    An interrupt while sending ends the delivery where it is safe and is reported in
-    the result; one while reading the sources raises Interrupted once the run is recorded.
-    """
-    interrupts = interrupts or Interrupts()
-    state_path = Path(config.state.path)
-    devgrid = DevGridClient(client, options.url, options.api_key, config.devgrid.api_key_env)
-    policy = RetryPolicy(max_attempts=config.devgrid.max_attempts, max_wait=config.devgrid.max_wait)
-    with StateLock(state_path):
-        store = Store.open(state_path, create=not options.require_state, write=True)
-        if store is None:
-            raise missing_state(state_path)
+    def __init__(
+        self,
+        config: Config,
+        options: SendOptions,
+        client: httpx.Client,
+        *,
+        notice: Callable[[str], None] = lambda message: None,
+        progress: Callable[[int], None] = lambda events: None,
+        sleep: Callable[[float], None] = time.sleep,
+        interrupts: Interrupts | None = None,
+    ) -> None:
+        self._config = config
+        self._options = options
+        self._client = client
+        self._notice = notice
+        self._progress = progress
+        self._sleep = sleep
+        self._interrupts = interrupts or Interrupts()
+        self._lock = StateLock(Path(config.state.path))
+        self._store: Store | None = None
+        self._delivery: Delivery | None = None
+        self.result: SendResult | None = None
+        self.cursors: dict[str, datetime] = {}
+
+    # -- opening: lock, destination, the run's record, settling -----------------------------
+
+    def __enter__(self) -> SendSession:
+        """Lock and open the state; raises StateError/StateLockedError before anything is sent."""
+        state_path = Path(self._config.state.path)
+        self._lock.__enter__()
         try:
+            store = Store.open(state_path, create=not self._options.require_state, write=True)
+            if store is None:
+                raise missing_state(state_path)
+            self._store = store
+            options = self._options
             destination = store.resolve_destination(
                 options.url, account_of(options.api_key, store.salt), options.key_change
             )
-            run_id = store.start_run(destination.id, options.url, current_boot_id())
-            delivery = Delivery(
-                store,
-                devgrid,
-                destination_id=destination.id,
-                run_id=run_id,
-                batch_size=config.devgrid.batch_size,
-                policy=policy,
-                sleep=sleep,
-                progress=progress,
-                notice=notice,
-                interrupts=interrupts,
-            )
-            try:
-                with step("settling batches an earlier run left open"):
-                    delivery.settle()
-                if isinstance(delivery.report.stopped, Interrupted):
-                    raise delivery.report.stopped
-                if options.retry_rejected:
-                    store.forget_refused(destination.id)
-                cursors = store.cursors(destination.id)
-                with interrupts.anywhere():
-                    run = plan_run(
-                        config,
-                        now=now,
-                        step=step,
-                        reading_from=_reading_from(config, cursors, options.since),
-                        sleep=sleep,
-                        notice=notice,
-                    )
-            except Interrupted as exc:
-                # Stopped before anything new was sent: the run is recorded, and the signal's exit code follows.
-                store.finish_run(run_id, "interrupted", delivery.report.counts(), str(exc))
-                raise
-            in_window = within(run.plan.events, options.since, options.until)
-            known = store.known_keys(destination.id, in_window)
-            marked = mark_known(in_window, known)
-            new = marked.filter(pl.col("state") == "new")
-            result = SendResult(
-                run=run,
-                run_id=run_id,
-                destination=destination,
-                to_send=new.height,
-                already_sent=marked.height - new.height,
-                outside_window=run.plan.events.height - in_window.height,
-                delivery=delivery.report,
-            )
-            if delivery.report.stopped is None:
-                start_bar(new.height)
-                started = time.perf_counter()
-                delivery.send(new)
-                result.send_seconds = time.perf_counter() - started
-                if delivery.report.stopped is None and not delivery.report.left_to_send and not run.failures:
-                    # Refused or held, by this run or an earlier one: the cursor stays at the oldest.
-                    undelivered = pl.concat(
-                        [
-                            _keys_frame([key for key, _ in (*delivery.report.rejected, *delivery.report.held)]),
-                            known.filter(pl.col("ledger_state").is_in(["refused", "held"])).select(EVENT_KEY),
-                        ]
-                    )
-                    store.set_cursors(
-                        destination.id,
-                        advanced_cursors(marked, cursors, marked.join(undelivered, on=list(EVENT_KEY), how="semi")),
-                    )
-            else:
-                delivery.report.left_to_send += new.height
-            store.forget_bodies()
-            stopped = result.stopped
-            store.finish_run(run_id, result.outcome, result.counts(), str(stopped) if stopped else None)
-            return result
+            run_id = store.start_run(destination.id, options.url, options.boot_id)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        devgrid = DevGridClient(self._client, options.url, options.api_key, self._config.devgrid.api_key_env)
+        policy = RetryPolicy(max_attempts=self._config.devgrid.max_attempts, max_wait=self._config.devgrid.max_wait)
+        self._delivery = Delivery(
+            store,
+            devgrid,
+            destination_id=destination.id,
+            run_id=run_id,
+            batch_size=self._config.devgrid.batch_size,
+            policy=policy,
+            sleep=self._sleep,
+            progress=self._progress,
+            notice=self._notice,
+            interrupts=self._interrupts,
+            boot_id=options.boot_id,
+        )
+        self.result = SendResult(run_id=run_id, destination=destination, delivery=self._delivery.report)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            if self._store is not None:
+                self._store.close()
         finally:
-            store.close()
+            self._lock.__exit__(kind, error, traceback)
+
+    @contextmanager
+    def before_sending(self, step: Step) -> Iterator[None]:
+        """Settle what an earlier run left open, then let the caller read and plan.
+
+        Ctrl-C or SIGTERM meanwhile stops the run before anything new is sent: the run
+        is recorded as interrupted and Interrupted propagates with the signal's exit code.
+        """
+        store, delivery, result = self._parts()
+        try:
+            with step("settling batches an earlier run left open"):
+                delivery.settle()
+            if isinstance(delivery.report.stopped, Interrupted):
+                raise delivery.report.stopped
+            if self._options.retry_rejected:
+                store.forget_refused(result.destination.id)
+            self.cursors = store.cursors(result.destination.id)
+            with self._interrupts.anywhere():
+                yield
+        except Interrupted as exc:
+            store.finish_run(result.run_id, "interrupted", delivery.report.counts(), str(exc))
+            raise
+
+    def reading_from(self, since: datetime | None) -> dict[str, datetime | None]:
+        """Per incremental source, where its reading may start: the cursor less the lookback, or --since."""
+        lookback = timedelta(days=self._config.state.lookback_days)
+        return {
+            source.name: incremental_since(self.cursors.get(source.name), lookback, since)
+            for source in self._config.sources
+            if REGISTRY[source.type].incremental
+        }
+
+    def known_keys(self, events: pl.DataFrame) -> pl.DataFrame:
+        store, _, result = self._parts()
+        return store.known_keys(result.destination.id, events)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(
+        self, diff: LedgerDiff, *, sources_complete: bool, start_bar: Callable[[int], None] = lambda total: None
+    ) -> SendResult:
+        """Send the diff's new events, oldest first; move the cursors if all history got through; record the run."""
+        store, delivery, result = self._parts()
+        new = diff.new
+        result.to_send = new.height
+        result.already_sent = diff.already_sent
+        result.outside_window = diff.outside_window
+        if delivery.report.stopped is None:
+            start_bar(new.height)
+            started = time.perf_counter()
+            delivery.send(new)
+            result.send_seconds = time.perf_counter() - started
+            report = delivery.report
+            if report.stopped is None and not report.left_to_send and sources_complete:
+                # Refused or held, by this run or an earlier one: the cursor stays at the oldest.
+                undelivered = pl.concat(
+                    [_keys_frame([key for key, _ in (*report.rejected, *report.held)]), diff.undelivered_before()]
+                )
+                marked = diff.marked
+                held_back = marked.join(undelivered, on=list(EVENT_KEY), how="semi")
+                store.set_cursors(result.destination.id, advanced_cursors(marked, self.cursors, held_back))
+        else:
+            delivery.report.left_to_send += new.height
+        store.forget_bodies()
+        stopped = result.stopped
+        store.finish_run(result.run_id, result.outcome, result.counts(), str(stopped) if stopped else None)
+        return result
+
+    def _parts(self) -> tuple[Store, Delivery, SendResult]:
+        assert self._store is not None and self._delivery is not None and self.result is not None, "not opened"
+        return self._store, self._delivery, self.result
 
 
 def _keys_frame(keys: list[EventKey]) -> pl.DataFrame:
@@ -203,14 +245,3 @@ def _keys_frame(keys: list[EventKey]) -> pl.DataFrame:
         schema=dict.fromkeys(EVENT_KEY, pl.String),
         orient="row",
     )
-
-
-def _reading_from(
-    config: Config, cursors: Mapping[str, datetime], since: datetime | None
-) -> dict[str, datetime | None]:
-    lookback = timedelta(days=config.state.lookback_days)
-    return {
-        source.name: incremental_since(cursors.get(source.name), lookback, since)
-        for source in config.sources
-        if REGISTRY[source.type].incremental
-    }

@@ -11,10 +11,11 @@ orders, so the same inputs always give the same plan.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
+from backfill.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE_RETRY, SourceError
 from backfill.model import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
 from backfill.normalize.classify import SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
@@ -32,6 +33,22 @@ class Plan:
     skips: pl.DataFrame  # source, reason, rows
     skipped: pl.DataFrame  # source, row, reason, then the event fields as read (one row per skipped row)
     counts: pl.DataFrame  # source, read, skipped, rejected, duplicates, events (config order)
+
+
+@dataclass
+class RunPlan:
+    """A plan plus what went wrong on the way: sources that failed, and warnings."""
+
+    plan: Plan
+    failures: list[SourceError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0; else 7 when every failed source may pass by itself (a scheduler may retry), 1 otherwise."""
+        if not self.failures:
+            return EXIT_OK
+        return EXIT_SOURCE_RETRY if all(failure.transient for failure in self.failures) else EXIT_ERROR
 
 
 def make_plan(

@@ -12,12 +12,18 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import polars as pl
 
 from backfill.errors import BackfillError, ConfigError
 from backfill.model import EVENT_COLUMNS, FORMULA_START, REVIEW_EXTRA_COLUMNS, ROW, escape_formula
+
+if TYPE_CHECKING:
+    from backfill.plan.dedupe import RunPlan
+    from backfill.plan.ledger import LedgerDiff
+    from backfill.report.outputs import RunOutputs
+    from backfill.state.store import Destination
 
 
 def rejects_path_for(review_path: Path) -> Path:
@@ -95,3 +101,35 @@ def write_csv_atomically(frame: pl.DataFrame, path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_review_files(
+    planned: RunPlan, ledger: LedgerDiff, outputs: RunOutputs, destination: Destination | None
+) -> dict[str, Any]:
+    """A dry run's files: the review (with ``state`` when a ledger was compared), rejects, skipped rows.
+
+    Returns what the summary says of them.
+    """
+    review, rejects, skipped = outputs.review, outputs.rejects, outputs.skipped
+    assert review is not None, "a dry run has a review"
+    events = ledger.marked if ledger.compared else ledger.marked.drop("state")
+    if review.target is None:
+        write_review_to_stdout(events)
+    else:
+        write_review(events, review.target)
+    if rejects is not None:
+        write_rejects(planned.plan.rejects, rejects.target or rejects.path)
+    if skipped is not None:
+        write_skipped(planned.plan.skipped, skipped.target or skipped.path)
+    extra: dict[str, Any] = {
+        "review_csv": str(review.path),
+        "rejects_csv": str(rejects.path) if rejects is not None else None,
+        "skipped_csv": str(skipped.path) if skipped is not None else None,
+    }
+    if ledger.compared:
+        extra["ledger"] = {
+            "destination": destination.url if destination else None,
+            "new": ledger.new.height,
+            "sent": ledger.already_sent,
+        }
+    return extra

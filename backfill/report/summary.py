@@ -20,9 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from backfill.plan.dedupe import Plan
-from backfill.run import RunPlan
-from backfill.state.rules import within
+from backfill.plan.dedupe import Plan, RunPlan
+from backfill.plan.ledger import within
 
 if TYPE_CHECKING:
     from backfill.load.send import SendResult

@@ -23,9 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from backfill.errors import StateError
-from backfill.model import EVENT_KEY, TS
-
-NOT_NEW = ("sent", "pending", "refused", "held")
+from backfill.model import TS
 
 
 def missing_state(path: Path) -> StateError:
@@ -37,14 +35,6 @@ def missing_state(path: Path) -> StateError:
     )
 
 
-def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
-    """Add ``state``: ``sent`` where the ledger holds the key, ``new`` otherwise."""
-    held = known.filter(pl.col("ledger_state").is_in(NOT_NEW)).select(*EVENT_KEY, pl.lit("sent").alias("state"))
-    return events.join(held, on=list(EVENT_KEY), how="left", maintain_order="left").with_columns(
-        pl.col("state").fill_null("new")
-    )
-
-
 def outcome_unknown(posts: int, written_on_boot: str | None, current_boot: str | None) -> bool:
     """Whether a pending batch may have been stored.
 
@@ -53,16 +43,6 @@ def outcome_unknown(posts: int, written_on_boot: str | None, current_boot: str |
     posted is known to be unsent only on the same boot.
     """
     return posts > 0 or written_on_boot is None or written_on_boot != current_boot
-
-
-def within(events: pl.DataFrame, since: datetime | None, until: datetime | None) -> pl.DataFrame:
-    """Events with ``since <= timestamp < until``."""
-    keep = pl.lit(True)
-    if since is not None:
-        keep = keep & (pl.col(TS) >= since)
-    if until is not None:
-        keep = keep & (pl.col(TS) < until)
-    return events.filter(keep)
 
 
 def incremental_since(cursor: datetime | None, lookback: timedelta, since: datetime | None) -> datetime | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from backfill.errors import CsvFormatError
 from backfill.extract.mapping import RECORD
 
 RAGGED = "__backfill_ragged"
@@ -30,10 +31,6 @@ RAGGED = "__backfill_ragged"
 _LINE_SEPARATOR = "\x1f"
 # What remains of a line once its quoted text is removed (a quote left open runs to the end).
 _QUOTED = r'"[^"]*"?'
-
-
-class CsvFormatError(Exception):
-    """The file cannot be read as CSV at all; the message names the place."""
 
 
 class CsvFile:

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 from polars.datatypes import DataTypeClass
 
+from backfill.errors import JsonFormatError
 from backfill.extract.mapping import RECORD
 
 # CI records nest a few levels (Jenkins: actions[].causes[].userId); far more is not a run.
@@ -28,10 +29,6 @@ _TOO_DEEP = (
     f"nests objects or lists more than {MAX_NESTING} levels deep; "
     "export the API's list of runs, whose records are a few levels deep"
 )
-
-
-class JsonFormatError(Exception):
-    """The file is not a JSON dump of records; the message names the place."""
 
 
 def read_json_records(path: Path, encoding: str, record_keys: Sequence[str]) -> pl.DataFrame:

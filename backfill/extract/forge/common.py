@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import polars as pl
 from pydantic import Field, model_validator
 
-from backfill.errors import ConfigError, SourceError
+from backfill.errors import ConfigError, RateLimited, ReadError, Reading
 from backfill.extract.base import SourceConfig
 from backfill.extract.mapping import RECORD
 from backfill.secrets import check_one_word, is_loopback, redact
@@ -82,31 +82,25 @@ def read_errors(
             plural=True,
             timeout=timeout,
         )
-        raise SourceError(config.name, message) from None
+        raise ReadError(message, transient=may_pass(exc.error)) from None
     except caught as exc:
         message = failure(
             exc, host=host, token_variable=config.token_env, subject=subject, secrets=secrets, timeout=timeout
         )
-        raise SourceError(config.name, message) from None
+        raise ReadError(message, transient=may_pass(exc)) from None
 
 
-class Reading(Exception):
-    """A client error met while reading one part of a source, named for the message."""
+def may_pass(exc: BaseException) -> bool:
+    """Whether a failed API read may succeed later: a rate limit, a 5xx, or no answer at all.
 
-    def __init__(self, subject: str, error: Exception) -> None:
-        super().__init__(subject)
-        self.subject = subject
-        self.error = error
-
-
-class RateLimited(Exception):
-    """The API asked for a longer wait than the source allows."""
-
-    def __init__(self, host: str, until: datetime) -> None:
-        super().__init__(
-            f"{host} rate limit reached; it resets at {until.strftime('%Y-%m-%d %H:%M:%S')} UTC. "
-            "Run again after that (or raise max_rate_limit_wait)"
-        )
+    A 4xx other than 429 (a wrong token, a missing project) needs the user to act.
+    """
+    if isinstance(exc, RateLimited):
+        return True
+    status = getattr(exc, "status", None) or getattr(exc, "response_code", None)
+    if status is None:
+        return True
+    return int(status) == 429 or int(status) >= 500
 
 
 def rate_limit_wait(headers: Mapping[str, str], now: float | None = None) -> float:
@@ -143,13 +137,12 @@ def token(config: ForgeSource, url: str, environ: Mapping[str, str], warn: Calla
     try:
         check_one_word(value, f"${variable}: the token", "must hold the token alone, on one line")
     except ConfigError as exc:
-        raise SourceError(config.name, str(exc)) from None
+        raise ReadError(str(exc)) from None
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise SourceError(config.name, f"{url} is not an http(s) URL; use https://HOST")
+        raise ReadError(f"{url} is not an http(s) URL; use https://HOST")
     if scheme == "http" and not (config.allow_http or is_loopback(url)):
-        raise SourceError(
-            config.name,
+        raise ReadError(
             f"{url} is plain http on another machine: the token in ${variable} would cross the network in clear "
             "text; use https, or set allow_http = true in this source (or pass --allow-http) if you really mean it",
         )

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from backfill.extract.forge.common import ERROR_RETRIES, RateLimited, rate_limit_wait
+from backfill.errors import RateLimited
+from backfill.extract.forge.common import ERROR_RETRIES, rate_limit_wait
 
 _TRANSIENT = (429, 500, 502, 503, 504)
 

@@ -16,9 +16,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-class AncestryError(Exception):
-    """git could not answer (a missing object, a timeout); the message is git's line."""
+from backfill.errors import AncestryError
 
 
 def ancestors(

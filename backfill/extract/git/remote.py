@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from backfill.errors import CloneError
 from backfill.secrets import is_loopback, redact
 
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "LC_ALL": "C"}
@@ -31,12 +32,14 @@ _HELPER = (
     'printf \'username=%s\\npassword=%s\\n\' "$BACKFILL_GIT_USERNAME" "$BACKFILL_GIT_TOKEN"; }; f'
 )
 _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.IGNORECASE)
+# git's words for a failure of the network or the server, which a later run may not meet.
+_NETWORK = re.compile(
+    r"could not resolve host|connection (?:refused|reset|timed out)|failed to connect|timed out"
+    r"|returned error: 5\d\d|early eof|rpc failed|temporary failure|network is unreachable",
+    re.IGNORECASE,
+)
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 TIMEOUT = 600  # seconds for a clone or a fetch
-
-
-class CloneError(Exception):
-    """A clone or fetch failed; the message says why in one line, with no secret in it."""
 
 
 def is_url(value: str) -> bool:
@@ -97,12 +100,14 @@ def cached_clone(cache: Path, location: str, token: tuple[str, str] | None = Non
     try:
         result = subprocess.run(["git", *command], capture_output=True, env=env, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise CloneError(f"git took longer than {TIMEOUT} s") from None
+        raise CloneError(f"git took longer than {TIMEOUT} s", transient=True) from None
     if result.returncode != 0:
         stderr = result.stderr.decode("utf-8", errors="replace")
         secrets = [token[1]] if token else []
         # git hides userinfo in the URLs it prints; a server's "remote:" line may not.
-        raise CloneError(_USERINFO.sub(r"\1", redact(failure_line(stderr), secrets)))
+        raise CloneError(
+            _USERINFO.sub(r"\1", redact(failure_line(stderr), secrets)), transient=bool(_NETWORK.search(stderr))
+        )
     return target
 
 

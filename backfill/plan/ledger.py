@@ -1,0 +1,86 @@
+"""The one diff between the plan and a destination's ledger: which planned events are new.
+
+A dry run and a sending run both take it, so that the review shows exactly what
+the sending run would send: the events in the run's window (``--since`` /
+``--until``) whose key the ledger does not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from backfill.model import EVENT_KEY, TS
+
+# Ledger states that make an event not new: sent, in flight, refused by DevGrid, or held back
+# because DevGrid does not know its entity (--retry-rejected forgets the last two first).
+NOT_NEW = ("sent", "pending", "refused", "held")
+UNDELIVERED = ("refused", "held")
+
+# The ledger's rows for some keys: EVENT_KEY plus ``ledger_state``.
+KnownKeys = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class LedgerDiff:
+    """The planned events in the window, each marked ``new`` or ``sent`` (``state``)."""
+
+    marked: pl.DataFrame
+    # The ledger's rows for them (empty without a ledger), for the cursor rule.
+    known: pl.DataFrame
+    # How many planned events the window left out.
+    outside_window: int
+    # False when no ledger was compared with (no state file): ``state`` says new for all.
+    compared: bool
+
+    @property
+    def new(self) -> pl.DataFrame:
+        return self.marked.filter(pl.col("state") == "new")
+
+    @property
+    def already_sent(self) -> int:
+        return self.marked.height - self.new.height
+
+    def undelivered_before(self) -> pl.DataFrame:
+        """Keys an earlier run left refused or held: a cursor must not pass them."""
+        return self.known.filter(pl.col("ledger_state").is_in(UNDELIVERED)).select(EVENT_KEY)
+
+
+def diff(
+    events: pl.DataFrame, since: datetime | None, until: datetime | None, known_keys: KnownKeys | None
+) -> LedgerDiff:
+    """The window's events against the ledger (``known_keys`` None: there is no ledger yet)."""
+    in_window = within(events, since, until)
+    known = no_known_keys(in_window) if known_keys is None else known_keys(in_window)
+    return LedgerDiff(
+        marked=mark_known(in_window, known),
+        known=known,
+        outside_window=events.height - in_window.height,
+        compared=known_keys is not None,
+    )
+
+
+def no_known_keys(events: pl.DataFrame) -> pl.DataFrame:
+    """What a ledger that holds none of the events answers."""
+    return pl.DataFrame(schema={**dict.fromkeys(EVENT_KEY, pl.String), "ledger_state": pl.String})
+
+
+def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+    """Add ``state``: ``sent`` where the ledger holds the key, ``new`` otherwise."""
+    held = known.filter(pl.col("ledger_state").is_in(NOT_NEW)).select(*EVENT_KEY, pl.lit("sent").alias("state"))
+    return events.join(held, on=list(EVENT_KEY), how="left", maintain_order="left").with_columns(
+        pl.col("state").fill_null("new")
+    )
+
+
+def within(events: pl.DataFrame, since: datetime | None, until: datetime | None) -> pl.DataFrame:
+    """Events with ``since <= timestamp < until``."""
+    keep = pl.lit(True)
+    if since is not None:
+        keep = keep & (pl.col(TS) >= since)
+    if until is not None:
+        keep = keep & (pl.col(TS) < until)
+    return events.filter(keep)
