@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict
 # unsent, "auth-refused" when DevGrid refused the key, "interrupted" by Ctrl-C or SIGTERM.
 RunOutcome = Literal["reviewed", "done", "refused-events", "incomplete", "auth-refused", "interrupted"]
 
+# A batch in the state file: written ahead and not yet answered, then settled one way for good.
+BatchState = Literal["pending", "answered", "split", "released"]
+# An event in a destination's ledger (see backfill.plan.ledger for what each means to a plan).
+LedgerState = Literal["pending", "sent", "refused", "held"]
+
 # What a status means once read: a deployment that succeeded or failed, or not a deployment.
 Outcome = Literal["success", "failed", "skip"]
 

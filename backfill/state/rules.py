@@ -4,6 +4,10 @@
 * An event whose key the ledger holds (sent, in flight, refused by DevGrid, or
   held back because DevGrid does not know its entity) is not new: it is never
   planned again, unless ``--retry-rejected`` forgets the refused and held ones.
+* A batch moves through :func:`batch_after`: written ahead as ``pending``, POSTed
+  (each POST counted), then settled for good as ``answered``, ``split`` (into
+  smaller pending batches) or ``released`` (certainly never stored: forgotten).
+  A batch DevGrid may hold is never released.
 * A batch found pending when a run starts was written but never answered: it
   is sent again first. Its events count as possibly duplicated unless it was
   certainly never POSTed (see :func:`outcome_unknown`).
@@ -17,13 +21,52 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
 from backfill.errors import StateError
-from backfill.model import TS
+from backfill.model import TS, BatchState
+
+# What can happen to a pending batch: a POST goes out; its answer is lost or ambiguous (DevGrid
+# may hold it); DevGrid answers; it is split to find what DevGrid refuses; it is released.
+BatchEvent = Literal["posted", "maybe-stored", "answered", "split", "released"]
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    state: BatchState = "pending"
+    posts: int = 0
+    maybe_stored: bool = False
+
+
+class BatchTransitionError(ValueError):
+    """A transition the protocol forbids: a bug, never a user's mistake."""
+
+
+def batch_after(batch: BatchStatus, event: BatchEvent) -> BatchStatus:
+    """The batch state machine. Settled states are final; an answer needs a POST; a batch
+    DevGrid may hold is never released (its events would be planned, and sent, again)."""
+    if batch.state != "pending":
+        raise BatchTransitionError(f"a batch already {batch.state} cannot be {event}")
+    if event == "posted":
+        return replace(batch, posts=batch.posts + 1)
+    if event == "maybe-stored":
+        if batch.posts == 0:
+            raise BatchTransitionError("a batch never POSTed cannot have been stored")
+        return replace(batch, maybe_stored=True)
+    if event == "answered":
+        if batch.posts == 0:
+            raise BatchTransitionError("a batch never POSTed cannot be answered")
+        return replace(batch, state="answered")
+    if event == "released":
+        if batch.maybe_stored:
+            raise BatchTransitionError("a batch DevGrid may hold cannot be released")
+        return replace(batch, state="released")
+    return replace(batch, state="split")
 
 
 def missing_state(path: Path) -> StateError:

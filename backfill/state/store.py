@@ -44,7 +44,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 import polars as pl
 
 from backfill.errors import DestinationError, StateError
-from backfill.model import EVENT_KEY, EventKey
+from backfill.model import EVENT_KEY, BatchState, EventKey
 from backfill.state.destination import normalize_url
 from backfill.state.schema import APPLICATION_ID, SCHEMA_VERSION, create_file, migrate
 
@@ -77,6 +77,14 @@ class Destination:
     id: int
     url: str
     account: str | None
+
+
+def _settled(cursor: sqlite3.Cursor, batch_id: int, state: BatchState) -> None:
+    """Settled states are final (:func:`backfill.state.rules.batch_after`): only a pending batch settles."""
+    if cursor.rowcount != 1:
+        raise StateError(
+            f"batch {batch_id} is not pending, so it cannot be {state}; the state file was changed meanwhile"
+        )
 
 
 def current_boot_id() -> str | None:
@@ -348,8 +356,14 @@ class Store:
         that a part left pending is settled as possibly duplicated.
         """
         with self.transaction(durable=True) as db:
-            db.execute(
-                "UPDATE batches SET state = 'split', settled_at = ?, body = NULL WHERE id = ?", (now_text(), batch_id)
+            _settled(
+                db.execute(
+                    "UPDATE batches SET state = 'split', settled_at = ?, body = NULL "
+                    "WHERE id = ? AND state = 'pending'",
+                    (now_text(), batch_id),
+                ),
+                batch_id,
+                "split",
             )
             ids = [self._insert_batch(db, run_id, destination_id, part) for part in parts]
             if maybe_stored:
@@ -384,10 +398,14 @@ class Store:
         """DevGrid answered the batch: its events are sent, except those it refused (with its reason)."""
         with self.transaction() as db:
             # The body stays until forget_bodies(): freeing its pages here would slow every batch.
-            db.execute(
-                "UPDATE batches SET state = 'answered', settled_at = ?, possibly_duplicated = ?, unconfirmed = ? "
-                "WHERE id = ?",
-                (now_text(), int(possibly_duplicated), int(unconfirmed), batch_id),
+            _settled(
+                db.execute(
+                    "UPDATE batches SET state = 'answered', settled_at = ?, possibly_duplicated = ?, unconfirmed = ? "
+                    "WHERE id = ? AND state = 'pending'",
+                    (now_text(), int(possibly_duplicated), int(unconfirmed), batch_id),
+                ),
+                batch_id,
+                "answered",
             )
             db.execute("UPDATE ledger SET state = 'sent' WHERE batch_id = ?", (batch_id,))
             if not refused:
@@ -422,11 +440,16 @@ class Store:
     def release(self, batch_id: int) -> None:
         """The batch was certainly not stored (never sent, or refused before reading): forget it."""
         with self.transaction() as db:
-            db.execute("DELETE FROM ledger WHERE batch_id = ?", (batch_id,))
-            db.execute(
-                "UPDATE batches SET state = 'released', settled_at = ?, body = NULL WHERE id = ?",
-                (now_text(), batch_id),
+            _settled(
+                db.execute(
+                    "UPDATE batches SET state = 'released', settled_at = ?, body = NULL "
+                    "WHERE id = ? AND state = 'pending'",
+                    (now_text(), batch_id),
+                ),
+                batch_id,
+                "released",
             )
+            db.execute("DELETE FROM ledger WHERE batch_id = ?", (batch_id,))
 
     def forget_bodies(self) -> None:
         """Drop the bodies of settled batches: only a pending batch's body can be needed again."""
