@@ -3,7 +3,8 @@
 Exit codes (also in the README): 0 done; 1 a source could not be read; 2 bad
 command line or config; 3 events left unsent or refused by DevGrid; 4 DevGrid
 refused the API key; 5 another run holds the state file; 6 the state file
-cannot be used; 130 / 143 interrupted by Ctrl-C / SIGTERM.
+cannot be used; 7 a source failed for a reason that may pass (retry later);
+130 / 143 interrupted by Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -163,8 +164,8 @@ def run(
 
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
-    from backfill.run import Hooks, RunRequest
-    from backfill.run import run as run_backfill
+    from backfill.job import Hooks, RunRequest
+    from backfill.job import run as run_backfill
 
     config = load_config(config_path)
     start, end = _window(since, until)

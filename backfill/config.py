@@ -14,11 +14,11 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from backfill.errors import ConfigError
 from backfill.extract import SOURCE_TYPES, SourceConfigs
-from backfill.model import Model
+from backfill.model import ConfigPath, Model
 
 DEFAULT_URL = "https://prod.api.devgrid.io"
 _WANTED = {
@@ -38,17 +38,11 @@ class DevGrid(Model):
     url: str = DEFAULT_URL
     api_key_env: str = Field(default="DEVGRID_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # A file holding the key, for secret stores that mount files; used instead of api_key_env.
-    api_key_file: str | None = None
+    api_key_file: ConfigPath | None = None
     batch_size: int = Field(default=MAX_BATCH, ge=1, le=MAX_BATCH)
     timeout: float = Field(default=30.0, gt=0, le=600)  # seconds, per request
     max_attempts: int = Field(default=6, ge=1, le=50)  # per batch, the first included
     max_wait: float = Field(default=300.0, ge=0, le=86400)  # seconds spent waiting between attempts, per batch
-
-    @field_validator("api_key_file")
-    @classmethod
-    def _key_file_relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
-        base = (info.context or {}).get("base_dir")
-        return str(Path(base, value)) if value is not None and base else value
 
     @field_validator("url")
     @classmethod
@@ -59,15 +53,9 @@ class DevGrid(Model):
 
 
 class State(Model):
-    path: str = Field(default=".backfill/state.db", validate_default=True)
+    path: ConfigPath = Field(default=".backfill/state.db", validate_default=True)
     # Incremental sources re-read this far behind their cursor; the ledger absorbs the overlap.
     lookback_days: float = Field(default=3.0, ge=0, le=3650)
-
-    @field_validator("path")
-    @classmethod
-    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("base_dir")
-        return str(Path(base, value) if base else Path(value))
 
 
 class Normalize(Model):

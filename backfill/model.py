@@ -9,10 +9,11 @@ imports nothing of backfill's own, so any step may use it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from pathlib import Path
+from typing import Annotated, Final, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 # How a run ended: a dry run is "reviewed"; a sending run is "done" when every planned event was
 # delivered, "refused-events" when DevGrid refused or held some, "incomplete" when some were left
@@ -32,6 +33,16 @@ class Model(BaseModel):
     """Base of every config model: unknown keys are errors, types are not coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def relative_to_config(value: str, info: ValidationInfo) -> str:
+    """A path in a config file is relative to the file's folder (given as ``base_dir`` when it is read)."""
+    base = (info.context or {}).get("base_dir")
+    return str(Path(base, value) if base else Path(value))
+
+
+# A config key naming a local file.
+ConfigPath = Annotated[str, AfterValidator(relative_to_config)]
 
 
 # The attributes an event may carry besides env and status, in review CSV order.

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
-import subprocess
-import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from loopback import free_port, wait_until_listening
+from helpers import WriteFile
+from receivers import LocalReceiver, start_receiver
 
 
 def _is_loopback(address: Any) -> bool:
@@ -60,9 +57,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-WriteFile = Callable[[str, str | bytes], Path]
-
-
 @pytest.fixture
 def write(tmp_path: Path) -> WriteFile:
     """Write a file under tmp_path; text is dedented so tests can indent TOML and CSV."""
@@ -79,58 +73,6 @@ def write(tmp_path: Path) -> WriteFile:
     return _write
 
 
-KEY = "test-key-4f9c2a"
-
-
-class LocalReceiver:
-    """`backfill serve` in a subprocess on 127.0.0.1, and the calls a test makes to it."""
-
-    def __init__(self, url: str, process: subprocess.Popen[bytes]) -> None:
-        self.url = url
-        self.process = process
-
-    def events(self) -> list[dict[str, object]]:
-        return list(httpx.get(f"{self.url}/events", timeout=10).json()["events"])
-
-    def duplicates(self) -> list[dict[str, object]]:
-        return list(httpx.get(f"{self.url}/events/duplicates", timeout=10).json()["duplicates"])
-
-    def faults(self, **settings: object) -> None:
-        httpx.post(f"{self.url}/_control/faults", json=settings, timeout=10).raise_for_status()
-
-    def entities(self, *names: str) -> None:
-        httpx.post(f"{self.url}/_control/entities", json={"entities": list(names)}, timeout=10).raise_for_status()
-
-
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[LocalReceiver]:
     yield from start_receiver(tmp_path)
-
-
-def start_receiver(tmp_path: Path, *arguments: str) -> Iterator[LocalReceiver]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backfill",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "received.db"),
-            *arguments,
-        ],
-        env={**os.environ, "DEVGRID_API_KEY": KEY},
-        stderr=subprocess.DEVNULL,
-    )
-    wait_until_listening(port, process)
-    try:
-        yield LocalReceiver(f"http://127.0.0.1:{port}", process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,10 @@ from click.testing import CliRunner, Result
 
 from backfill.cli import main
 from backfill.config import load_config
-from backfill.run import RunPlan, plan_run
+from backfill.job import RunPlan, plan_run
+
+# What the `write` fixture gives: write(name, text or bytes) -> the path, under tmp_path.
+WriteFile = Callable[[str, str | bytes], Path]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import WriteFile
-from helpers import REPO, invoke, source_block
+from helpers import REPO, WriteFile, invoke, source_block
 
 from backfill.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import WriteFile
-from helpers import source_block
+from helpers import WriteFile, source_block
 
 from backfill.config import load_config
 from backfill.errors import ConfigError

@@ -7,7 +7,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from conftest import KEY, LocalReceiver, WriteFile, start_receiver
+from helpers import WriteFile
+from receivers import KEY, LocalReceiver, start_receiver
 from test_send import HEADER, cli, config, runs, send, status
 
 from backfill.errors import EXIT_AUTH, EXIT_OK, EXIT_STATE

@@ -6,8 +6,7 @@ import json
 
 import polars as pl
 import pytest
-from conftest import WriteFile
-from helpers import plan_for, source_block
+from helpers import WriteFile, plan_for, source_block
 
 from backfill.errors import CsvFormatError, JsonFormatError, SourceError
 from backfill.extract.exports.csv_file import CsvFile

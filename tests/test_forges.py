@@ -15,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import WriteFile
-from helpers import NOW, REPO, invoke
+from helpers import NOW, REPO, WriteFile, invoke
 
 from backfill.config import load_config
-from backfill.errors import ConfigError
+from backfill.errors import EXIT_ERROR, EXIT_SOURCE_RETRY, ConfigError
+from backfill.job import RunPlan, RunRequest, RunResult, plan_run, run
 from backfill.rehearse.replay import Recordings, ReplayServer
-from backfill.run import RunPlan, plan_run
+from backfill.report.outputs import run_outputs
 
 FORGES = REPO / "sample_data" / "forges"
 
@@ -217,7 +217,7 @@ def test_404_says_the_repository_was_not_found_or_not_visible(write: WriteFile, 
 
 
 def test_a_network_failure_names_the_host_and_other_sources_still_run(write: WriteFile, replay: Replay) -> None:
-    from conftest import free_port
+    from loopback import free_port
 
     port = free_port()
     path = write(
@@ -432,7 +432,7 @@ def _unreachable(write: WriteFile, kind: str, url: str, **keys: object) -> Path:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["github-deployments", "gitlab-deployments"])
 def test_a_closed_port_fails_after_a_few_quick_retries(write: WriteFile, kind: str) -> None:
-    from conftest import free_port
+    from loopback import free_port
 
     port = free_port()
     sleeps: list[float] = []
@@ -513,3 +513,34 @@ def test_a_token_that_is_not_one_word_fails_its_source_without_showing_it(
     [failure] = _plan(path, sleeps=[]).failures
     assert str(failure).startswith("source 'down': $GITHUB_TOKEN: the token holds a ")
     assert "sEcReT" not in str(failure)
+
+
+def _dry_run(config: Path) -> RunResult:
+    """The whole dry run, as `backfill run --dry-run` makes it, with the retries' waits skipped."""
+    loaded = load_config(config)
+    outputs = run_outputs(loaded, config.parent / "review.csv", None, as_json=False)
+    return run(loaded, RunRequest(outputs=outputs), sleep=lambda seconds: None)
+
+
+def test_a_server_error_that_outlasts_the_retries_exits_7_so_a_scheduler_can_try_later(
+    write: WriteFile, replay: Replay
+) -> None:
+    replay.script(*({"path_prefix": "/repos/PyGithub/PyGithub/releases", "status": 502} for _ in range(12)))
+    result = _dry_run(_releases(write, replay))
+    assert result.exit_code == EXIT_SOURCE_RETRY
+    assert [failure.transient for failure in result.plan.failures] == [True]
+    assert " answered 502 for " in result.summary["errors"][0]
+
+
+def test_a_missing_repository_beside_a_server_error_exits_1_because_someone_must_fix_it(
+    write: WriteFile, replay: Replay
+) -> None:
+    replay.script(*({"path_prefix": "/repos/PyGithub/PyGithub/releases", "status": 503} for _ in range(12)))
+    busy = _releases(write, replay, name="busy").read_text()
+    missing = _config(write, replay, "github-releases", name="missing", repo="acme/nope", env="production")
+    result = _dry_run(write("backfill.toml", busy + "\n" + missing.read_text()))
+    assert result.exit_code == EXIT_ERROR
+    assert [(failure.source, failure.transient) for failure in result.plan.failures] == [
+        ("busy", True),
+        ("missing", False),
+    ]

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import WriteFile
 from githttp import git_http_server
 from gitrepo import GitRepo
+from helpers import WriteFile
 
 from backfill.config import load_config
 from backfill.errors import ConfigError
-from backfill.run import plan_run
+from backfill.job import plan_run
 
 TOKEN = "ghp_s3cretT0ken9876"
 

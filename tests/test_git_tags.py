@@ -8,9 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import WriteFile
 from gitrepo import GitRepo
-from helpers import plan_for
+from helpers import WriteFile, plan_for
 
 from backfill.config import load_config
 from backfill.errors import ConfigError
@@ -209,7 +208,7 @@ def test_rollback_inference_can_be_turned_off(write: WriteFile, shop: GitRepo) -
 
 
 def test_a_catch_up_run_picks_up_new_tags_only(write: WriteFile, shop: GitRepo, tmp_path: Path) -> None:
-    from conftest import start_receiver
+    from receivers import start_receiver
     from test_send import cli, send
 
     config = write("backfill.toml", _source(pattern="v*", hotfix_pattern="*-hotfix"))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import KEY, start_receiver
 from helpers import source_block
+from receivers import KEY, start_receiver
 
 EVENTS = 300
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import polars as pl
-from conftest import WriteFile
-from helpers import plan_for, source_block
+from helpers import WriteFile, plan_for, source_block
 
 HEADER = "id,updated_at,conclusion,environment,head_sha\n"
 

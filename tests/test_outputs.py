@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import KEY, WriteFile
 from gitrepo import GitRepo
-from helpers import source_block
+from helpers import WriteFile, source_block
+from receivers import KEY
 
 from backfill.cli import main
 from backfill.config import load_config
 from backfill.errors import EXIT_OK, EXIT_USAGE
 from backfill.extract import REGISTRY
-from backfill.report.outputs import SOURCE_PATH_KEYS, run_inputs
+from backfill.model import relative_to_config
+from backfill.report.outputs import run_inputs
 
 HEADER = "id,updated_at,conclusion,environment,head_sha\n"
 ROWS = "".join(f"{i},2025-01-0{1 + i % 3}T{i:02d}:00:00Z,success,production,sha{i}\n" for i in range(1, 7))
@@ -239,9 +240,14 @@ def test_the_inputs_of_a_run(write: WriteFile, tmp_path: Path) -> None:
 
 
 def test_every_source_type_says_which_keys_name_local_files() -> None:
-    assert set(SOURCE_PATH_KEYS) == set(REGISTRY)
-    for type_name, keys in SOURCE_PATH_KEYS.items():
-        assert set(keys) <= set(REGISTRY[type_name].config_model.model_fields)
+    for extractor in REGISTRY.values():
+        model = extractor.config_model
+        assert set(model.path_keys) <= set(model.model_fields)
+        for name, field in model.model_fields.items():
+            if any(getattr(check, "func", None) is relative_to_config for check in field.metadata):
+                assert name in model.path_keys, f"{extractor.type_name}: {name} names a file but is not in path_keys"
+    assert REGISTRY["ci-export"].config_model.path_keys == ("path",)
+    assert REGISTRY["git-tags"].config_model.path_keys == ("repo",)
 
 
 # --- outputs that are fine ------------------------------------------------------------------------

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import WriteFile
-from helpers import FIXTURES, plan_for, source_block
+from helpers import FIXTURES, WriteFile, plan_for, source_block
 
 CI = FIXTURES / "ci"
 

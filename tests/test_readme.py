@@ -8,14 +8,19 @@ from helpers import REPO
 
 from backfill.cli import main
 from backfill.config import DevGrid, Normalize, State
-from backfill.errors import EXIT_AUTH, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE
-from backfill.extract.ci_export import CiExportSource, ColumnMap
+from backfill.errors import (
+    EXIT_AUTH,
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_SOURCE_RETRY,
+    EXIT_STATE,
+    EXIT_USAGE,
+)
+from backfill.extract import REGISTRY
+from backfill.extract.ci_export import ColumnMap
 from backfill.extract.exports.presets import PRESETS
-from backfill.extract.git_tags import GitTagsSource
-from backfill.extract.github_deployments import GithubDeploymentsSource
-from backfill.extract.github_releases import GithubReleasesSource
-from backfill.extract.gitlab_deployments import GitlabDeploymentsSource
-from backfill.extract.gitlab_releases import GitlabReleasesSource
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -37,14 +42,7 @@ def test_every_preset_and_config_key_is_documented() -> None:
     for name in PRESETS:
         assert f"`{name}`" in README
     top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields)
-    sources = (
-        *CiExportSource.model_fields,
-        *GitTagsSource.model_fields,
-        *GithubReleasesSource.model_fields,
-        *GithubDeploymentsSource.model_fields,
-        *GitlabReleasesSource.model_fields,
-        *GitlabDeploymentsSource.model_fields,
-    )
+    sources = [key for extractor in REGISTRY.values() for key in extractor.config_model.model_fields]
     for key in (*top_level, *sources, *ColumnMap.model_fields):
         if key == "columns":
             assert "[sources.columns]" in README
@@ -55,5 +53,5 @@ def test_every_preset_and_config_key_is_documented() -> None:
 
 def test_documented_exit_codes_exist() -> None:
     documented = {int(code) for code in re.findall(r"^\| (\d) \|", README, re.MULTILINE)}
-    used = {EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_AUTH, EXIT_LOCKED, EXIT_STATE}
+    used = {EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_AUTH, EXIT_LOCKED, EXIT_STATE, EXIT_SOURCE_RETRY}
     assert documented == used

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import KEY, LocalReceiver, start_receiver
+from receivers import KEY, LocalReceiver, start_receiver
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import KEY, LocalReceiver, WriteFile, start_receiver
 from gitrepo import GitRepo
-from helpers import REPO, invoke, source_block
+from helpers import REPO, WriteFile, invoke, source_block
+from receivers import KEY, LocalReceiver, start_receiver
 
 from backfill.config import load_config
 from backfill.errors import EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import KEY, start_receiver
 from helpers import source_block
+from receivers import KEY, start_receiver
 
 EVENTS = 1500
 KILLS_AFTER_STORED = (150, 450, 700, 1000, 1300)

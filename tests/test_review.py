@@ -6,8 +6,7 @@ import csv
 from pathlib import Path
 
 import polars as pl
-from conftest import WriteFile
-from helpers import invoke, source_block
+from helpers import WriteFile, invoke, source_block
 
 from backfill.model import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import WriteFile
 from gitrepo import GitRepo
-from helpers import plan_for
+from helpers import WriteFile, plan_for
 
 
 def _config(write: WriteFile, *extra: str) -> Path:

@@ -14,8 +14,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import KEY, WriteFile
-from helpers import source_block
+from helpers import WriteFile, source_block
+from receivers import KEY
 
 from backfill.cli import main
 from backfill.errors import EXIT_AUTH, EXIT_INCOMPLETE, EXIT_USAGE, ConfigError

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import KEY, LocalReceiver, WriteFile, start_receiver
-from helpers import source_block
+from helpers import WriteFile, source_block
+from receivers import KEY, LocalReceiver, start_receiver
 
 from backfill.cli import main
 from backfill.errors import EXIT_AUTH, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, LocalReceiver, WriteFile
-from helpers import source_block
+from helpers import WriteFile, source_block
 from mounts import fill, read_only, small_disk
+from receivers import KEY, LocalReceiver
 from test_send import HEADER, cli, runs, send
 
 from backfill.errors import EXIT_LOCKED, EXIT_OK, EXIT_STATE

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import KEY, LocalReceiver, WriteFile
-from helpers import source_block
+from helpers import WriteFile, source_block
+from receivers import KEY, LocalReceiver
 
 from backfill.cli import main
 from backfill.errors import EXIT_OK, EXIT_USAGE

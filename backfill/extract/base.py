@@ -26,6 +26,9 @@ from backfill.model import Model, Outcome
 class SourceConfig(Model):
     """Keys every ``[[sources]]`` entry accepts."""
 
+    # The keys that may name a local file the source reads (a run never writes over one).
+    path_keys: ClassVar[tuple[str, ...]] = ()
+
     type: str
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     entity_id: str | None = Field(default=None, min_length=1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import polars as pl
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from backfill.errors import CsvFormatError, JsonFormatError, MappingError, ReadError
 from backfill.extract.base import Extracted, Extractor, SourceConfig
@@ -18,7 +18,7 @@ from backfill.extract.exports.presets import PRESETS
 from backfill.extract.exports.scope import mixed_scope_warning, scope_columns
 from backfill.extract.mapping import RECORD, FieldSource, match_filter, raw_frame, resolve
 from backfill.extract.patterns import patterns_regex
-from backfill.model import Model, Outcome, unescape_formula
+from backfill.model import ConfigPath, Model, Outcome, unescape_formula
 
 PresetName = Literal["github-actions", "gitlab-ci", "jenkins", "circleci", "azure-devops", "events"]
 ColumnNames = str | list[str]
@@ -41,8 +41,9 @@ class ColumnMap(Model):
 
 
 class CiExportSource(SourceConfig):
+    path_keys: ClassVar[tuple[str, ...]] = ("path",)
     type: Literal["ci-export"]
-    path: str = Field(min_length=1)
+    path: ConfigPath = Field(min_length=1)
     preset: PresetName
     format: Literal["auto", "csv", "json", "ndjson"] = "auto"
     encoding: str = "utf-8"
@@ -54,12 +55,6 @@ class CiExportSource(SourceConfig):
     # Rows whose hotfix_column (default: the description) matches get deployment_type = "hotfix".
     hotfix_pattern: str | list[str] | None = None
     hotfix_column: str | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("base_dir")
-        return str(Path(base, value) if base else Path(value))
 
     @model_validator(mode="after")
     def _one_entity(self) -> CiExportSource:

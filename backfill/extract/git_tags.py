@@ -26,7 +26,7 @@ import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -44,6 +44,7 @@ from backfill.extract.git.remote import (
 )
 from backfill.extract.mapping import raw_frame
 from backfill.extract.patterns import pattern_regex, patterns_regex, regex_problem
+from backfill.model import relative_to_config
 from backfill.secrets import check_one_word
 from backfill.versions import prerelease_reason
 
@@ -64,6 +65,7 @@ _FORMAT = "%1f".join(_FIELDS.values())
 
 
 class GitTagsSource(SourceConfig):
+    path_keys: ClassVar[tuple[str, ...]] = ("repo",)  # a local repository, or a bundle file
     type: Literal["git-tags"]
     repo: str = "."
     pattern: str | list[str] = "*"
@@ -81,10 +83,7 @@ class GitTagsSource(SourceConfig):
     @field_validator("repo")
     @classmethod
     def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("base_dir")
-        if is_url(value) or not base:
-            return value
-        return str(Path(base, value))
+        return value if is_url(value) else relative_to_config(value, info)
 
     @field_validator("pattern", "exclude", "hotfix_pattern")
     @classmethod

@@ -35,7 +35,7 @@ from backfill.state.rules import advanced_cursors, incremental_since, missing_st
 from backfill.state.store import Destination, KeyChange, Store, current_boot_id
 
 if TYPE_CHECKING:
-    from backfill.run import Step
+    from backfill.job import Step
 
 
 @dataclass(frozen=True)

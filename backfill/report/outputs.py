@@ -31,16 +31,6 @@ from backfill.report.review import rejects_path_for, skipped_path_for
 STDOUT = Path("-")
 _REVIEW = "the review (--dry-run)"
 
-# Per source type, the config keys that may name a local file the source reads.
-# Every type in backfill.extract.REGISTRY is listed (a test checks it).
-SOURCE_PATH_KEYS: dict[str, tuple[str, ...]] = {
-    "ci-export": ("path",),
-    "git-tags": ("repo",),  # a local repository, or a bundle file
-    "github-releases": (),
-    "github-deployments": (),
-    "gitlab-releases": (),
-    "gitlab-deployments": (),
-}
 # SQLite keeps these beside the state file (write-ahead log, shared memory, rollback journal).
 _STATE_COMPANIONS = ("-wal", "-shm", "-journal")
 
@@ -120,7 +110,7 @@ def run_folders(config: Config) -> list[tuple[Path, str]]:
 
 
 def _source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
-    for key in SOURCE_PATH_KEYS[source.type]:
+    for key in source.path_keys:
         value = getattr(source, key)
         if not isinstance(value, str) or not value:
             continue
