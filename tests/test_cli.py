@@ -31,6 +31,32 @@ def test_demo_config_dry_run_works_offline(tmp_path: Path) -> None:
     assert not (REPO / ".backfill" / "demo-state.db").exists()
 
 
+def test_the_demo_reviews_exactly_this(tmp_path: Path) -> None:
+    """The demo is the first thing a user runs: its counts and events are pinned, so a change shows here."""
+    result = invoke("run", "-c", str(REPO / "configs" / "demo.toml"), "--dry-run", str(tmp_path / "r.csv"), "--json")
+    assert result.exit_code == EXIT_OK, result.output
+    summary = json.loads(result.stdout)
+    counts = {
+        source["source"]: tuple(source[name] for name in ("read", "skipped", "rejected", "duplicates", "events"))
+        for source in summary["sources"]
+    }
+    assert counts == {
+        "shop-runs": (24, 4, 2, 2, 16),
+        "vdev-deployments": (8, 4, 2, 0, 2),
+        "billing-tags": (7, 2, 0, 0, 5),
+    }
+    review = (tmp_path / "r.csv").read_text(encoding="utf-8").splitlines()
+    assert len(review) == 1 + 23
+    assert review[0] == (
+        "timestamp,entityId,env,status,build_id,build_commit_sha,change_id,build_url,description,initiator,"
+        "deployment_type,source,original_env"
+    )
+    assert review[11] == (
+        "2025-01-16T09:05:00Z,shop,production,success,9000016,aa303a05cadf893a59b98abefea77e88f001cf29,,"
+        "https://github.com/acme/shop/actions/runs/9000016,Deploy v1.5.1,octocat,,shop-runs,production"
+    )
+
+
 def test_json_summary_on_stdout(write: WriteFile, tmp_path: Path) -> None:
     write("runs.csv", GOOD + "2,2025-01-02T00:00:00Z,cancelled,production,abc\n")
     code, stdout, stderr = _run(write("backfill.toml", source_block("runs", "runs.csv")), tmp_path, "--json")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from mounts import read_only
 
 from backfill.errors import StateError, StateLockedError
 from backfill.model import TS
@@ -190,15 +191,22 @@ def test_outcome_unknown() -> None:
     assert outcome_unknown(posts=0, written_on_boot=None, current_boot=None)
 
 
-def test_a_write_that_fails_is_a_state_error(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "state.db", create=True)
+def test_a_state_file_the_file_system_will_not_let_us_write_is_a_state_error(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    store = Store.open(folder / "state.db", create=True, write=True)
     assert store is not None
-    with (
-        pytest.raises(StateError, match=r"state\.db: could not be written \(no such table: nope\); the run stopped"),
-        store.transaction() as db,
-    ):
-        db.execute("UPDATE nope SET x = 1")
-    destination = store.resolve_destination("https://devgrid.test", "account")  # the connection is usable again
-    run = store.start_run(destination.id, "https://devgrid.test", None)
-    assert run == 1
+    destination = store.resolve_destination("https://devgrid.test", "account")
     store.close()
+    with read_only(folder), pytest.raises(StateError) as refused:
+        reopened = Store.open(folder / "state.db", create=False, write=True)
+        assert reopened is not None
+        try:
+            reopened.start_run(destination.id, "https://devgrid.test", None)
+        finally:
+            reopened.close()
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'state.db'}: ") and "read-only" in message, message
+    again = Store.open(folder / "state.db", create=False, write=True)  # writable again: nothing was lost
+    assert again is not None and again.start_run(destination.id, "https://devgrid.test", None) == 1
+    again.close()
