@@ -35,9 +35,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from backfill.rehearse.http import JsonHandler, LocalServer
 
 MAX_EVENTS = 15
 STATUSES = ("success", "failed")
@@ -198,10 +199,7 @@ def _malformed(event: Any) -> str | None:
     return None
 
 
-class Receiver(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class Receiver(LocalServer):
     def __init__(
         self,
         address: tuple[str, int],
@@ -217,15 +215,8 @@ class Receiver(ThreadingHTTPServer):
         self.entities = entities
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle's algorithm on, every answer waits
-    # for the client's delayed ACK (40 ms on Linux).
-    disable_nagle_algorithm = True
+class _Handler(JsonHandler):
     server: Receiver
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: a rehearsal of 100,000 events should not print 7,000 lines."""
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] == "/events":
@@ -238,8 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"message": "not found"})
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.body()
         if self.path == "/_control/faults":
             self.server.faults.update(json.loads(raw or b"{}"))
             self._answer(200, {"status": "ok"})
@@ -293,14 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(201, {"message": "Event(s) successfully received", "success": stored, "failures": failures})
 
     def _answer(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, json.dumps(payload), (headers or {}).items())
 
     def _drop(self) -> None:
         """Close the connection without an answer, as a crash or a network cut would."""

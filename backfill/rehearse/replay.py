@@ -33,10 +33,11 @@ import json
 import threading
 import tomllib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from backfill.rehearse.http import JsonHandler, LocalServer
 
 _DROPPED_HEADERS = {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
 
@@ -99,10 +100,7 @@ def _key(target: str) -> str:
     return _path_key(target) + ("?" + urlencode(query) if query else "")
 
 
-class ReplayServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class ReplayServer(LocalServer):
     def __init__(self, address: tuple[str, int], recordings: Recordings) -> None:
         super().__init__(address, _Handler)
         self.recordings = recordings
@@ -110,19 +108,9 @@ class ReplayServer(ThreadingHTTPServer):
         self.script: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    @property
-    def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(JsonHandler):
     server: ReplayServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
 
     def do_GET(self) -> None:
         if self.path == "/_replay/requests":
@@ -143,8 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self._recorded())
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        body = json.loads(self.body() or b"{}")
         if self.path == "/_replay/script":
             with self.server.lock:
                 self.server.script.extend(body.get("responses", []))
@@ -188,12 +175,6 @@ class _Handler(BaseHTTPRequestHandler):
         for original in self.server.recordings.rewrite:
             body = body.replace(original, self.server.base_url)
             headers = [(name, value.replace(original, self.server.base_url)) for name, value in headers]
-        data = body.encode("utf-8")
-        self.send_response(answer.status)
-        for name, value in headers:
-            self.send_header(name, value)
         if not any(name.lower() == "content-type" for name, _ in headers):
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            headers = [*headers, ("Content-Type", "application/json; charset=utf-8")]
+        self.send_json(answer.status, body, headers)
