@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
-from backfill.load.client import Answer, DevGridClient, Refused, body_of, events_json, read_answer, retry_after
+from backfill.load.client import Answer, DevGridClient, Refused, body_of, events_json, read_answer
+from backfill.waits import retry_after
 
 KEY = "secret-key-abc123"
 

@@ -16,12 +16,9 @@ handle the request: certain, and retried without a flag.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,6 +27,7 @@ import polars as pl
 from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
 from backfill.model import ATTRIBUTE_COLUMNS, EventKey
 from backfill.secrets import REDACTED, redact
+from backfill.waits import retry_after
 
 EVENT_TYPE = "event-deploy"
 # Failures after which the request may have been stored: the connection broke
@@ -213,22 +211,3 @@ def _shortened(text: str, limit: int = 300) -> str:
     if start != -1 and text.startswith(REDACTED, start):
         shown = text[: max(limit, start + len(REDACTED))]
     return shown
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
-    return max((when - current).total_seconds(), 0.0)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from backfill.errors import ConfigError, RateLimited, ReadError, Reading
 from backfill.extract.base import SourceConfig
 from backfill.extract.mapping import RECORD
 from backfill.secrets import check_one_word, is_loopback, redact
+from backfill.waits import retry_after
 
 # Tries after the first when a host refuses, drops or does not answer a request.
 ERROR_RETRIES = 2
@@ -106,15 +106,9 @@ def may_pass(exc: BaseException) -> bool:
 def rate_limit_wait(headers: Mapping[str, str], now: float | None = None) -> float:
     """Seconds until a rate limit lifts, from Retry-After or a reset time (epoch seconds)."""
     now = time.time() if now is None else now
-    retry_after = headers.get("Retry-After")
-    if retry_after:
-        try:
-            return max(float(retry_after), 1.0)
-        except ValueError:
-            try:
-                return max(parsedate_to_datetime(retry_after).timestamp() - now, 1.0)
-            except (TypeError, ValueError):
-                pass
+    asked = retry_after(headers.get("Retry-After"), now)
+    if asked is not None:
+        return max(asked, 1.0)
     reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
     if reset:
         try:
