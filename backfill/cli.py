@@ -15,7 +15,7 @@ import signal
 import socketserver
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -67,11 +67,12 @@ def _errors_to_exit_codes(command: F) -> F:
 def _instant(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
+    from backfill.model import instant
+
     try:
-        parsed = datetime.fromisoformat(value)
+        return instant(value)
     except ValueError:
         raise ConfigError(f"{option} '{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 config_option = click.option(

@@ -9,6 +9,7 @@ imports nothing of backfill's own, so any step may use it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -85,6 +86,16 @@ class EventKey:
     entity_id: str
     env: str
     build_id: str
+
+
+def instant(value: str | datetime) -> datetime:
+    """An ISO 8601 time as an aware datetime; one without an offset is UTC. Raises ValueError.
+
+    For the times backfill itself writes or is given on the command line; the
+    many forms exports use are the normalizer's (backfill.normalize.timestamps).
+    """
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # A text cell a spreadsheet would run as a formula is written with a leading quote, and read

@@ -19,7 +19,7 @@ import polars as pl
 
 from backfill.errors import Reading
 from backfill.extract.base import Extracted, Extractor
-from backfill.extract.forge.common import frame_of, older_than
+from backfill.extract.forge.common import frame_of, newest_first
 from backfill.extract.forge.github import GithubSource, github_errors, repository
 from backfill.extract.mapping import raw_frame
 from backfill.model import Outcome
@@ -51,11 +51,7 @@ class GithubDeploymentsExtractor(Extractor):
         config = self.config
         assert isinstance(config, GithubDeploymentsSource)
         with github_errors(config, self.context), repository(config, self.context) as repo:
-            rows = []
-            for deployment in repo.get_deployments():
-                if older_than(deployment.created_at, self.context.since):
-                    break
-                rows.append(_row(deployment))
+            rows = newest_first(repo.get_deployments(), self.context.since, lambda item: item.created_at, _row)
         fields = {
             "entityId": pl.lit(config.entity_id),
             # A deployment names its environment; env in the config is for none that does not.

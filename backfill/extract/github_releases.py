@@ -8,12 +8,12 @@ pre-releases are skipped unless ``include_prereleases``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
 from backfill.extract.base import Extracted, Extractor
-from backfill.extract.forge.common import frame_of, iso, older_than
+from backfill.extract.forge.common import frame_of, iso, newest_first
 from backfill.extract.forge.github import GithubSource, github_errors, repository, tag_commits
 from backfill.extract.mapping import raw_frame
 
@@ -36,21 +36,7 @@ class GithubReleasesExtractor(Extractor):
         config = self.config
         assert isinstance(config, GithubReleasesSource)
         with github_errors(config, self.context), repository(config, self.context) as repo:
-            rows = []
-            for release in repo.get_releases():
-                if older_than(release.created_at, self.context.since):
-                    break
-                rows.append(
-                    {
-                        "tag": release.tag_name,
-                        "published_at": iso(release.published_at),
-                        "title": release.name,
-                        "author": release.author.login if release.author else None,
-                        "url": release.html_url,
-                        "draft": "yes" if release.draft else None,
-                        "prerelease": "yes" if release.prerelease else None,
-                    }
-                )
+            rows = newest_first(repo.get_releases(), self.context.since, lambda release: release.created_at, _row)
             # Only the tags of releases that become events are looked up.
             wanted = {
                 str(row["tag"])
@@ -79,3 +65,15 @@ class GithubReleasesExtractor(Extractor):
             "skip_reason": skip,
         }
         return Extracted(frame=raw_frame(frame, fields), status_vocab={"success": "success"})
+
+
+def _row(release: Any) -> dict[str, Any]:
+    return {
+        "tag": release.tag_name,
+        "published_at": iso(release.published_at),
+        "title": release.name,
+        "author": release.author.login if release.author else None,
+        "url": release.html_url,
+        "draft": "yes" if release.draft else None,
+        "prerelease": "yes" if release.prerelease else None,
+    }

@@ -10,13 +10,13 @@ The timestamp is ``finished_at`` (the deployment's, else its job's), else
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
 from backfill.extract.base import Extracted, Extractor
 from backfill.extract.exports.presets import GITLAB_CI
-from backfill.extract.forge.common import frame_of, older_than
+from backfill.extract.forge.common import frame_of, newest_first
 from backfill.extract.forge.gitlab import GitlabSource, gitlab_errors, project
 from backfill.extract.mapping import raw_frame
 
@@ -38,27 +38,10 @@ class GitlabDeploymentsExtractor(Extractor):
         since = self.context.since
         filters = {"updated_after": since.isoformat()} if since else {}
         with gitlab_errors(config, self.context), project(config, self.context) as handle:
-            rows = []
             listing = handle.deployments.list(
                 iterator=True, per_page=100, obey_rate_limit=False, order_by="updated_at", sort="desc", **filters
             )
-            for deployment in listing:
-                data = deployment.attributes
-                if older_than(data.get("updated_at"), since):
-                    break
-                job = data.get("deployable") or {}
-                rows.append(
-                    {
-                        "id": data.get("id"),
-                        "status": data.get("status"),
-                        "finished_at": data.get("finished_at") or job.get("finished_at") or data.get("updated_at"),
-                        "environment": (data.get("environment") or {}).get("name"),
-                        "sha": data.get("sha"),
-                        "user": (data.get("user") or {}).get("username"),
-                        "url": job.get("web_url"),
-                        "title": (job.get("commit") or {}).get("title"),
-                    }
-                )
+            rows = newest_first(listing, since, lambda item: item.attributes.get("updated_at"), _row)
         fields = {
             "entityId": pl.lit(config.entity_id),
             "env": pl.coalesce(pl.col("environment"), pl.lit(config.env, dtype=pl.String)),
@@ -71,3 +54,18 @@ class GitlabDeploymentsExtractor(Extractor):
             "initiator": pl.col("user"),
         }
         return Extracted(frame=raw_frame(frame_of(rows, COLUMNS), fields), status_vocab=GITLAB_CI.statuses)
+
+
+def _row(deployment: Any) -> dict[str, Any]:
+    data = deployment.attributes
+    job = data.get("deployable") or {}
+    return {
+        "id": data.get("id"),
+        "status": data.get("status"),
+        "finished_at": data.get("finished_at") or job.get("finished_at") or data.get("updated_at"),
+        "environment": (data.get("environment") or {}).get("name"),
+        "sha": data.get("sha"),
+        "user": (data.get("user") or {}).get("username"),
+        "url": job.get("web_url"),
+        "title": (job.get("commit") or {}).get("title"),
+    }

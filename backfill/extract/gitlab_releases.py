@@ -7,12 +7,12 @@ release's ``commit.id``; an upcoming release (released in the future) is skipped
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
 from backfill.extract.base import Extracted, Extractor
-from backfill.extract.forge.common import frame_of, older_than
+from backfill.extract.forge.common import frame_of, newest_first
 from backfill.extract.forge.gitlab import GitlabSource, gitlab_errors, project
 from backfill.extract.mapping import raw_frame
 
@@ -34,25 +34,10 @@ class GitlabReleasesExtractor(Extractor):
         config = self.config
         assert isinstance(config, GitlabReleasesSource)
         with gitlab_errors(config, self.context), project(config, self.context) as handle:
-            rows = []
             listing = handle.releases.list(
                 iterator=True, per_page=100, obey_rate_limit=False, order_by="released_at", sort="desc"
             )
-            for release in listing:
-                data = release.attributes
-                if older_than(data.get("released_at"), self.context.since):
-                    break
-                rows.append(
-                    {
-                        "tag": data.get("tag_name"),
-                        "released_at": data.get("released_at"),
-                        "name": data.get("name"),
-                        "sha": (data.get("commit") or {}).get("id"),
-                        "author": (data.get("author") or {}).get("username"),
-                        "url": (data.get("_links") or {}).get("self"),
-                        "upcoming": "yes" if data.get("upcoming_release") else None,
-                    }
-                )
+            rows = newest_first(listing, self.context.since, lambda item: item.attributes.get("released_at"), _row)
         fields = {
             "entityId": pl.lit(config.entity_id),
             "env": pl.lit(config.env),
@@ -66,3 +51,16 @@ class GitlabReleasesExtractor(Extractor):
             "skip_reason": pl.when(pl.col("upcoming").is_not_null()).then(pl.lit("an upcoming release")),
         }
         return Extracted(frame=raw_frame(frame_of(rows, COLUMNS), fields), status_vocab={"success": "success"})
+
+
+def _row(release: Any) -> dict[str, Any]:
+    data = release.attributes
+    return {
+        "tag": data.get("tag_name"),
+        "released_at": data.get("released_at"),
+        "name": data.get("name"),
+        "sha": (data.get("commit") or {}).get("id"),
+        "author": (data.get("author") or {}).get("username"),
+        "url": (data.get("_links") or {}).get("self"),
+        "upcoming": "yes" if data.get("upcoming_release") else None,
+    }

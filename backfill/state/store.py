@@ -44,7 +44,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 import polars as pl
 
 from backfill.errors import DestinationError, StateError
-from backfill.model import EVENT_KEY, BatchState, EventKey
+from backfill.model import EVENT_KEY, BatchState, EventKey, instant
 from backfill.state.destination import normalize_url
 from backfill.state.schema import APPLICATION_ID, SCHEMA_VERSION, create_file, migrate
 
@@ -494,7 +494,7 @@ class Store:
         rows = self._db.execute(
             "SELECT source, position FROM cursors WHERE destination_id = ?", (destination_id,)
         ).fetchall()
-        return {source: datetime.fromisoformat(position) for source, position in rows}
+        return {source: instant(position) for source, position in rows}
 
     def set_cursors(self, destination_id: int, positions: dict[str, datetime]) -> None:
         at = now_text()

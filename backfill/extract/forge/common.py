@@ -10,10 +10,10 @@ Never a hot loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -22,11 +22,15 @@ from pydantic import Field, model_validator
 from backfill.errors import ConfigError, RateLimited, ReadError, Reading
 from backfill.extract.base import SourceConfig
 from backfill.extract.mapping import RECORD
+from backfill.model import instant
 from backfill.secrets import check_one_word, is_loopback, redact
 from backfill.waits import retry_after
 
 # Tries after the first when a host refuses, drops or does not answer a request.
 ERROR_RETRIES = 2
+
+Item = TypeVar("Item")
+Row = dict[str, Any]
 
 
 class ForgeSource(SourceConfig):
@@ -204,12 +208,26 @@ def iso(value: Any) -> str | None:
     return str(value)
 
 
+def newest_first(
+    listing: Iterable[Item], since: datetime | None, listed_at: Callable[[Item], Any], row: Callable[[Item], Row]
+) -> list[Row]:
+    """A newest-first listing read page by page, as rows, until an item older than ``since``.
+
+    An incremental run stops there: the client then asks for no further page.
+    """
+    rows: list[Row] = []
+    for item in listing:
+        if older_than(listed_at(item), since):
+            break
+        rows.append(row(item))
+    return rows
+
+
 def older_than(value: Any, since: datetime | None) -> bool:
     """Whether a listing has gone past ``since`` (its items are newest first)."""
     if since is None or value is None:
         return False
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)) < since
+    return instant(value if isinstance(value, datetime) else str(value)) < since
 
 
 def host_of(url: str) -> str:
