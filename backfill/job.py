@@ -28,7 +28,7 @@ import httpx
 import polars as pl
 
 from backfill.config import Config, allowing_plain_http
-from backfill.errors import ReadError, SourceError
+from backfill.errors import Interrupted, ReadError, SourceError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.interrupts import Interrupts
@@ -133,15 +133,21 @@ def run(
             config, options, client, notice=hooks.notice, progress=hooks.progress, sleep=sleep, interrupts=interrupts
         )
         with session:
-            with session.before_sending(hooks.step):
-                planned = plan_run(
-                    config,
-                    now=now,
-                    step=hooks.step,
-                    reading_from=session.reading_from(request.since),
-                    sleep=sleep,
-                    notice=hooks.notice,
-                )
+            try:
+                with hooks.step("settling batches an earlier run left open"):
+                    session.settle()
+                with interrupts.anywhere():
+                    planned = plan_run(
+                        config,
+                        now=now,
+                        step=hooks.step,
+                        reading_from=session.reading_from(request.since),
+                        sleep=sleep,
+                        notice=hooks.notice,
+                    )
+            except Interrupted as signal:
+                session.interrupted(signal)  # nothing new was sent; the signal's exit code follows
+                raise
             ledger = diff(planned.plan.events, *window, session.known_keys)
             sent = session.send(ledger, sources_complete=not planned.failures, start_bar=hooks.start_bar)
     rejects = request.outputs.rejects

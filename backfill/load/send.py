@@ -10,13 +10,12 @@ as sent; new events are those whose key the destination's ledger does not hold
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import httpx
 import polars as pl
@@ -28,14 +27,11 @@ from backfill.interrupts import Interrupts
 from backfill.load.client import DevGridClient
 from backfill.load.delivery import Delivery, DeliveryReport, RetryPolicy
 from backfill.model import EVENT_KEY, EventKey, RunOutcome
-from backfill.plan.ledger import LedgerDiff
+from backfill.plan.ledger import KnownKeys, LedgerDiff
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
 from backfill.state.rules import advanced_cursors, incremental_since, missing_state
 from backfill.state.store import Destination, KeyChange, Store, current_boot_id
-
-if TYPE_CHECKING:
-    from backfill.job import Step
 
 
 @dataclass(frozen=True)
@@ -120,6 +116,8 @@ class SendSession:
         self._delivery: Delivery | None = None
         self.result: SendResult | None = None
         self.cursors: dict[str, datetime] = {}
+        # The destination's ledger rows for some events (backfill.plan.ledger.KnownKeys), once settled.
+        self.known_keys: KnownKeys | None = None
 
     # -- opening: lock, destination, the run's record, settling -----------------------------
 
@@ -167,27 +165,24 @@ class SendSession:
         finally:
             self._lock.__exit__(kind, error, traceback)
 
-    @contextmanager
-    def before_sending(self, step: Step) -> Iterator[None]:
-        """Settle what an earlier run left open, then let the caller read and plan.
+    def settle(self) -> None:
+        """Send again what an earlier run left pending, then read the cursors the plan starts from.
 
-        Ctrl-C or SIGTERM meanwhile stops the run before anything new is sent: the run
-        is recorded as interrupted and Interrupted propagates with the signal's exit code.
+        Raises Interrupted if Ctrl-C or SIGTERM stopped the settling (see :meth:`interrupted`).
         """
         store, delivery, result = self._parts()
-        try:
-            with step("settling batches an earlier run left open"):
-                delivery.settle()
-            if isinstance(delivery.report.stopped, Interrupted):
-                raise delivery.report.stopped
-            if self._options.retry_rejected:
-                store.forget_refused(result.destination.id)
-            self.cursors = store.cursors(result.destination.id)
-            with self._interrupts.anywhere():
-                yield
-        except Interrupted as exc:
-            store.finish_run(result.run_id, "interrupted", delivery.report.counts(), str(exc))
-            raise
+        delivery.settle()
+        if isinstance(delivery.report.stopped, Interrupted):
+            raise delivery.report.stopped
+        if self._options.retry_rejected:
+            store.forget_refused(result.destination.id)
+        self.cursors = store.cursors(result.destination.id)
+        self.known_keys = partial(store.known_keys, result.destination.id)
+
+    def interrupted(self, signal: Interrupted) -> None:
+        """Stopped before anything new was sent: record the run as interrupted."""
+        store, delivery, result = self._parts()
+        store.finish_run(result.run_id, "interrupted", delivery.report.counts(), str(signal))
 
     def reading_from(self, since: datetime | None) -> dict[str, datetime | None]:
         """Per incremental source, where its reading may start: the cursor less the lookback, or --since."""
@@ -197,10 +192,6 @@ class SendSession:
             for source in self._config.sources
             if REGISTRY[source.type].incremental
         }
-
-    def known_keys(self, events: pl.DataFrame) -> pl.DataFrame:
-        store, _, result = self._parts()
-        return store.known_keys(result.destination.id, events)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -222,7 +213,7 @@ class SendSession:
             if report.stopped is None and not report.left_to_send and sources_complete:
                 # Refused or held, by this run or an earlier one: the cursor stays at the oldest.
                 undelivered = pl.concat(
-                    [_keys_frame([key for key, _ in (*report.rejected, *report.held)]), diff.undelivered_before()]
+                    [_keys_frame([key for key, _ in (*report.rejected, *report.held)]), diff.undelivered_before]
                 )
                 marked = diff.marked
                 held_back = marked.join(undelivered, on=list(EVENT_KEY), how="semi")

@@ -26,27 +26,16 @@ KnownKeys = Callable[[pl.DataFrame], pl.DataFrame]
 
 @dataclass(frozen=True)
 class LedgerDiff:
-    """The planned events in the window, each marked ``new`` or ``sent`` (``state``)."""
+    """The planned events in the window, each marked ``new`` or ``sent`` (``state``), and what follows."""
 
     marked: pl.DataFrame
-    # The ledger's rows for them (empty without a ledger), for the cursor rule.
-    known: pl.DataFrame
-    # How many planned events the window left out.
-    outside_window: int
+    new: pl.DataFrame  # the marked events that are new, in send order
+    already_sent: int
+    outside_window: int  # planned events the window left out
+    # Keys an earlier run left refused or held: a cursor must not pass them.
+    undelivered_before: pl.DataFrame
     # False when no ledger was compared with (no state file): ``state`` says new for all.
     compared: bool
-
-    @property
-    def new(self) -> pl.DataFrame:
-        return self.marked.filter(pl.col("state") == "new")
-
-    @property
-    def already_sent(self) -> int:
-        return self.marked.height - self.new.height
-
-    def undelivered_before(self) -> pl.DataFrame:
-        """Keys an earlier run left refused or held: a cursor must not pass them."""
-        return self.known.filter(pl.col("ledger_state").is_in(UNDELIVERED)).select(EVENT_KEY)
 
 
 def diff(
@@ -55,10 +44,14 @@ def diff(
     """The window's events against the ledger (``known_keys`` None: there is no ledger yet)."""
     in_window = within(events, since, until)
     known = no_known_keys(in_window) if known_keys is None else known_keys(in_window)
+    marked = mark_known(in_window, known)
+    new = marked.filter(pl.col("state") == "new")
     return LedgerDiff(
-        marked=mark_known(in_window, known),
-        known=known,
+        marked=marked,
+        new=new,
+        already_sent=marked.height - new.height,
         outside_window=events.height - in_window.height,
+        undelivered_before=known.filter(pl.col("ledger_state").is_in(UNDELIVERED)).select(EVENT_KEY),
         compared=known_keys is not None,
     )
 
