@@ -6,8 +6,7 @@ The library under the CLI, in the order of the data path::
 
     config = backfill.load_config("backfill.toml")
     planned = backfill.plan_run(config)                  # extract, normalize, plan
-    outputs = backfill.run_outputs(config, Path("review.csv"), None, as_json=False)
-    result = backfill.run(config, backfill.RunRequest(outputs=outputs))  # a dry run
+    result = backfill.run(config, backfill.RunRequest(review=Path("review.csv")))  # a dry run
     result.summary, result.outcome, result.exit_code
 
 Everything backfill raises on purpose is a :class:`BackfillError` with an exit code.
@@ -32,8 +31,6 @@ _PUBLIC = {
     "RunRequest": "backfill.job",
     "RunResult": "backfill.job",
     "run": "backfill.job",
-    "RunOutputs": "backfill.report.outputs",
-    "run_outputs": "backfill.report.outputs",
     "EventKey": "backfill.model",
     "BackfillError": "backfill.errors",
     "ConfigError": "backfill.errors",
@@ -57,7 +54,6 @@ __all__ = [
     "Hooks",
     "Interrupted",
     "Plan",
-    "RunOutputs",
     "RunPlan",
     "RunRequest",
     "RunResult",
@@ -68,7 +64,6 @@ __all__ = [
     "load_config",
     "plan_run",
     "run",
-    "run_outputs",
 ]
 
 if TYPE_CHECKING:
@@ -87,7 +82,6 @@ if TYPE_CHECKING:
     from backfill.job import Hooks, RunRequest, RunResult, plan_run, run
     from backfill.model import EventKey
     from backfill.plan.dedupe import Plan, RunPlan
-    from backfill.report.outputs import RunOutputs, run_outputs
 
 
 def __getattr__(name: str) -> Any:

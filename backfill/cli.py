@@ -31,9 +31,7 @@ from backfill.errors import (
     BackfillError,
     ConfigError,
     Interrupted,
-    StateError,
 )
-from backfill.report.outputs import run_outputs
 from backfill.report.progress import Display
 from backfill.report.summary import render
 
@@ -170,15 +168,10 @@ def run(
 
     config = load_config(config_path)
     start, end = _window(since, until)
-    if dry_run is None:
-        from backfill.state.store import state_folder_problem
-
-        # A sending run writes beside its state file first of all: say so before any output is checked.
-        problem = state_folder_problem(Path(config.state.path).resolve())
-        if problem:
-            raise StateError(problem)
     request = RunRequest(
-        outputs=run_outputs(config, dry_run, rejects_path, as_json=as_json),
+        review=dry_run,
+        rejects=rejects_path,
+        json_on_stdout=as_json,
         url=url,
         since=start,
         until=end,
@@ -222,16 +215,9 @@ def status(config_path: Path, as_json: bool) -> None:
 
         backfill status -c configs/shop.toml
     """
-    from backfill.report.status import render_status, status_report
-    from backfill.state.store import Store
+    from backfill.report.status import render_status, status_of
 
-    config = load_config(config_path)
-    store = Store.open(Path(config.state.path), create=False, verify=True)
-    try:
-        report = status_report(config, store)
-    finally:
-        if store is not None:
-            store.close()
+    report = status_of(load_config(config_path))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -254,23 +240,10 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
 
         backfill rewind -c configs/shop.toml shop-releases --to 2025-01-01
     """
-    from backfill.state.lock import StateLock
-    from backfill.state.store import Store
+    from backfill.state.rewind import rewind_source
 
-    config = load_config(config_path)
-    if source not in {item.name for item in config.sources}:
-        names = ", ".join(item.name for item in config.sources)
-        raise ConfigError(f"{config.path}: no source named '{source}'; the sources are: {names}")
     position = _instant(to, "--to")
-    state_path = Path(config.state.path)
-    with StateLock(state_path):
-        store = Store.open(state_path, create=False, write=True)
-        if store is None:
-            raise StateError(f"{state_path}: does not exist yet; there is no cursor to rewind")
-        try:
-            store.rewind(source, position, [item.id for item in store.destinations()])
-        finally:
-            store.close()
+    rewind_source(load_config(config_path), source, position)
     where = f"to {position.isoformat()}" if position else "to the beginning"
     click.echo(f"{source}: cursor moved {where}", err=True)
 

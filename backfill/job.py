@@ -28,7 +28,7 @@ import httpx
 import polars as pl
 
 from backfill.config import Config, allowing_plain_http
-from backfill.errors import Interrupted, ReadError, SourceError
+from backfill.errors import Interrupted, ReadError, SourceError, StateError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.interrupts import Interrupts
@@ -38,11 +38,11 @@ from backfill.normalize.classify import Normalization, normalize
 from backfill.plan.dedupe import RunPlan, make_plan
 from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
-from backfill.report.outputs import RunOutputs
+from backfill.report.outputs import run_outputs
 from backfill.report.review import write_rejects, write_review_files
 from backfill.report.summary import build_summary, delivery_summary
 from backfill.secrets import api_key, check_url
-from backfill.state.store import KeyChange
+from backfill.state.store import KeyChange, state_folder_problem
 from backfill.state.view import LedgerView
 
 Step = Callable[[str], AbstractContextManager[object]]
@@ -64,9 +64,11 @@ class Hooks:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One ``backfill run``: where its outputs go (a review makes it a dry run), and the command line's choices."""
+    """One ``backfill run``: where its files go (a review makes it a dry run), and the command line's choices."""
 
-    outputs: RunOutputs
+    review: Path | None = None  # the dry run's review CSV (- for stdout); None sends
+    rejects: Path | None = None  # instead of the default beside the review or the state file
+    json_on_stdout: bool = False  # the summary goes to stdout, so the review may not
     url: str | None = None  # instead of [devgrid] url
     since: datetime | None = None
     until: datetime | None = None
@@ -105,12 +107,18 @@ def run(
     config = allowing_plain_http(config) if request.allow_http else config
     url = (request.url or config.devgrid.url).rstrip("/")
     window = (request.since, request.until)
-    if request.outputs.review is not None:
+    if request.review is None:
+        # A sending run writes beside its state file first of all: say so before any output is checked.
+        problem = state_folder_problem(Path(config.state.path).resolve())
+        if problem:
+            raise StateError(problem)
+    outputs = run_outputs(config, request.review, request.rejects, as_json=request.json_on_stdout)
+    if outputs.review is not None:
         with LedgerView(config, url, require_state=request.require_state, environ=environ) as view:
             planned = plan_run(config, now=now, step=hooks.step, sleep=sleep, notice=hooks.notice)
             ledger = diff(planned.plan.events, *window, view.known_keys if view.exists else None)
         with hooks.step("writing the review"):
-            extra = write_review_files(planned, ledger, request.outputs, view.destination)
+            extra = write_review_files(planned, ledger, outputs, view.destination)
         summary = build_summary(planned, {"mode": "dry-run", "config": str(config.path), **extra}, window)
         return RunResult(planned, summary, "reviewed", planned.exit_code)
 
@@ -150,7 +158,7 @@ def run(
                 raise
             ledger = diff(planned.plan.events, *window, session.known_keys)
             sent = session.send(ledger, sources_complete=not planned.failures, start_bar=hooks.start_bar)
-    rejects = request.outputs.rejects
+    rejects = outputs.rejects
     assert rejects is not None, "a sending run always writes its rejects"
     write_rejects(planned.plan.rejects, rejects.target or rejects.path)
     extra = {"mode": "send", "config": str(config.path), "url": url, "rejects_csv": str(rejects.path)}

@@ -21,7 +21,6 @@ from backfill.config import load_config
 from backfill.errors import EXIT_ERROR, EXIT_SOURCE_RETRY, ConfigError
 from backfill.job import RunPlan, RunRequest, RunResult, plan_run, run
 from backfill.rehearse.replay import Recordings, ReplayServer
-from backfill.report.outputs import run_outputs
 
 FORGES = REPO / "sample_data" / "forges"
 
@@ -517,9 +516,7 @@ def test_a_token_that_is_not_one_word_fails_its_source_without_showing_it(
 
 def _dry_run(config: Path) -> RunResult:
     """The whole dry run, as `backfill run --dry-run` makes it, with the retries' waits skipped."""
-    loaded = load_config(config)
-    outputs = run_outputs(loaded, config.parent / "review.csv", None, as_json=False)
-    return run(loaded, RunRequest(outputs=outputs), sleep=lambda seconds: None)
+    return run(load_config(config), RunRequest(review=config.parent / "review.csv"), sleep=lambda seconds: None)
 
 
 def test_a_server_error_that_outlasts_the_retries_exits_7_so_a_scheduler_can_try_later(

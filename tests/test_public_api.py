@@ -20,7 +20,6 @@ PUBLIC = [
     "Hooks",
     "Interrupted",
     "Plan",
-    "RunOutputs",
     "RunPlan",
     "RunRequest",
     "RunResult",
@@ -31,7 +30,6 @@ PUBLIC = [
     "load_config",
     "plan_run",
     "run",
-    "run_outputs",
 ]
 
 
@@ -63,8 +61,7 @@ def test_importing_the_package_loads_no_heavy_library() -> None:
 def test_a_dry_run_through_the_library(tmp_path: Path) -> None:
     config = backfill.load_config(Path(__file__).parent.parent / "configs" / "demo.toml")
     config = config.model_copy(update={"state": config.state.model_copy(update={"path": str(tmp_path / "s.db")})})
-    outputs = backfill.run_outputs(config, tmp_path / "review.csv", None, as_json=False)
-    result = backfill.run(config, backfill.RunRequest(outputs=outputs))
+    result = backfill.run(config, backfill.RunRequest(review=tmp_path / "review.csv"))
     assert result.outcome == "reviewed" and result.exit_code == 0
     assert result.summary["mode"] == "dry-run"
     assert (tmp_path / "review.csv").read_text().count("\n") == result.summary["totals"]["events"] + 1

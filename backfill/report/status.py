@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +14,16 @@ from rich.table import Table
 from backfill.config import Config
 from backfill.report.summary import say
 from backfill.state.store import SOURCE_COUNTS, Destination, Store
+
+
+def status_of(config: Config) -> dict[str, Any]:
+    """What ``backfill status`` shows: the state file read (and checked) without a lock, never written."""
+    store = Store.open(Path(config.state.path), create=False, verify=True)
+    try:
+        return status_report(config, store)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def status_report(config: Config, store: Store | None) -> dict[str, Any]:
