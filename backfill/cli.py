@@ -36,6 +36,7 @@ from backfill.report.progress import Display
 from backfill.report.summary import render
 
 if TYPE_CHECKING:
+    from backfill.report.summary import RunSummary
     from backfill.state.store import KeyChange
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -449,7 +450,7 @@ def _stderr_console() -> Console:
     return console if console.is_terminal else Console(stderr=True, width=160)
 
 
-def _report(summary: dict[str, Any], as_json: bool, console: Console) -> None:
+def _report(summary: RunSummary, as_json: bool, console: Console) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:

@@ -22,7 +22,6 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import polars as pl
@@ -40,7 +39,7 @@ from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
 from backfill.report.outputs import run_outputs
 from backfill.report.review import write_rejects, write_review_files
-from backfill.report.summary import build_summary, delivery_summary
+from backfill.report.summary import RunSummary, build_summary, delivery_summary
 from backfill.secrets import api_key, check_url
 from backfill.state.store import KeyChange, state_folder_problem
 from backfill.state.view import LedgerView
@@ -83,7 +82,7 @@ class RunResult:
     """What the run did: its plan, the summary (--json prints it as it is), the outcome and the exit code."""
 
     plan: RunPlan
-    summary: dict[str, Any]
+    summary: RunSummary
     outcome: RunOutcome
     exit_code: int
 

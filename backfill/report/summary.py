@@ -11,15 +11,17 @@ wrong with it).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import polars as pl
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backfill.model import RunOutcome
 from backfill.plan.dedupe import Plan, RunPlan
 from backfill.plan.ledger import within
 
@@ -38,11 +40,59 @@ SUMMARY_COUNTS = ("read", "skipped", "rejected", "duplicates", "outside_window",
 Window = tuple[datetime | None, datetime | None]
 
 
-def build_summary(run: RunPlan, extra: dict[str, Any] | None = None, window: Window = (None, None)) -> dict[str, Any]:
+class DeliverySummary(TypedDict):
+    """What a sending run did (``delivery`` in ``--json``)."""
+
+    run_id: int
+    destination: str
+    already_sent: int
+    outside_window: int
+    to_send: int
+    sent: int
+    rejected_by_devgrid: int
+    held: int
+    unconfirmed: int
+    possibly_duplicated: int
+    possibly_duplicated_copies: int
+    left_to_send: int
+    seconds: float
+    events_per_second: float | None
+    outcome: RunOutcome
+    stopped: str | None
+    unknown_entities: list[dict[str, Any]]
+    rejected_events: list[dict[str, Any]]
+    unconfirmed_events: list[dict[str, Any]]
+    possibly_duplicated_events: list[dict[str, Any]]
+
+
+class RunSummary(TypedDict, total=False):
+    """``backfill run --json``: the same facts the tables show. A dry run has the review keys and
+    ``ledger`` (when a state file exists); a sending run has ``url`` and ``delivery``."""
+
+    mode: Literal["dry-run", "send"]
+    config: str
+    url: str
+    review_csv: str
+    rejects_csv: str | None
+    skipped_csv: str | None
+    ledger: dict[str, Any]
+    delivery: DeliverySummary
+    window: dict[str, str | None]
+    sources: list[dict[str, Any]]
+    totals: dict[str, int]
+    entities: list[dict[str, Any]]
+    completeness: dict[str, dict[str, Any]]
+    env_rewrites: list[dict[str, Any]]
+    env_rejected: list[dict[str, Any]]
+    warnings: list[str]
+    errors: list[str]
+
+
+def build_summary(run: RunPlan, extra: Mapping[str, Any] | None = None, window: Window = (None, None)) -> RunSummary:
     plan = run.plan
     events = within(plan.events, *window) if window != (None, None) else plan.events
     counts = _windowed_counts(plan, events)
-    summary: dict[str, Any] = dict(extra or {})
+    summary = cast(RunSummary, dict(extra or {}))
     summary["window"] = {"since": _iso(window[0]), "until": _iso(window[1])}
     summary["sources"] = _sources(plan, counts)
     summary["totals"] = {name: int(counts.get_column(name).sum()) for name in SUMMARY_COUNTS}
@@ -64,7 +114,7 @@ def build_summary(run: RunPlan, extra: dict[str, Any] | None = None, window: Win
     return summary
 
 
-def delivery_summary(result: SendResult, limit: int = 50) -> dict[str, Any]:
+def delivery_summary(result: SendResult, limit: int = 50) -> DeliverySummary:
     """What a real run did: the counts, and the events a person must look at."""
     report = result.delivery
     stopped = result.stopped
@@ -146,7 +196,7 @@ def _completeness(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return result
 
 
-def _warnings(summary: dict[str, Any], events: pl.DataFrame) -> list[str]:
+def _warnings(summary: RunSummary, events: pl.DataFrame) -> list[str]:
     warnings = []
     for name, why in COMPLETENESS.items():
         missing = summary["completeness"][name]["missing"]
@@ -162,7 +212,7 @@ def _warnings(summary: dict[str, Any], events: pl.DataFrame) -> list[str]:
     return warnings
 
 
-def render(summary: dict[str, Any], console: Console) -> None:
+def render(summary: RunSummary, console: Console) -> None:
     """Print the summary as tables, for a person reading a terminal or a CI log."""
     window = summary["window"]
     windowed = window["since"] is not None or window["until"] is not None
@@ -246,7 +296,7 @@ def render(summary: dict[str, Any], console: Console) -> None:
         say(console, "error", error, "red")
 
 
-def _render_delivery(delivery: dict[str, Any], console: Console) -> None:
+def _render_delivery(delivery: DeliverySummary, console: Console) -> None:
     table = Table(
         title=f"Delivery to {escape(delivery['destination'])} (run {delivery['run_id']})", title_justify="left"
     )
