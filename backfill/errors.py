@@ -5,6 +5,7 @@
     BackfillError                      exit 1  anything backfill reports as a sentence
     ├── ConfigError                    exit 2  the config file or a command-line value is wrong
     ├── SourceError                    exit 1  a source could not be read (missing file, bad column...)
+    ├── EnrichError                    exit 1  a ServiceNow export or table ([[enrich]]) could not be read
     ├── StateError                     exit 6  the state file is empty, corrupt, foreign, from a newer version,
     │   │                                      or cannot be written
     │   ├── StateLockedError           exit 5  another run holds the state file
@@ -54,6 +55,14 @@ class SourceError(BackfillError):
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"source '{source}': {message}")
         self.source = source
+
+
+class EnrichError(BackfillError):
+    """An ``[[enrich]]`` entry's export or table could not be read at all (a bad record is rejected instead)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"enrich '{name}': {message}")
+        self.name = name
 
 
 class StateError(BackfillError):

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from backfill.columns import EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS, ROW
+from backfill.columns import ENRICHED_COLUMNS, EVENT_COLUMNS, REVIEW_EXTRA_COLUMNS, ROW
 from backfill.errors import BackfillError, ConfigError
 
 _FORMULA_START = r"^([=+\-@\t\r'])"
@@ -48,6 +48,7 @@ def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
 def write_review(events: pl.DataFrame, to: Path | BinaryIO) -> None:
     """The review CSV, to a file (replaced only once complete) or to a stream such as stdout."""
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
+    columns.extend(name for name in ENRICHED_COLUMNS if name in events.columns)
     if "state" in events.columns:
         columns.append("state")
     review = events.select(columns)

@@ -18,6 +18,7 @@ import polars as pl
 
 from backfill.columns import empty_raw_frame
 from backfill.config import Config
+from backfill.enrich import Enrichment, enrich_events, link_incident_entries
 from backfill.errors import SourceError
 from backfill.extractors import ExtractContext, make_extractor
 from backfill.extractors.base import SourceConfig
@@ -39,6 +40,8 @@ class RunPlan:
     plan: Plan
     failures: list[SourceError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # What the [[enrich]] entries matched, rejected and linked.
+    enrichment: Enrichment = field(default_factory=Enrichment)
 
 
 def plan_run(
@@ -86,8 +89,18 @@ def plan_run(
                 ancestry[source.name] = is_ancestor
     with step("planning"):
         classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
+    enrichment = Enrichment()
+    if config.enrich:
+        with step("matching change requests"):
+            classified, enrichment = enrich_events(
+                classified, config.enrich, environ=context.environ, sleep=sleep, notice=context.notice
+            )
+    with step("planning"):
         plan = make_plan(classified, [source.name for source in config.sources], rules, ancestry)
-    return RunPlan(plan=plan, failures=failures, warnings=warnings)
+    if config.enrich:
+        with step("linking incidents"):
+            link_incident_entries(plan.events, config.enrich, enrichment, environ=context.environ)
+    return RunPlan(plan=plan, failures=failures, warnings=warnings, enrichment=enrichment)
 
 
 def _classify_source(

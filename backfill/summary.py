@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backfill.enrich.summary import change_id_summary, incident_summary, render_enrichment
 from backfill.pipeline.plan import Plan
 from backfill.run import RunPlan
 from backfill.state.rules import within
@@ -60,7 +61,12 @@ def build_summary(run: RunPlan, extra: dict[str, Any] | None = None, window: Win
     summary["env_rejected"] = (
         env_rejects.group_by(pl.col("env").alias("value")).agg(pl.len().alias("rows")).sort("value").to_dicts()
     )
-    summary["warnings"] = [*run.warnings, *_warnings(summary, events)]
+    change_ids = change_id_summary(run.enrichment, events)
+    if change_ids is not None:
+        summary["change_ids"] = change_ids
+    if run.enrichment.incidents:
+        summary["incidents"] = incident_summary(run.enrichment)
+    summary["warnings"] = [*run.warnings, *run.enrichment.warnings(), *_warnings(summary, events)]
     summary["errors"] = [str(failure) for failure in run.failures]
     return summary
 
@@ -207,6 +213,8 @@ def render(summary: dict[str, Any], console: Console) -> None:
         percent = "-" if counts["percent"] is None else f"{counts['percent']}%"
         fields.add_row(name, f"{counts['present']:,}", f"{counts['missing']:,}", percent)
     console.print(fields)
+
+    render_enrichment(summary, console)
 
     if summary["env_rewrites"] or summary["env_rejected"]:
         envs = Table(title="Environment names", title_justify="left")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from backfill.columns import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW
+from backfill.columns import ATTRIBUTE_COLUMNS, ENRICHED_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW
 from backfill.pipeline.normalize import SOURCE_INDEX, TIMESTAMP_FORMAT, Rules
 from backfill.pipeline.rollbacks import IsAncestor, infer_rollbacks
 from backfill.pipeline.timestamps import TS
@@ -56,7 +56,9 @@ def make_plan(
     winners = (
         pl.concat([candidates.filter(~pl.col("_repeated")), best_of_repeated]).sort([TS, *EVENT_KEY]).get_column("_i")
     )
-    kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS)[winners].with_columns(
+    # Columns an enrichment adds (which rule set change_id) travel with their events.
+    enriched = [name for name in ENRICHED_COLUMNS if name in classified.columns]
+    kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, *enriched, TS)[winners].with_columns(
         pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp")
     )
     if rules.infer_rollbacks:
