@@ -534,3 +534,23 @@ def test_now_is_not_a_limit_for_scheduled_changes(write: WriteFile) -> None:
     changes = _changes_csv({"number": "CHG1", "cmdb_ci": "Shop Web", "work_start": later, "work_end": later})
     run = plan_for(_config(write, runs, changes))
     assert run.enrichment.changes[0].rejects.is_empty()
+
+
+def test_a_real_run_sends_the_matched_change_id_and_no_review_column(write: WriteFile, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from conftest import KEY, start_receiver
+
+    from backfill.cli import main
+
+    runs = _runs("1,2025-03-03T10:30:00Z,success,production,a", "2,2025-03-04T10:30:00Z,success,production,b")
+    changes = _changes_csv({"number": "CHG1", "cmdb_ci": "Shop Web", "correlation_id": "1"})
+    path = _config(write, runs, changes)
+    for receiver in start_receiver(tmp_path):
+        result = CliRunner().invoke(
+            main, ["run", "-c", str(path), "--url", receiver.url], env={"DEVGRID_API_KEY": KEY}, catch_exceptions=False
+        )
+        assert result.exit_code == EXIT_OK, result.output
+        received = {event["event"]["attributes"]["build_id"]: event["event"] for event in receiver.events()}
+    assert received["1"]["attributes"]["change_id"] == "CHG1"
+    assert "change_id" not in received["2"]["attributes"]
+    assert all("change_id_rule" not in event["attributes"] for event in received.values())

@@ -8,6 +8,7 @@ from helpers import REPO
 
 from backfill.cli import main
 from backfill.config import DevGrid, Normalize, State
+from backfill.enrich.settings import ChangeRequests, Incidents
 from backfill.errors import EXIT_AUTH, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED, EXIT_OK, EXIT_STATE, EXIT_USAGE
 from backfill.extractors.ci_export import CiExportSource, ColumnMap
 from backfill.extractors.git_tags import GitTagsSource
@@ -44,6 +45,8 @@ def test_every_preset_and_config_key_is_documented() -> None:
         *GithubDeploymentsSource.model_fields,
         *GitlabReleasesSource.model_fields,
         *GitlabDeploymentsSource.model_fields,
+        *ChangeRequests.model_fields,
+        *Incidents.model_fields,
     )
     for key in (*top_level, *sources, *ColumnMap.model_fields):
         if key == "columns":
