@@ -99,7 +99,9 @@ def plan_run(
         plan = make_plan(classified, [source.name for source in config.sources], rules, ancestry)
     if config.enrich:
         with step("linking incidents"):
-            link_incident_entries(plan.events, config.enrich, enrichment, environ=context.environ)
+            link_incident_entries(
+                plan.events, config.enrich, enrichment, environ=context.environ, sleep=sleep, notice=context.notice
+            )
     return RunPlan(plan=plan, failures=failures, warnings=warnings, enrichment=enrichment)
 
 

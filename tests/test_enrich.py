@@ -554,3 +554,48 @@ def test_a_real_run_sends_the_matched_change_id_and_no_review_column(write: Writ
     assert received["1"]["attributes"]["change_id"] == "CHG1"
     assert "change_id" not in received["2"]["attributes"]
     assert all("change_id_rule" not in event["attributes"] for event in received.values())
+
+
+def test_service_names_compare_trimmed_and_case_insensitively(write: WriteFile) -> None:
+    runs = _runs("1,2025-03-03T10:30:00Z,success,production,a")
+    changes = _changes_csv(
+        {
+            "number": "CHG1",
+            "cmdb_ci": " shop WEB ",
+            "work_start": "2025-03-03 10:00:00",
+            "work_end": "2025-03-03 11:00:00",
+        }
+    )
+    assert _matched(_config(write, runs, changes, exact={}))["1"] == ("CHG1", "window")
+
+
+def test_a_ragged_csv_change_row_is_rejected_and_the_others_kept(write: WriteFile) -> None:
+    runs = _runs("1,2025-03-03T10:30:00Z,success,production,a", "2,2025-03-04T10:30:00Z,success,production,b")
+    changes = 'number,cmdb_ci,correlation_id\nCHG1,Shop Web,1,surplus\n"CHG2","Shop, Web",2\n'
+    run = plan_for(_config(write, runs, changes, services={"Shop, Web": "shop"}, window=False))
+    assert dict(run.plan.events.select("build_id", "change_id").iter_rows()) == {"1": None, "2": "CHG2"}
+    assert any("row 1 (CHG1): the row has 4 fields but the header has 3" in w for w in run.enrichment.warnings())
+
+
+def test_an_instance_url_with_credentials_in_it_is_refused(write: WriteFile) -> None:
+    write("runs.csv", _runs())
+    path = write(
+        "backfill.toml",
+        '[[sources]]\nname = "runs"\ntype = "ci-export"\npath = "runs.csv"\npreset = "github-actions"\n'
+        'entity_id = "shop"\n[[enrich]]\nname = "changes"\ntype = "servicenow-changes"\n'
+        'instance = "https://admin:hunter2@acme.service-now.com"\nexact = { correlation_id = "build_id" }\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "enrich[0].instance: must not hold a user or password" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_without_the_window_rule_a_mapped_service_still_keeps_an_exact_id_to_its_entity(write: WriteFile) -> None:
+    runs = _runs("1,2025-03-03T10:30:00Z,success,production,a")
+    changes = "number,cmdb_ci,correlation_id\nCHG1,Billing,1\n"
+    assert _matched(_config(write, runs, changes, services={"Billing": "billing"}, window=False))["1"] == (None, None)
+    assert _matched(_config(write, runs, changes, services={"Billing": "shop"}, window=False))["1"] == (
+        "CHG1",
+        "exact correlation_id",
+    )

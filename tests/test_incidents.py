@@ -156,3 +156,25 @@ def test_a_run_links_incidents_to_the_planned_events(write: WriteFile) -> None:
     assert report.links.linked.select("number", "entityId", "build_id").rows() == [("INC1", "shop", "1")]
     assert report.links.unlinked.get_column("number").to_list() == ["INC2"]
     assert load_incidents(_entry(config.parent / "incidents.csv")).rejects.is_empty()
+
+
+def test_incidents_without_display_values_name_their_change_by_sys_id(write: WriteFile) -> None:
+    write("runs.csv", "id,updated_at,conclusion,environment,head_sha\n1,2025-03-03T10:30:00Z,failure,production,a\n")
+    sys_id = "9d385017c611228701d22104cc95c371"
+    changes = {"result": [{"number": "CHG1", "sys_id": sys_id, "correlation_id": "1"}]}
+    write("changes.json", json.dumps(changes))
+    reference = {"link": f"https://acme.service-now.com/api/now/table/change_request/{sys_id}", "value": sys_id}
+    incident = {"number": "INC1", "opened_at": "2025-03-03 10:45:00", "resolved_at": "", "caused_by": reference}
+    other = {"number": "INC2", "opened_at": "2025-03-03 10:45:00", "resolved_at": "", "caused_by": {"value": "ffff"}}
+    write("incidents.json", json.dumps({"result": [incident, other]}))
+    config = write(
+        "backfill.toml",
+        '[[sources]]\nname = "runs"\ntype = "ci-export"\npath = "runs.csv"\npreset = "github-actions"\n'
+        'entity_id = "shop"\n'
+        '[[enrich]]\nname = "changes"\ntype = "servicenow-changes"\npath = "changes.json"\n'
+        'exact = { correlation_id = "build_id" }\n'
+        '[[enrich]]\nname = "incidents"\ntype = "servicenow-incidents"\npath = "incidents.json"\n',
+    )
+    links = plan_for(config).enrichment.incidents[0].links
+    assert links.linked.select("number", "change_id", "build_id").rows() == [("INC1", "CHG1", "1")]
+    assert links.unlinked.select("number", "reason").rows() == [("INC2", "no deployment has change_id ffff")]

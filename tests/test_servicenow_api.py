@@ -182,3 +182,11 @@ def test_incidents_from_the_table_api_use_utc_raw_dates(write: WriteFile) -> Non
     ]
     assert linked.get_column("opened_at").dt.strftime("%H:%M").to_list() == ["10:45"]
     assert isinstance(linked, pl.DataFrame)
+
+
+def test_a_next_page_on_another_host_is_read_by_offset_from_the_instance(write: WriteFile, table: Table) -> None:
+    real_url = table.url
+    table.url = "http://elsewhere.example"  # the Link header now names another host
+    run = _plan(_config(write, real_url, page_size=2))
+    assert _change_ids(run) == [f"CHG{n:07d}" for n in range(1, 6)]
+    assert [request["query"]["sysparm_offset"] for request in table.requests] == ["0", "2", "4"]

@@ -25,7 +25,7 @@ from typing import Final
 import polars as pl
 
 from backfill.enrich.change_match import CANDIDATES, INDEX, RULE, match
-from backfill.enrich.changes import NUMBER, Changes, prepare_changes, wanted_fields, window_pairs
+from backfill.enrich.changes import NUMBER, SYS_ID, Changes, prepare_changes, wanted_fields, window_pairs
 from backfill.enrich.incidents import IncidentLinks, link_incidents, load_incidents, reject_lines
 from backfill.enrich.servicenow_export import read_export
 from backfill.enrich.settings import ENRICH_TYPES, ChangeRequests, EnrichConfigs, Incidents
@@ -48,6 +48,7 @@ class ChangeReport:
     used: int
     rejects: pl.DataFrame  # row, number, reason
     unmapped: pl.DataFrame  # service, changes
+    sys_ids: pl.DataFrame  # sys_id, number: how incidents exported without display values name a change
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def enrich_events(
                 used=changes.usable.height,
                 rejects=changes.rejects,
                 unmapped=changes.unmapped,
+                sys_ids=changes.usable.select(SYS_ID, NUMBER).drop_nulls(),
             )
         )
     return frame.drop(INDEX), enrichment
@@ -170,19 +172,39 @@ def link_incident_entries(
     enrichment: Enrichment,
     *,
     environ: Mapping[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    notice: Callable[[str], None] = lambda message: None,
 ) -> None:
     """Read every ``servicenow-incidents`` entry and link its incidents to the planned events."""
     envs = enrichment.envs or ("production",)
+    # An incident exported without display values names its change by sys_id.
+    sys_ids = (
+        pl.concat([report.sys_ids for report in enrichment.changes], how="vertical").unique(
+            subset=[SYS_ID], keep="first", maintain_order=True
+        )
+        if enrichment.changes
+        else pl.DataFrame(schema={SYS_ID: pl.String, NUMBER: pl.String})
+    )
     for config in configs:
         if isinstance(config, Incidents):
-            table = load_incidents(config, environ=environ)
+            table = load_incidents(config, environ=environ, sleep=sleep, notice=notice)
+            named = (
+                table.incidents.join(
+                    sys_ids.rename({SYS_ID: "change_id", NUMBER: "_number"}),
+                    on="change_id",
+                    how="left",
+                    maintain_order="left",
+                )
+                .with_columns(pl.coalesce("_number", "change_id").alias("change_id"))
+                .drop("_number")
+            )
             enrichment.incidents.append(
                 IncidentReport(
                     name=config.name,
                     origin=table.origin,
                     read=table.incidents.height + table.rejects.height,
                     rejects=table.rejects,
-                    links=link_incidents(table.incidents, events, envs),
+                    links=link_incidents(named, events, envs),
                 )
             )
 

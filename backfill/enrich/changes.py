@@ -24,6 +24,7 @@ ENTITY = "_entity"
 START = "_start"
 END = "_end"
 WINDOW = "_window"  # which pair of fields gave the window, e.g. work_start..work_end
+SYS_ID = "sys_id"  # read when the export has it: incidents may name their change by it
 
 
 def key_column(field: str) -> str:
@@ -37,7 +38,7 @@ def exact_key(column: pl.Expr) -> pl.Expr:
 
 @dataclass(frozen=True)
 class Changes:
-    usable: pl.DataFrame  # NUMBER, ENTITY, START, END, WINDOW, ROW, one key column per exact field
+    usable: pl.DataFrame  # NUMBER, ENTITY, START, END, WINDOW, ROW, SYS_ID, one key column per exact field
     rejects: pl.DataFrame  # ROW, NUMBER, reason
     unmapped: pl.DataFrame  # service (as written), changes: services that [enrich.services] does not map
     read: int
@@ -51,7 +52,11 @@ def wanted_fields(config: ChangeRequests) -> tuple[list[str], list[str]]:
     if config.window and config.services:
         required.append(config.service_field)
         optional = [field for pair in config.window_fields for field in pair]
-    return list(dict.fromkeys(required)), [field for field in optional if field not in required]
+    elif config.services:
+        # Exact ids alone: the service, where the export has it, still keeps a change to its entity.
+        optional.append(config.service_field)
+    optional.append(SYS_ID)
+    return list(dict.fromkeys(required)), [field for field in dict.fromkeys(optional) if field not in required]
 
 
 def window_pairs(config: ChangeRequests, columns: list[str]) -> list[tuple[str, str]]:
@@ -65,11 +70,13 @@ def prepare_changes(config: ChangeRequests, records: Records) -> Changes:
     lazy = add_instants(frame.lazy(), date_fields, "UTC" if records.utc else config.timezone)
     service = config.service_field
     if pairs or (config.services and service in frame.columns):
-        mapping = dict(config.services)
-        entity = pl.coalesce(
-            pl.col(service).replace_strict(mapping, default=None, return_dtype=pl.String),
-            pl.col(value_column(service)).replace_strict(mapping, default=None, return_dtype=pl.String),
-        )
+        # Service names compare trimmed and case-insensitively; a sys_id is lowercase hex either way.
+        mapping = {key.strip().lower(): value for key, value in config.services.items()}
+
+        def mapped(column: str) -> pl.Expr:
+            return pl.col(column).str.to_lowercase().replace_strict(mapping, default=None, return_dtype=pl.String)
+
+        entity = pl.coalesce(mapped(service), mapped(value_column(service)))
     else:
         entity = pl.lit(None, dtype=pl.String)
     start = pl.lit(None, dtype=pl.Datetime("us", "UTC"))
@@ -107,6 +114,7 @@ def prepare_changes(config: ChangeRequests, records: Records) -> Changes:
         *keys,
         reason.alias("reason"),
         (pl.col(service) if service in frame.columns else pl.lit(None, dtype=pl.String)).alias("_service"),
+        (pl.col(value_column(SYS_ID)) if SYS_ID in frame.columns else pl.lit(None, dtype=pl.String)).alias(SYS_ID),
     ).collect()
     shaped = _reject_conflicting_numbers(shaped)
     good = shaped.filter(pl.col("reason").is_null())

@@ -20,6 +20,7 @@ listed, with the reason.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,13 @@ def read_incidents(
     return table.incidents
 
 
-def load_incidents(config: Incidents, *, environ: Mapping[str, str] | None = None) -> IncidentTable:
+def load_incidents(
+    config: Incidents,
+    *,
+    environ: Mapping[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    notice: Callable[[str], None] = lambda message: None,
+) -> IncidentTable:
     fields = [config.number_field, config.opened_field]
     optional = [config.resolved_field, config.priority_field, *config.caused_by_fields]
     if config.path is not None:
@@ -89,6 +96,8 @@ def load_incidents(config: Incidents, *, environ: Mapping[str, str] | None = Non
             fields,
             date_fields=[config.opened_field, config.resolved_field],
             environ=environ,
+            sleep=sleep,
+            notice=notice,
         )
     return prepare_incidents(config, records)
 

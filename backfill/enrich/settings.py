@@ -54,6 +54,8 @@ class EnrichBase(Model):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (for example https://acme.service-now.com)")
+        if value is not None and "@" in value.split("/")[2]:
+            raise ValueError("must not hold a user or password; name their variables in user_env and password_env")
         return value.rstrip("/") if value is not None else None
 
     @field_validator("timezone")

@@ -56,7 +56,7 @@ def read_table(
     if "ORDERBY" not in query.upper():
         # A stable order, so that pages neither skip nor repeat records while the table changes.
         query = f"{query}^ORDERBYsys_id" if query else "ORDERBYsys_id"
-    params: dict[str, str | int] | None = {
+    first: dict[str, str | int] = {
         "sysparm_query": query,
         "sysparm_fields": ",".join(dict.fromkeys(fields)),
         "sysparm_display_value": "all",
@@ -64,6 +64,8 @@ def read_table(
         "sysparm_limit": config.page_size,
         "sysparm_offset": 0,
     }
+    params: dict[str, str | int] | None = first
+    offset = 0
     records: list[Any] = []
     next_url: str | None = url
     with httpx.Client(auth=auth, timeout=config.timeout, transport=transport, follow_redirects=False) as client:
@@ -71,15 +73,15 @@ def read_table(
             response = _get(client, config, next_url, params, secrets, sleep, notice)
             page = _result(config, next_url, response, secrets)
             records.extend(page)
+            offset += len(page)
             link = _NEXT.search(response.headers.get("Link", ""))
-            if link:
+            # The credentials go to the instance only: a next page on another host is read by offset instead.
+            if not page:
+                next_url = None
+            elif link and urlsplit(link.group(1)).netloc == urlsplit(url).netloc:
                 next_url, params = link.group(1), None
-                if urlsplit(next_url).netloc != urlsplit(url).netloc:
-                    raise EnrichError(
-                        config.name, f"{url}: the next page is on another host ({next_url}); not followed"
-                    )
-            elif len(page) >= config.page_size and params is not None:
-                params = {**params, "sysparm_offset": int(params["sysparm_offset"]) + len(page)}
+            elif link or len(page) >= config.page_size:
+                next_url, params = url, {**first, "sysparm_offset": offset}
             else:
                 next_url = None
     dates = set(date_fields)
