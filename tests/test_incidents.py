@@ -178,3 +178,24 @@ def test_incidents_without_display_values_name_their_change_by_sys_id(write: Wri
     links = plan_for(config).enrichment.incidents[0].links
     assert links.linked.select("number", "change_id", "build_id").rows() == [("INC1", "CHG1", "1")]
     assert links.unlinked.select("number", "reason").rows() == [("INC2", "no deployment has change_id ffff")]
+
+
+def test_every_incidents_entry_of_a_config_in_one_frame(write: WriteFile) -> None:
+    from backfill.config import load_config
+    from backfill.enrich.incidents import read_all_incidents
+
+    write("runs.csv", "id,updated_at,conclusion,environment,head_sha\n")
+    write("a.csv", HEADER + "INC1,2025-01-08 14:15:00,,2,CHG1,\n")
+    write("b.csv", HEADER + "INC2,2025-01-09 14:15:00,,3,,CHG2\n")
+    config = load_config(
+        write(
+            "backfill.toml",
+            '[[sources]]\nname = "runs"\ntype = "ci-export"\npath = "runs.csv"\npreset = "github-actions"\n'
+            'entity_id = "shop"\n'
+            '[[enrich]]\nname = "a"\ntype = "servicenow-incidents"\npath = "a.csv"\n'
+            '[[enrich]]\nname = "b"\ntype = "servicenow-incidents"\npath = "b.csv"\n',
+        )
+    )
+    frame = read_all_incidents(config.enrich)
+    assert frame.select("number", "change_id").rows() == [("INC1", "CHG1"), ("INC2", "CHG2")]
+    assert read_all_incidents([]).schema == pl.Schema(INCIDENT_SCHEMA)

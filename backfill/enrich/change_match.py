@@ -104,6 +104,7 @@ def window_matches(events: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
             .sort("_at")
         )
 
+    # Both sides are sorted on the instant just above; polars cannot check that within "by" groups.
     starts = running(START)
     # A window that ends one microsecond before an instant has ended before it; one that ends at it has not.
     ends = running(END).with_columns(pl.col("_at") + pl.duration(microseconds=1))
@@ -111,10 +112,25 @@ def window_matches(events: pl.DataFrame, changes: pl.DataFrame) -> pl.DataFrame:
         events.select(INDEX, "entityId", TS)
         .filter(pl.col("entityId").is_in(windows.get_column(ENTITY).unique().implode()))
         .sort(TS)
-        .join_asof(starts, left_on=TS, right_on="_at", by_left="entityId", by_right=ENTITY, strategy="backward")
+        .join_asof(
+            starts,
+            left_on=TS,
+            right_on="_at",
+            by_left="entityId",
+            by_right=ENTITY,
+            strategy="backward",
+            check_sortedness=False,
+        )
         .drop("_at")
         .join_asof(
-            ends, left_on=TS, right_on="_at", by_left="entityId", by_right=ENTITY, strategy="backward", suffix="_end"
+            ends,
+            left_on=TS,
+            right_on="_at",
+            by_left="entityId",
+            by_right=ENTITY,
+            strategy="backward",
+            suffix="_end",
+            check_sortedness=False,
         )
         .select(
             INDEX,

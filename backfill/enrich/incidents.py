@@ -74,6 +74,17 @@ def read_incidents(
     return table.incidents
 
 
+def read_all_incidents(
+    entries: Sequence[object],
+    *,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> pl.DataFrame:
+    """The incidents of every ``servicenow-incidents`` entry of a config's ``enrich`` list, in one frame."""
+    frames = [read_incidents(entry, environ=environ, warn=warn) for entry in entries if isinstance(entry, Incidents)]
+    return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=pl.Schema(INCIDENT_SCHEMA))
+
+
 def load_incidents(
     config: Incidents,
     *,

@@ -28,7 +28,7 @@ COUNT_COLUMNS = ("read", "skipped", "rejected", "duplicates", "events")
 class Plan:
     """What a run would send, and an account of every row it read."""
 
-    events: pl.DataFrame  # send order; EVENT_COLUMNS, source, original_env, _ts
+    events: pl.DataFrame  # send order; EVENT_COLUMNS, source, original_env, (change_id_rule,) _ts
     rejects: pl.DataFrame  # source, row, reason, then the event fields as read
     skips: pl.DataFrame  # source, reason, rows
     skipped: pl.DataFrame  # source, row, reason, then the event fields as read (one row per skipped row)
