@@ -599,3 +599,16 @@ def test_without_the_window_rule_a_mapped_service_still_keeps_an_exact_id_to_its
         "CHG1",
         "exact correlation_id",
     )
+
+
+def test_an_empty_table_and_a_failed_source_leave_the_rest_alone(write: WriteFile, tmp_path: Path) -> None:
+    runs = _runs("1,2025-03-03T10:30:00Z,success,production,a")
+    path = _config(write, runs, json.dumps({"result": []}), "changes.json")
+    assert _matched(path) == {"1": (None, None)}
+    assert plan_for(path).enrichment.changes[0].read == 0
+    (path.parent / "runs.csv").unlink()
+    result = invoke("run", "-c", str(path), "--dry-run", str(tmp_path / "review.csv"), "--json")
+    assert result.exit_code == EXIT_ERROR
+    summary = json.loads(result.stdout)
+    assert summary["errors"] and "runs.csv" in summary["errors"][0]
+    assert summary["change_ids"]["entities"] == []

@@ -84,12 +84,7 @@ def records_frame(
             shown.append(display)
             raw.append(value)
         data[field], data[value_column(field)] = shown, raw
-    schema = {column: pl.String for column in data} or {}
-    frame = pl.DataFrame(data, schema=schema) if data else pl.DataFrame(schema=schema)
-    if not data:
-        frame = pl.DataFrame({ROW: range(1, len(records) + 1)}, schema={ROW: pl.UInt32})
-    else:
-        frame = frame.with_row_index(ROW, offset=1)
+    frame = pl.DataFrame(data, schema=dict.fromkeys(data, pl.String)).with_row_index(ROW, offset=1)
     return frame.with_columns(pl.lit(None, dtype=pl.String).alias(PROBLEM))
 
 
