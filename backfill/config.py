@@ -150,12 +150,13 @@ class Config(Model):
 
 
 def allowing_plain_http(config: Config) -> Config:
-    """The config with ``allow_http`` set on every source that sends a token (``run --allow-http``)."""
+    """The config with ``allow_http`` set on every source and entry that sends a token (``run --allow-http``)."""
     sources = [
         source.model_copy(update={"allow_http": True}) if "allow_http" in type(source).model_fields else source
         for source in config.sources
     ]
-    return config.model_copy(update={"sources": sources})
+    enrich = [entry.model_copy(update={"allow_http": True}) for entry in config.enrich]
+    return config.model_copy(update={"sources": sources, "enrich": enrich})
 
 
 def load_config(path: Path) -> Config:

@@ -190,3 +190,11 @@ def test_a_next_page_on_another_host_is_read_by_offset_from_the_instance(write: 
     run = _plan(_config(write, real_url, page_size=2))
     assert _change_ids(run) == [f"CHG{n:07d}" for n in range(1, 6)]
     assert [request["query"]["sysparm_offset"] for request in table.requests] == ["0", "2", "4"]
+
+
+def test_allow_http_on_the_command_line_covers_the_servicenow_credentials(write: WriteFile) -> None:
+    from backfill.config import allowing_plain_http
+
+    path = _config(write, "http://acme.example")
+    assert not load_config(path).enrich[0].allow_http
+    assert allowing_plain_http(load_config(path)).enrich[0].allow_http
