@@ -87,8 +87,7 @@ def plan_run(
             frames.append(frame)
             if is_ancestor is not None:
                 ancestry[source.name] = is_ancestor
-    with step("planning"):
-        classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
+    classified = pl.concat(frames, how="vertical") if frames else _empty(config, rules)
     enrichment = Enrichment()
     if config.enrich:
         with step("matching change requests"):
