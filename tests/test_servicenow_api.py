@@ -85,7 +85,7 @@ def test_every_page_through_the_link_header(write: WriteFile, table: Table) -> N
     assert _change_ids(run) == [f"CHG{n:07d}" for n in range(1, 6)]
     assert len(table.requests) == 3
     first = table.requests[0]["query"]
-    assert first["sysparm_query"] == "ORDERBYsys_id"
+    assert first["sysparm_query"] == "sys_updated_on>=2025-01-30 10:30:00^ORDERBYsys_id"
     assert first["sysparm_display_value"] == "all"
     assert first["sysparm_limit"] == "2"
     assert [request["query"].get("sysparm_offset") for request in table.requests] == ["0", "2", "4"]
@@ -96,7 +96,9 @@ def test_every_page_by_offset_without_a_link_header(write: WriteFile, table: Tab
     run = _plan(_config(write, table.url, page_size=2, query="active=true"))
     assert _change_ids(run) == [f"CHG{n:07d}" for n in range(1, 6)]
     assert [request["query"]["sysparm_offset"] for request in table.requests] == ["0", "2", "4"]
-    assert table.requests[0]["query"]["sysparm_query"] == "active=true^ORDERBYsys_id"
+    assert (
+        table.requests[0]["query"]["sysparm_query"] == "active=true^sys_updated_on>=2025-01-30 10:30:00^ORDERBYsys_id"
+    )
 
 
 def test_a_bearer_token_from_the_environment(write: WriteFile) -> None:
@@ -198,3 +200,14 @@ def test_allow_http_on_the_command_line_covers_the_servicenow_credentials(write:
     path = _config(write, "http://acme.example")
     assert not load_config(path).enrich[0].allow_http
     assert allowing_plain_http(load_config(path)).enrich[0].allow_http
+
+
+def test_the_query_is_narrowed_to_records_updated_since_the_earliest_deployment(write: WriteFile, table: Table) -> None:
+    _plan(_config(write, table.url, query="active=true", narrow_margin_days=2))
+    # The earliest run is 2025-03-01T10:30:00Z; two days earlier is the bound.
+    assert (
+        table.requests[0]["query"]["sysparm_query"] == "active=true^sys_updated_on>=2025-02-27 10:30:00^ORDERBYsys_id"
+    )
+    table.requests.clear()
+    _plan(_config(write, table.url, narrow_query=False))
+    assert table.requests[0]["query"]["sysparm_query"] == "ORDERBYsys_id"

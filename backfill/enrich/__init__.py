@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -87,6 +88,7 @@ def load_changes(
     environ: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     notice: Callable[[str], None] = lambda message: None,
+    updated_since: datetime | None = None,
 ) -> Changes:
     required, optional = wanted_fields(config)
     if config.path is not None:
@@ -101,6 +103,7 @@ def load_changes(
             [*required, *optional],
             required,
             date_fields=optional,
+            updated_since=updated_since,
             environ=environ,
             sleep=sleep,
             notice=notice,
@@ -137,9 +140,10 @@ def enrich_events(
         pl.when(is_event & pl.col("change_id").is_not_null()).then(pl.lit("source")).alias(RULE)
     )
     for config in entries:
-        changes = load_changes(config, environ, sleep, notice)
         wanted = is_event & pl.col("change_id").is_null() & pl.col("env").is_in(list(config.envs))
         todo = frame.filter(wanted).select(INDEX, "entityId", TS, *dict.fromkeys(config.exact.values()))
+        earliest = todo.get_column(TS).min() if todo.height else None
+        changes = load_changes(config, environ, sleep, notice, updated_since=earliest)  # type: ignore[arg-type]
         decided = match(todo, changes.usable, dict(config.exact), config.window and bool(config.services))
         ambiguous = pl.format(f"{AMBIGUOUS} ({{}}): {{}}", pl.col(RULE), pl.col(CANDIDATES).list.join(" "))
         said = pl.when(pl.col(NUMBER).is_not_null()).then(pl.col(RULE)).otherwise(ambiguous)
@@ -187,7 +191,14 @@ def link_incident_entries(
     )
     for config in configs:
         if isinstance(config, Incidents):
-            table = load_incidents(config, environ=environ, sleep=sleep, notice=notice)
+            earliest = events.get_column(TS).min() if events.height else None
+            table = load_incidents(
+                config,
+                environ=environ,
+                sleep=sleep,
+                notice=notice,
+                updated_since=earliest,  # type: ignore[arg-type]
+            )
             named = (
                 table.incidents.join(
                     sys_ids.rename({SYS_ID: "change_id", NUMBER: "_number"}),

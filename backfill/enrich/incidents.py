@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -91,6 +92,7 @@ def load_incidents(
     environ: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     notice: Callable[[str], None] = lambda message: None,
+    updated_since: datetime | None = None,
 ) -> IncidentTable:
     fields = [config.number_field, config.opened_field]
     optional = [config.resolved_field, config.priority_field, *config.caused_by_fields]
@@ -106,6 +108,7 @@ def load_incidents(
             [*fields, *optional],
             fields,
             date_fields=[config.opened_field, config.resolved_field],
+            updated_since=updated_since,
             environ=environ,
             sleep=sleep,
             notice=notice,

@@ -35,6 +35,9 @@ class EnrichBase(Model):
     token_env: str = Field(default="", pattern=ENV_NAME)
     # An encoded query (sysparm_query) that limits what the Table API returns.
     query: str = ""
+    # Table API: read only records updated since the earliest planned deployment, less this margin.
+    narrow_query: bool = True
+    narrow_margin_days: float = Field(default=30.0, ge=0, le=3650)
     page_size: int = Field(default=1000, ge=1, le=10000)
     timeout: float = Field(default=30.0, gt=0, le=600)
     max_rate_limit_wait: float = Field(default=300.0, ge=0, le=3600)

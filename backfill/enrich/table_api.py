@@ -20,6 +20,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,18 +42,28 @@ def read_table(
     required: Sequence[str],
     *,
     date_fields: Sequence[str] = (),
+    updated_since: datetime | None = None,
     environ: Mapping[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
     notice: Callable[[str], None] = lambda message: None,
 ) -> Records:
-    """Every record of the entry's table (``table``) that ``query`` selects, as :class:`Records`."""
+    """Every record of the entry's table (``table``) that ``query`` selects, as :class:`Records`.
+
+    ``updated_since`` (the earliest deployment the run plans) narrows the query
+    to records updated since then, less ``narrow_margin_days``.
+    """
     assert config.instance is not None
     table = getattr(config, "table", "")
     url = f"{config.instance}/api/now/table/{table}"
     environ = os.environ if environ is None else environ
     auth, secrets = _auth(config, url, environ)
     query = config.query
+    if updated_since is not None and config.narrow_query:
+        # A record relevant to a deployment was last updated after it was planned, and so after this.
+        since = (updated_since - timedelta(days=config.narrow_margin_days)).astimezone(UTC)
+        clause = f"sys_updated_on>={since:%Y-%m-%d %H:%M:%S}"
+        query = f"{query}^{clause}" if query else clause
     if "ORDERBY" not in query.upper():
         # A stable order, so that pages neither skip nor repeat records while the table changes.
         query = f"{query}^ORDERBYsys_id" if query else "ORDERBYsys_id"
