@@ -199,3 +199,24 @@ def test_every_incidents_entry_of_a_config_in_one_frame(write: WriteFile) -> Non
     frame = read_all_incidents(config.enrich)
     assert frame.select("number", "change_id").rows() == [("INC1", "CHG1"), ("INC2", "CHG2")]
     assert read_all_incidents([]).schema == pl.Schema(INCIDENT_SCHEMA)
+
+
+def test_the_summary_counts_and_lists_incidents(tmp_path: Path) -> None:
+    from helpers import REPO, invoke
+
+    result = invoke("run", "-c", str(REPO / "configs" / "demo.toml"), "--dry-run", str(tmp_path / "r.csv"), "--json")
+    (incidents,) = json.loads(result.stdout)["incidents"]
+    assert {key: incidents[key] for key in ("read", "linked", "unlinked", "rejected")} == {
+        "read": 5,
+        "linked": 3,
+        "unlinked": 2,
+        "rejected": 0,
+    }
+    assert incidents["linked_by_entity"] == [
+        {"entityId": "billing", "incidents": 1},
+        {"entityId": "shop", "incidents": 2},
+    ]
+    assert incidents["unlinked_incidents"] == [
+        {"number": "INC0010004", "change_id": "CHG0039999", "reason": "no deployment has change_id CHG0039999"},
+        {"number": "INC0010005", "change_id": None, "reason": "names no change request"},
+    ]

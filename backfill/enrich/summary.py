@@ -68,6 +68,10 @@ def incident_summary(enrichment: Enrichment) -> list[dict[str, Any]]:
                 "read": report.read,
                 "rejected": report.rejects.height,
                 "linked": report.links.linked.height,
+                "linked_by_entity": report.links.linked.group_by("entityId")
+                .agg(pl.len().alias("incidents"))
+                .sort("entityId")
+                .to_dicts(),
                 "unlinked": unlinked.height,
                 "unlinked_incidents": unlinked.head(LISTED).select("number", "change_id", "reason").to_dicts(),
             }
