@@ -220,3 +220,9 @@ def test_the_summary_counts_and_lists_incidents(tmp_path: Path) -> None:
         {"number": "INC0010004", "change_id": "CHG0039999", "reason": "no deployment has change_id CHG0039999"},
         {"number": "INC0010005", "change_id": None, "reason": "names no change request"},
     ]
+
+
+def test_a_single_record_answer_is_one_incident(write: WriteFile) -> None:
+    record = json.loads((FIXTURES / "servicenow" / "demisto-incident.json").read_text(encoding="utf-8"))["result"][0]
+    path = write("incident.json", json.dumps({"result": record}))
+    assert read_incidents(_entry(path)).get_column("number").to_list() == ["INC0010007"]

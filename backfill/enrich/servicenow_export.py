@@ -127,6 +127,8 @@ def _json_records(name: str, path: Path, text: str) -> Iterable[Any]:
         pages += 1
         if isinstance(document, dict) and isinstance(document.get("result"), list):
             yield from document["result"]
+        elif isinstance(document, dict) and isinstance(document.get("result"), dict):
+            yield document["result"]  # one record, as GET .../<table>/<sys_id> answers
         elif isinstance(document, dict) and isinstance(document.get("error"), dict):
             message = document["error"].get("message") or "an error"
             raise EnrichError(name, f"{path}: page {pages} is ServiceNow's error answer ({message}), not records")
