@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from backfill.enrich.settings import ENRICH_TYPES, EnrichConfigs
 from backfill.errors import ConfigError
 from backfill.extract import SOURCE_TYPES, SourceConfigs
 from backfill.model import ConfigPath, Model
@@ -101,6 +102,8 @@ class Config(Model):
     state: State = State()
     normalize: Normalize = Normalize()
     sources: Annotated[list[SourceConfigs], Field(min_length=1)]
+    # ServiceNow change requests and incidents joined to the events (backfill.enrich).
+    enrich: list[EnrichConfigs] = Field(default_factory=list)
     # Where the config was read from; set by load_config, not by the file.
     path: Path = Path("backfill.toml")
 
@@ -119,18 +122,29 @@ class Config(Model):
                         f"sources[{index}].env: '{source.env}' is not one of "
                         f"{', '.join(self.normalize.environments)} (nor an alias of one)"
                     )
+        names: set[str] = set()
+        for index, entry in enumerate(self.enrich):
+            if entry.name in names:
+                problems.append(f"enrich[{index}].name: '{entry.name}' is used twice; names must be unique")
+            names.add(entry.name)
+            for env in getattr(entry, "envs", ()):
+                if env not in self.normalize.environments:
+                    problems.append(
+                        f"enrich[{index}].envs: '{env}' is not one of {', '.join(self.normalize.environments)}"
+                    )
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
 def allowing_plain_http(config: Config) -> Config:
-    """The config with ``allow_http`` set on every source that sends a token (``run --allow-http``)."""
+    """The config with ``allow_http`` set on every source and entry that sends a token (``run --allow-http``)."""
     sources = [
         source.model_copy(update={"allow_http": True}) if "allow_http" in type(source).model_fields else source
         for source in config.sources
     ]
-    return config.model_copy(update={"sources": sources})
+    enrich = [entry.model_copy(update={"allow_http": True}) for entry in config.enrich]
+    return config.model_copy(update={"sources": sources, "enrich": enrich})
 
 
 def load_config(path: Path) -> Config:
@@ -168,10 +182,12 @@ def _describe(path: Path, error: Any, data: dict[str, Any]) -> str:
         message = "unknown key; check its spelling against the README's config reference"
     elif kind == "union_tag_invalid":
         location = f"{location}.type" if location else "type"
-        message = f"unknown source type '{error['ctx']['tag']}'; use one of {', '.join(SOURCE_TYPES)}"
+        kinds, what = (ENRICH_TYPES, "enrich") if location.startswith("enrich[") else (SOURCE_TYPES, "source")
+        message = f"unknown {what} type '{error['ctx']['tag']}'; use one of {', '.join(kinds)}"
     elif kind == "union_tag_not_found":
         location = f"{location}.type" if location else "type"
-        message = f"is required; use one of {', '.join(SOURCE_TYPES)}"
+        kinds = ENRICH_TYPES if location.startswith("enrich[") else SOURCE_TYPES
+        message = f"is required; use one of {', '.join(kinds)}"
     elif kind == "literal_error":
         message = f"is {given!r}; use one of {error['ctx']['expected']}"
     elif kind in _WANTED:
@@ -204,6 +220,8 @@ def _key_path(loc: tuple[Any, ...]) -> str:
             parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
         elif item in SOURCE_TYPES and parts and parts[-1].startswith("sources["):
             continue  # pydantic names the union member; the user never wrote it
+        elif item in ENRICH_TYPES and parts and parts[-1].startswith("enrich["):
+            continue
         else:
             parts.append(str(item))
     return ".".join(parts)

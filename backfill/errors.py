@@ -12,6 +12,8 @@
     │   ├── CsvFormatError, JsonFormatError, MappingError   the export's file or columns
     │   ├── GitError, CloneError, AncestryError             git could not answer
     │   └── RateLimited                                     the API asked for a longer wait (transient)
+    ├── EnrichError                    exit 1  a ServiceNow export or table ([[enrich]]) could not be read
+    │                                  exit 7  ... for a reason that may pass (network, 5xx, rate limit)
     ├── StateError                     exit 6  the state file is empty, corrupt, foreign, from a newer version,
     │   │                                      or cannot be written
     │   ├── StateLockedError           exit 5  another run holds the state file
@@ -137,6 +139,19 @@ class Reading(Exception):
         super().__init__(subject)
         self.subject = subject
         self.error = error
+
+
+class EnrichError(BackfillError):
+    """An ``[[enrich]]`` entry's export or table could not be read at all (a bad record is rejected instead).
+
+    ``transient`` as for :class:`SourceError`: no answer, a 5xx or a rate limit exits 7.
+    """
+
+    def __init__(self, name: str, message: str, *, transient: bool = False) -> None:
+        super().__init__(f"enrich '{name}': {message}")
+        self.name = name
+        self.transient = transient
+        self.exit_code = EXIT_SOURCE_RETRY if transient else EXIT_ERROR
 
 
 class StateError(BackfillError):

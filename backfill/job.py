@@ -27,6 +27,7 @@ import httpx
 import polars as pl
 
 from backfill.config import Config, allowing_plain_http
+from backfill.enrich import Enrichment, enrich_events, link_incident_entries
 from backfill.errors import Interrupted, ReadError, SourceError, StateError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
@@ -208,10 +209,21 @@ def plan_run(
             frames.append(frame)
             if is_ancestor is not None:
                 ancestry[source.name] = is_ancestor
+    classified = pl.concat(frames, how="vertical") if frames else _empty(rules)
+    enrichment = Enrichment()
+    if config.enrich:
+        with step("matching change requests"):
+            classified, enrichment = enrich_events(
+                classified, config.enrich, environ=context.environ, sleep=sleep, notice=context.notice
+            )
     with step("planning"):
-        classified = pl.concat(frames, how="vertical") if frames else _empty(rules)
         plan = make_plan(classified, [source.name for source in config.sources], rules, ancestry)
-    return RunPlan(plan=plan, failures=failures, warnings=warnings)
+    if config.enrich:
+        with step("linking incidents"):
+            link_incident_entries(
+                plan.events, config.enrich, enrichment, environ=context.environ, sleep=sleep, notice=context.notice
+            )
+    return RunPlan(plan=plan, failures=failures, warnings=warnings, enrichment=enrichment)
 
 
 def _classify_source(

@@ -63,6 +63,9 @@ EVENT_COLUMNS: Final = ("timestamp", "entityId", "env", "status", *ATTRIBUTE_COL
 # Columns the review CSV carries after the event fields.
 REVIEW_EXTRA_COLUMNS: Final = ("source", "original_env")
 
+# Columns the review CSV carries after those when the config enriches events ([[enrich]]).
+ENRICHED_COLUMNS: Final = ("change_id_rule",)
+
 # What an extractor hands to normalization: the event fields as raw text, plus
 #  - duration_ms: added to timestamp when a system records start time and duration (Jenkins);
 #  - skip_reason: set when the extractor already knows a row is not a deployment;

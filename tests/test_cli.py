@@ -49,11 +49,16 @@ def test_the_demo_reviews_exactly_this(tmp_path: Path) -> None:
     assert len(review) == 1 + 23
     assert review[0] == (
         "timestamp,entityId,env,status,build_id,build_commit_sha,change_id,build_url,description,initiator,"
-        "deployment_type,source,original_env"
+        "deployment_type,source,original_env,change_id_rule"
+    )
+    assert review[4] == (
+        "2025-01-06T09:31:02Z,shop,production,success,9000001,b5adc7462c1361a7b18be15f023c5ff79a02dba6,CHG0030001,"
+        "https://github.com/acme/shop/actions/runs/9000001,Deploy v1.4.0,hubot,,shop-runs,production,"
+        "exact correlation_id"
     )
     assert review[11] == (
         "2025-01-16T09:05:00Z,shop,production,success,9000016,aa303a05cadf893a59b98abefea77e88f001cf29,,"
-        "https://github.com/acme/shop/actions/runs/9000016,Deploy v1.5.1,octocat,,shop-runs,production"
+        "https://github.com/acme/shop/actions/runs/9000016,Deploy v1.5.1,octocat,,shop-runs,production,"
     )
 
 

@@ -8,6 +8,7 @@ from helpers import REPO
 
 from backfill.cli import main
 from backfill.config import DevGrid, Normalize, State
+from backfill.enrich.settings import ChangeRequests, Incidents
 from backfill.errors import (
     EXIT_AUTH,
     EXIT_ERROR,
@@ -43,6 +44,7 @@ def test_every_preset_and_config_key_is_documented() -> None:
         assert f"`{name}`" in README
     top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields)
     sources = [key for extractor in REGISTRY.values() for key in extractor.config_model.model_fields]
+    sources += [*ChangeRequests.model_fields, *Incidents.model_fields]
     for key in (*top_level, *sources, *ColumnMap.model_fields):
         if key == "columns":
             assert "[sources.columns]" in README

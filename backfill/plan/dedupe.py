@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from backfill.enrich import Enrichment
 from backfill.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE_RETRY, SourceError
-from backfill.model import ATTRIBUTE_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
+from backfill.model import ATTRIBUTE_COLUMNS, ENRICHED_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
 from backfill.normalize.classify import SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
 from backfill.plan.rollbacks import IsAncestor, infer_rollbacks
@@ -28,7 +29,7 @@ COUNT_COLUMNS = ("read", "skipped", "rejected", "duplicates", "events")
 class Plan:
     """What a run would send, and an account of every row it read."""
 
-    events: pl.DataFrame  # send order; EVENT_COLUMNS, source, original_env, _ts
+    events: pl.DataFrame  # send order; EVENT_COLUMNS, source, original_env, (change_id_rule,) _ts
     rejects: pl.DataFrame  # source, row, reason, then the event fields as read
     skips: pl.DataFrame  # source, reason, rows
     skipped: pl.DataFrame  # source, row, reason, then the event fields as read (one row per skipped row)
@@ -42,6 +43,8 @@ class RunPlan:
     plan: Plan
     failures: list[SourceError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # What the [[enrich]] entries matched, rejected and linked.
+    enrichment: Enrichment = field(default_factory=Enrichment)
 
     @property
     def exit_code(self) -> int:
@@ -75,7 +78,9 @@ def make_plan(
     winners = (
         pl.concat([candidates.filter(~pl.col("_repeated")), best_of_repeated]).sort([TS, *EVENT_KEY]).get_column("_i")
     )
-    kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS)[winners].with_columns(
+    # Columns an enrichment adds (which rule set change_id) travel with their events.
+    enriched = [name for name in ENRICHED_COLUMNS if name in classified.columns]
+    kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, *enriched, TS)[winners].with_columns(
         pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp")
     )
     if rules.infer_rollbacks:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import polars as pl
 
 from backfill.errors import BackfillError, ConfigError
-from backfill.model import EVENT_COLUMNS, FORMULA_START, REVIEW_EXTRA_COLUMNS, ROW, escape_formula
+from backfill.model import ENRICHED_COLUMNS, EVENT_COLUMNS, FORMULA_START, REVIEW_EXTRA_COLUMNS, ROW, escape_formula
 
 if TYPE_CHECKING:
     from backfill.plan.dedupe import RunPlan
@@ -44,6 +44,7 @@ def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
 def write_review(events: pl.DataFrame, to: Path | BinaryIO) -> None:
     """The review CSV, to a file (replaced only once complete) or to a stream such as stdout."""
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
+    columns.extend(name for name in ENRICHED_COLUMNS if name in events.columns)
     if "state" in events.columns:
         columns.append("state")
     review = events.select(columns)

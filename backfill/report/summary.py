@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backfill.enrich.summary import change_id_summary, incident_summary, render_enrichment
 from backfill.model import RunOutcome
 from backfill.plan.dedupe import Plan, RunPlan
 from backfill.plan.ledger import within
@@ -86,6 +87,8 @@ class RunSummary(TypedDict, total=False):
     env_rejected: list[dict[str, Any]]
     warnings: list[str]
     errors: list[str]
+    change_ids: dict[str, Any]  # with [[enrich]] change requests: matched / ambiguous / unmatched per entity
+    incidents: list[dict[str, Any]]  # with [[enrich]] incidents: per entry, read, linked, unlinked
 
 
 def build_summary(run: RunPlan, extra: Mapping[str, Any] | None = None, window: Window = (None, None)) -> RunSummary:
@@ -109,7 +112,12 @@ def build_summary(run: RunPlan, extra: Mapping[str, Any] | None = None, window: 
     summary["env_rejected"] = (
         env_rejects.group_by(pl.col("env").alias("value")).agg(pl.len().alias("rows")).sort("value").to_dicts()
     )
-    summary["warnings"] = [*run.warnings, *_warnings(summary, events)]
+    change_ids = change_id_summary(run.enrichment, events)
+    if change_ids is not None:
+        summary["change_ids"] = change_ids
+    if run.enrichment.incidents:
+        summary["incidents"] = incident_summary(run.enrichment)
+    summary["warnings"] = [*run.warnings, *run.enrichment.warnings(), *_warnings(summary, events)]
     summary["errors"] = [str(failure) for failure in run.failures]
     return summary
 
@@ -256,6 +264,8 @@ def render(summary: RunSummary, console: Console) -> None:
         percent = "-" if counts["percent"] is None else f"{counts['percent']}%"
         fields.add_row(name, f"{counts['present']:,}", f"{counts['missing']:,}", percent)
     console.print(fields)
+
+    render_enrichment(summary, console)
 
     if summary["env_rewrites"] or summary["env_rejected"]:
         envs = Table(title="Environment names", title_justify="left")
