@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from backfill.errors import ConfigError
 from backfill.extractors import SOURCE_TYPES, SourceConfigs
 from backfill.extractors.base import Model
+from backfill.report.settings import ReportSettings
 
 DEFAULT_URL = "https://prod.api.devgrid.io"
 _WANTED = {
@@ -112,6 +113,7 @@ class Config(Model):
     devgrid: DevGrid = DevGrid()
     state: State = State()
     normalize: Normalize = Normalize()
+    report: ReportSettings = ReportSettings()
     sources: Annotated[list[SourceConfigs], Field(min_length=1)]
     # Where the config was read from; set by load_config, not by the file.
     path: Path = Path("backfill.toml")

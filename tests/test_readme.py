@@ -16,6 +16,7 @@ from backfill.extractors.github_releases import GithubReleasesSource
 from backfill.extractors.gitlab_deployments import GitlabDeploymentsSource
 from backfill.extractors.gitlab_releases import GitlabReleasesSource
 from backfill.extractors.presets import PRESETS
+from backfill.report.settings import ReportSettings
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -36,7 +37,7 @@ def test_every_command_is_documented() -> None:
 def test_every_preset_and_config_key_is_documented() -> None:
     for name in PRESETS:
         assert f"`{name}`" in README
-    top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields)
+    top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields, *ReportSettings.model_fields)
     sources = (
         *CiExportSource.model_fields,
         *GitTagsSource.model_fields,
