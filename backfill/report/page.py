@@ -178,7 +178,7 @@ def _entity_quality(figures: dict[str, Any]) -> str:
     lead = figures["lead_time_hours"]
     if lead:
         rows.append(["deployments whose SHA git cannot resolve", lead["unresolved_deployments"]])
-    parts = ["<h3>Data quality</h3>", _table(["", ""], rows)]
+    parts = ["<h3>Data quality</h3>", _table(["", "count or share"], rows)]
     first = quality["first_deployment"]
     if first:
         parts.append(
