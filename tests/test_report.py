@@ -331,3 +331,48 @@ def test_staging_can_be_the_environment_measured(tmp_path: Path, history: dict[s
     app = _report(tmp_path)["entities"]["app"]
     assert app["deployments"] == 1
     assert app["data_quality"]["not_counted"]["other_environments"] == 8
+
+
+@pytest.mark.timeout(300)
+def test_many_entities_keep_the_page_under_2_mb(tmp_path: Path, write: WriteFile) -> None:
+    """Eighty services with a year of daily deployments: the busiest keep their charts, every table stays."""
+    days = 365
+    rows = [
+        (f"{entity}-{day}", "2025-01-01T00:00:00Z", f"svc{entity:02d}")
+        for entity in range(80)
+        for day in range(days - entity)  # svc00 deploys most
+    ]
+    frame = pl.DataFrame({"id": [r[0] for r in rows], "app": [r[2] for r in rows]}).with_columns(
+        (
+            pl.lit(datetime(2025, 1, 1, tzinfo=UTC))
+            + pl.duration(days=pl.col("id").str.split("-").list.get(1).cast(pl.Int64))
+        )
+        .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        .alias("updated_at"),
+        pl.lit("success").alias("conclusion"),
+        pl.lit("production").alias("environment"),
+    )
+    frame.write_csv(tmp_path / "many.csv")
+    write(
+        "many.toml",
+        """
+        [state]
+        path = "state/state.db"
+
+        [[sources]]
+        name = "many"
+        type = "ci-export"
+        path = "many.csv"
+        preset = "github-actions"
+        entity_column = "app"
+        """,
+    )
+    page = tmp_path / "many.html"
+    result = invoke("report", "-c", str(tmp_path / "many.toml"), "--out", str(page))
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    assert len(text.encode()) < 2_000_000
+    assert 'data-chart="weekly-svc00"' in text  # the busiest first
+    assert 'data-chart="weekly-svc79"' not in text
+    assert text.count("<h2>svc") == 80
+    assert "Some charts were left out to keep the page under 2 MB" in text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import os
 import tempfile
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from backfill.report.formatting import number as _num
 from backfill.report.formatting import percent as _pct
 from backfill.report.levels import SURVEY
 
+# The page stays under 2 MB: charts fill what the text and tables leave of this.
+PAGE_BUDGET = 1_900_000
 COLOURS = {"deployment": "#4c78a8", "hotfix": "#f58518", "rollback": "#b279a2", "failed": "#e45756"}
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:60rem;
@@ -52,6 +55,12 @@ def write_page(report: dict[str, Any], path: Path) -> None:
 
 
 def render_page(report: dict[str, Any]) -> str:
+    """The page; charts, busiest entities first, as long as the whole stays within PAGE_BUDGET bytes."""
+    bare = _page(report, {})
+    return _page(report, _charts(report["entities"], PAGE_BUDGET - len(bare.encode())))
+
+
+def _page(report: dict[str, Any], charts: dict[tuple[str, str], str | None]) -> str:
     window = report["window"]
     span = f"{window['since'] or 'the first event'} to {window['until'] or 'the last event'}"
     parts = [
@@ -76,18 +85,49 @@ def render_page(report: dict[str, Any]) -> str:
     if not report["entities"]:
         parts.append("<p>No event was planned, so there is nothing to measure.</p>")
     for entity, figures in report["entities"].items():
-        parts.append(_entity(entity, figures, report["environment"]))
+        parts.append(_entity(entity, figures, report["environment"], charts))
+    if charts and any(svg is None for svg in charts.values()):
+        parts.append(
+            "<p class=note>Some charts were left out to keep the page under 2 MB (the entities with the most "
+            "deployments keep theirs); the table under each holds its numbers.</p>"
+        )
     parts.append(_quality(report))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _entity(entity: str, figures: dict[str, Any], environment: str) -> str:
+def _charts(entities: dict[str, Any], budget: int) -> dict[tuple[str, str], str | None]:
+    """Each entity's charts as SVG, those of the entities with most deployments first, within ``budget`` bytes.
+
+    A chart that would take the charts past the budget is None: its table alone is shown.
+    """
+    specs: list[tuple[tuple[str, str], dict[str, Any]]] = []
+    for entity, figures in sorted(entities.items(), key=lambda item: (-item[1]["deployments"], item[0])):
+        if figures["weeks"]:
+            specs.append(((entity, "weekly"), _weekly_spec(figures["weeks"])))
+        if figures["lead_time_buckets"] and figures["lead_time_hours"]["commits"]:
+            specs.append(((entity, "lead"), _lead_spec(figures["lead_time_buckets"])))
+    charts: dict[tuple[str, str], str | None] = {}
+    spent = 0
+    for key, spec in specs:
+        svg = _svg(spec) if spent < budget else None
+        # The figure around the SVG and the note it replaces take a few hundred bytes more.
+        size = len(svg.encode()) + 400 if svg is not None else 0
+        if spent + size > budget:
+            svg, size = None, 0
+        spent += size
+        charts[key] = svg
+    return charts
+
+
+def _entity(entity: str, figures: dict[str, Any], environment: str, charts: dict[tuple[str, str], str | None]) -> str:
     anchor = _e(entity)
     parts = [f'<section class=entity id="entity-{anchor}"><h2>{anchor}</h2>', _headline(figures)]
     weeks = figures["weeks"]
     if weeks:
-        parts.append(_figure(f"weekly-{entity}", _weekly_spec(weeks), "Successful and failed deployments per week"))
+        parts.append(
+            _figure(f"weekly-{entity}", charts.get((entity, "weekly")), "Successful and failed deployments per week")
+        )
         rows = [[week["week"], *(week[kind] for kind in KINDS)] for week in weeks]
         parts.append(_details("The weekly counts", ["week (Monday, UTC)", *KINDS], rows))
     else:
@@ -95,7 +135,11 @@ def _entity(entity: str, figures: dict[str, Any], environment: str) -> str:
     buckets = figures["lead_time_buckets"]
     if buckets and figures["lead_time_hours"]["commits"]:
         parts.append(
-            _figure(f"lead-{entity}", _lead_spec(buckets), "Commits by lead time (deployment time - committer time)")
+            _figure(
+                f"lead-{entity}",
+                charts.get((entity, "lead")),
+                "Commits by lead time (deployment time - committer time)",
+            )
         )
         parts.append(_table(["lead time", "commits"], [[b["bucket"], b["commits"]] for b in buckets]))
     parts.append(_entity_quality(figures))
@@ -205,15 +249,30 @@ def _quality(report: dict[str, Any]) -> str:
 
 
 def _weekly_spec(weeks: list[dict[str, Any]]) -> dict[str, Any]:
-    values = [{"week": week["week"], "kind": kind, "n": week[kind]} for week in weeks for kind in KINDS]
+    # A time axis labels a few dates, not every week: drawing text is most of the rendering time.
+    # A bar of 0 draws nothing, so only counts above 0 are drawn; the axis still spans every week.
+    values = [
+        {"week": week["week"], "end": _week_end(week["week"]), "kind": kind, "order": index, "n": week[kind]}
+        for week in weeks
+        for index, kind in enumerate(KINDS)
+        if week[kind]
+    ]
+    domain = [weeks[0]["week"], _week_end(weeks[-1]["week"])]
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "width": 720,
         "height": 220,
         "data": {"values": values},
-        "mark": {"type": "bar"},
+        "mark": {"type": "bar", "stroke": "white", "strokeWidth": 1},
         "encoding": {
-            "x": {"field": "week", "type": "ordinal", "title": "week (Monday, UTC)", "axis": {"labelAngle": -45}},
+            "x": {
+                "field": "week",
+                "type": "temporal",
+                "scale": {"type": "utc", "domain": domain},
+                "title": "week (from Monday, UTC)",
+                "axis": {"format": "%Y-%m-%d", "labelAngle": 0},
+            },
+            "x2": {"field": "end"},
             "y": {"field": "n", "type": "quantitative", "aggregate": "sum", "title": "deployments"},
             "color": {
                 "field": "kind",
@@ -221,9 +280,13 @@ def _weekly_spec(weeks: list[dict[str, Any]]) -> dict[str, Any]:
                 "title": None,
                 "scale": {"domain": list(KINDS), "range": [COLOURS[kind] for kind in KINDS]},
             },
-            "order": {"field": "kind", "sort": "ascending"},
+            "order": {"field": "order", "sort": "ascending"},
         },
     }
+
+
+def _week_end(monday: str) -> str:
+    return (date.fromisoformat(monday) + timedelta(days=7)).isoformat()
 
 
 def _lead_spec(buckets: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,10 +303,15 @@ def _lead_spec(buckets: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _figure(name: str, spec: dict[str, Any], caption: str) -> str:
+def _svg(spec: dict[str, Any]) -> str:
     import vl_convert
 
-    svg = vl_convert.vegalite_to_svg(spec)
+    return str(vl_convert.vegalite_to_svg(spec))
+
+
+def _figure(name: str, svg: str | None, caption: str) -> str:
+    if svg is None:
+        return f"<p class=note>{_e(caption)}: chart left out to keep the page small; the table holds its numbers.</p>"
     return f'<figure class=chart data-chart="{_e(name)}">{svg}<figcaption>{_e(caption)}</figcaption></figure>'
 
 
