@@ -94,17 +94,20 @@ def measure(
     failures_by = {row["entityId"]: row for row in failures.iter_rows(named=True)}
     warnings = list(run.warnings)
     lead = _lead_times(config, deploys, known, since, until, step, warnings)
-    in_window_events = events.filter(_event_window(since, until))
+    # One split per frame, not one filter per entity: a plan can hold thousands of entities.
+    weeks_of = _by_entity(weeks)
+    deploys_of = _by_entity(window_rows)
+    events_of = _by_entity(events.filter(_event_window(since, until)).select("entityId", "env"))
     report_entities: dict[str, Any] = {}
     for entity in known:
         report_entities[entity] = _entity(
             entity,
             frequency.get(entity),
-            weeks.filter(pl.col("entityId") == entity),
+            weeks_of.get(entity, weeks.clear()),
             failures_by.get(entity),
             lead.get(entity),
-            window_rows.filter(pl.col("entityId") == entity),
-            in_window_events.filter(pl.col("entityId") == entity),
+            deploys_of.get(entity, window_rows.clear()),
+            events_of.get(entity, pl.DataFrame(schema={"entityId": pl.String, "env": pl.String})),
             settings.environment,
             incidents is not None,
         )
@@ -121,6 +124,10 @@ def measure(
         "failures": [str(failure) for failure in run.failures],
         "warnings": warnings,
     }
+
+
+def _by_entity(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {str(key[0]): part for key, part in frame.partition_by("entityId", as_dict=True).items()}
 
 
 def _event_window(since: datetime | None, until: datetime | None) -> pl.Expr:
