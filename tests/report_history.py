@@ -12,6 +12,8 @@ The history (entity "app", production), in time order:
     -         run 2 (failed)    2025-01-29 00:00   c7                        failed
     6         run 3             2025-01-30 00:00   dead... (unknown)         deployment, CHG0003
     -         run 4 (staging)   2025-01-30 06:00   c7                        other environment
+    -         run 5             hour 25            rejected
+    -         run 6 (cancelled) 2025-01-30 12:00   skipped
 
 No deployment in the week of 2025-01-20.
 """
@@ -48,7 +50,9 @@ def build_history(tmp_path: Path, write: WriteFile) -> dict[str, str]:
         "id,updated_at,conclusion,environment,head_sha,change\n"
         f"2,2025-01-29T00:00:00Z,failure,production,{shas['c7']},\n"
         f"3,2025-01-30T00:00:00Z,success,production,{UNKNOWN_SHA},CHG0003\n"
-        f"4,2025-01-30T06:00:00Z,success,staging,{shas['c7']},\n",
+        f"4,2025-01-30T06:00:00Z,success,staging,{shas['c7']},\n"
+        f"5,2025-01-31T25:00:00Z,success,production,{shas['c7']},\n"
+        f"6,2025-01-30T12:00:00Z,cancelled,production,{shas['c7']},\n",
     )
     write(
         "report.toml",

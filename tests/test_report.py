@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,39 @@ def test_many_entities_keep_the_page_under_2_mb(tmp_path: Path, write: WriteFile
     assert 'data-chart="weekly-svc79"' not in text
     assert text.count("<h2>svc") == 80
     assert "Some charts were left out to keep the page under 2 MB" in text
+
+
+def test_a_bundle_is_walked_through_the_clone_its_source_keeps(
+    tmp_path: Path, history: dict[str, str], write: WriteFile
+) -> None:
+    subprocess.run(["git", "-C", str(tmp_path / "repo"), "bundle", "create", "../app.bundle", "--all"], check=True)
+    config = (tmp_path / "report.toml").read_text(encoding="utf-8").replace('repo = "repo"', 'repo = "app.bundle"')
+    write("report.toml", config)
+    app = _report(tmp_path)["entities"]["app"]
+    assert app["lead_time_hours"]["commits"] == 5
+    assert app["data_quality"]["repository"] == str(tmp_path / "app.bundle")
+
+
+def test_the_terminal_headline_names_each_entity_and_the_proxy(tmp_path: Path, history: dict[str, str]) -> None:
+    page = tmp_path / "report.html"
+    result = invoke("report", "-c", str(tmp_path / "report.toml"), "--out", str(page))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # the headline goes to stderr; stdout is kept for --json
+    lines = result.stderr.splitlines()
+    [row] = [line for line in lines if line.startswith("│ app")]
+    assert "7" in row and "24.0 h" in row and "28.6% *" in row and "15.0 h" in row
+    assert any(line.startswith("* proxy: a deployment followed by a rollback or hotfix within 24 h") for line in lines)
+    assert any("the first deployment (2025-01-02T12:00:00+00:00) is left out of lead time" in line for line in lines)
+    assert lines[-1] == f"report written to {page}"
+
+
+def test_rows_that_are_not_events_are_counted_by_reason(tmp_path: Path, history: dict[str, str]) -> None:
+    report = _report(tmp_path)
+    assert report["rejected"] == [
+        {"reason": "timestamp '2025-01-31T25:00:00Z' is not a valid ISO 8601 or epoch time", "rows": 1}
+    ]
+    assert report["skipped"] == [{"reason": "status 'cancelled' is not a deployment", "rows": 1}]
+    page = tmp_path / "report.html"
+    assert invoke("report", "-c", str(tmp_path / "report.toml"), "--out", str(page)).exit_code == 0
+    text = page.read_text(encoding="utf-8")
+    assert "Rejected: 1 rows" in text and "status &#x27;cancelled&#x27; is not a deployment" in text

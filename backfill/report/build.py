@@ -17,7 +17,7 @@ import polars as pl
 
 from backfill.config import Config
 from backfill.errors import ConfigError
-from backfill.extractors.git_remote import clone_path, is_url
+from backfill.extractors.git_remote import clone_path, is_url, without_credentials
 from backfill.extractors.git_tags import GitTagsSource
 from backfill.pipeline.timestamps import TS
 from backfill.report import dora, levels
@@ -223,25 +223,25 @@ def _lead_times(
         pl.int_range(pl.len(), dtype=pl.Int64).over("entityId").alias("position"),
         dora.in_window(deploys, since, until).alias("in_window"),
     )
-    by_repo: dict[Path, list[str]] = {}
+    by_repo: dict[tuple[Path, str], list[str]] = {}
     for entity in entities:
         if entity in repos:
             by_repo.setdefault(repos[entity], []).append(entity)
     result: dict[str, dict[str, Any]] = {}
-    for repo, names in by_repo.items():
+    for (repo, shown), names in by_repo.items():
         rows = successes.filter(pl.col("entityId").is_in(names))
         with step(f"walking the git history of {', '.join(names)}"):
             try:
                 walked = shipped(repo, rows.select("entityId", "position", "at", "build_commit_sha"))
             except GitWalkError as exc:
-                warnings.append(f"lead time of {', '.join(names)}: {repo}: {exc}")
+                warnings.append(f"lead time of {', '.join(names)}: {shown}: {exc}")
                 continue
         for name in names:
-            result[name] = _lead_figures(name, repo, rows.filter(pl.col("entityId") == name), walked)
+            result[name] = _lead_figures(name, shown, rows.filter(pl.col("entityId") == name), walked)
     return result
 
 
-def _lead_figures(entity: str, repo: Path, rows: pl.DataFrame, walked: Shipped) -> dict[str, Any]:
+def _lead_figures(entity: str, repo: str, rows: pl.DataFrame, walked: Shipped) -> dict[str, Any]:
     window = rows.filter("in_window").select("position")
     deploys = walked.deploys.filter(pl.col("entityId") == entity).join(
         rows.select("position", "at", "in_window", "build_commit_sha"), on="position"
@@ -258,7 +258,7 @@ def _lead_figures(entity: str, repo: Path, rows: pl.DataFrame, walked: Shipped) 
         for (label, _), low, high in zip(LEAD_BUCKETS, bounds, bounds[1:], strict=False)
     ]
     return {
-        "repository": str(repo),
+        "repository": repo,
         "lead_time_hours": {
             **dora.quantiles(lead),
             "commits": lead.len(),
@@ -279,16 +279,22 @@ def _lead_figures(entity: str, repo: Path, rows: pl.DataFrame, walked: Shipped) 
     }
 
 
-def _repositories(config: Config) -> dict[str, Path]:
-    """Per entity, the git repository its commits are in: [report] repos, else its git-tags source's repo."""
-    found: dict[str, Path] = {}
+def _repositories(config: Config) -> dict[str, tuple[Path, str]]:
+    """Per entity, the git repository its commits are in, and how to name it to the user.
+
+    ``[report] repos`` first, else the repo of a git-tags source for the
+    entity: a URL or a bundle through the clone that source keeps, named as
+    the config gives it (without credentials).
+    """
+    found: dict[str, tuple[Path, str]] = {}
     cache = Path(config.state.path).parent
     for source in config.sources:
         if isinstance(source, GitTagsSource) and source.entity_id and source.entity_id not in found:
             location = source.repo
             is_bundle = Path(location).is_file() and location.endswith(".bundle")
-            found[source.entity_id] = clone_path(cache, location) if is_url(location) or is_bundle else Path(location)
-    found.update({entity: Path(path) for entity, path in config.report.repos.items()})
+            path = clone_path(cache, location) if is_url(location) or is_bundle else Path(location)
+            found[source.entity_id] = (path, without_credentials(location))
+    found.update({entity: (Path(path), path) for entity, path in config.report.repos.items()})
     return found
 
 
