@@ -207,6 +207,63 @@ def _window(since: str | None, until: str | None) -> tuple[datetime | None, date
 
 @main.command()
 @config_option
+@click.option(
+    "--out",
+    "out",
+    default=Path("report.html"),
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the HTML page.",
+)
+@json_option
+@click.option("--since", help="Measure from this time (ISO 8601; UTC unless it has an offset).")
+@click.option("--until", help="Measure until before this time (ISO 8601; UTC unless it has an offset).")
+@click.option("--entity", "entities", multiple=True, help="Only this entityId (repeatable).")
+@_errors_to_exit_codes
+def report(
+    config_path: Path, out: Path, as_json: bool, since: str | None, until: str | None, entities: tuple[str, ...]
+) -> None:
+    """Show the DORA baseline the planned events give, per entity, before anything is sent.
+
+    Plans exactly as run --dry-run does (nothing is sent, no state is
+    written), then writes one self-contained HTML page and prints the
+    headline: deployment frequency, change lead time (from git), change
+    failure rate and recovery time, rework rate, and data quality.
+
+    Example:
+
+        backfill report -c configs/demo.toml --out report.html
+    """
+    from backfill.report.build import make_report
+    from backfill.report.outputs import check_outputs, run_folders, run_inputs
+    from backfill.report.page import write_page
+    from backfill.report.terminal import render_headline
+
+    config = load_config(config_path)
+    window = _window(since, until)
+    page = check_outputs([(out, "the report (--out)")], run_inputs(config), run_folders(config))[0]
+    console = _stderr_console()
+    with Display(console) as display:
+        result = make_report(
+            config,
+            since=window[0],
+            until=window[1],
+            entities=entities,
+            step=display.step,
+            notice=lambda message: _notice(console, message),
+        )
+        with display.step("writing the page"):
+            assert page.target is not None
+            write_page(result, page.target)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        render_headline(result, console, str(page.path))
+    sys.exit(result["exit_code"])
+
+
+@main.command()
+@config_option
 @json_option
 @_errors_to_exit_codes
 def status(config_path: Path, as_json: bool) -> None:

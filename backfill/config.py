@@ -20,6 +20,7 @@ from backfill.enrich.settings import ENRICH_TYPES, EnrichConfigs
 from backfill.errors import ConfigError
 from backfill.extract import SOURCE_TYPES, SourceConfigs
 from backfill.model import ConfigPath, Model
+from backfill.report.settings import ReportSettings
 
 DEFAULT_URL = "https://prod.api.devgrid.io"
 _WANTED = {
@@ -101,6 +102,7 @@ class Config(Model):
     devgrid: DevGrid = DevGrid()
     state: State = State()
     normalize: Normalize = Normalize()
+    report: ReportSettings = ReportSettings()
     sources: Annotated[list[SourceConfigs], Field(min_length=1)]
     # ServiceNow change requests and incidents joined to the events (backfill.enrich).
     enrich: list[EnrichConfigs] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from backfill.errors import (
 from backfill.extract import REGISTRY
 from backfill.extract.ci_export import ColumnMap
 from backfill.extract.exports.presets import PRESETS
+from backfill.report.settings import ReportSettings
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -42,7 +43,7 @@ def test_every_command_is_documented() -> None:
 def test_every_preset_and_config_key_is_documented() -> None:
     for name in PRESETS:
         assert f"`{name}`" in README
-    top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields)
+    top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields, *ReportSettings.model_fields)
     sources = [key for extractor in REGISTRY.values() for key in extractor.config_model.model_fields]
     sources += [*ChangeRequests.model_fields, *Incidents.model_fields]
     for key in (*top_level, *sources, *ColumnMap.model_fields):

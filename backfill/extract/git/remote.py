@@ -78,6 +78,13 @@ def without_credentials(url: str) -> str:
     return url
 
 
+def clone_path(cache: Path, location: str) -> Path:
+    """Where :func:`cached_clone` keeps the clone of ``location``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", location.rstrip("/").rsplit("/", 1)[-1])[:60]
+    digest = hashlib.sha256(location.encode()).hexdigest()[:12]
+    return cache / "repos" / f"{name}-{digest}.git"
+
+
 def cached_clone(cache: Path, location: str, token: tuple[str, str] | None = None) -> Path:
     """A bare clone of ``location`` (a URL or a bundle) under ``cache/repos``, fetched again when it exists.
 
@@ -87,9 +94,7 @@ def cached_clone(cache: Path, location: str, token: tuple[str, str] | None = Non
     repos = cache / "repos"
     repos.mkdir(parents=True, exist_ok=True, mode=0o700)
     repos.chmod(0o700)  # also when an older version created it readable by others
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", location.rstrip("/").rsplit("/", 1)[-1])[:60]
-    digest = hashlib.sha256(location.encode()).hexdigest()[:12]
-    target = repos / f"{name}-{digest}.git"
+    target = clone_path(cache, location)
     source = location if is_url(location) else str(Path(location).resolve())
     if target.exists():
         command = ["--git-dir", str(target), "fetch", "--prune", "--force", "--quiet", source]
