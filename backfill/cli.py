@@ -37,6 +37,7 @@ from backfill.errors import (
 )
 from backfill.outputs import RunOutputs, run_outputs
 from backfill.progress import Display
+from backfill.report_github import report_error_to_github, report_to_github
 from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
 from backfill.run import plan_run
 from backfill.state.rules import missing_state
@@ -58,6 +59,7 @@ def _errors_to_exit_codes(command: F) -> F:
         except BackfillError as exc:
             for line in str(exc).splitlines():
                 click.echo(f"error: {line}", err=True)
+            report_error_to_github(str(exc), os.environ)
             sys.exit(exc.exit_code)
         except Interrupted as exc:
             click.echo(f"stopped: {exc}", err=True)
@@ -607,6 +609,7 @@ def _stderr_console() -> Console:
 
 
 def _report(summary: dict[str, Any], as_json: bool, console: Console) -> None:
+    report_to_github(summary, os.environ)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
