@@ -425,10 +425,12 @@ def init(config_path: Path) -> None:
         DEVGRID_API_KEY=... backfill run -c configs/catch-up.toml --require-state
     """
     from backfill.init import init_state
+    from backfill.state.remote import init_remote
 
     config = load_config(config_path)
-    init_state(Path(config.state.path))
-    click.echo(f"{config.state.path}: created, empty; the next run sends all history, once", err=True)
+    init_remote(config, init_state)
+    where = config.state.url or config.state.path
+    click.echo(f"{where}: created, empty; the next run sends all history, once", err=True)
 
 
 @main.command()

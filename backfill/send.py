@@ -35,6 +35,7 @@ from backfill.loader import Delivery, DeliveryReport, RetryPolicy
 from backfill.run import RunPlan, Step, no_progress, plan_run
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
+from backfill.state.remote import remote_state
 from backfill.state.rules import advanced_cursors, incremental_since, mark_known, missing_state, within
 from backfill.state.store import Destination, EventKey, KeyChange, Store, current_boot_id
 
@@ -115,7 +116,9 @@ def send_run(
     state_path = Path(config.state.path)
     devgrid = DevGridClient(client, options.url, options.api_key, config.devgrid.api_key_env)
     policy = RetryPolicy(max_attempts=config.devgrid.max_attempts, max_wait=config.devgrid.max_wait)
-    with StateLock(state_path):
+    with StateLock(state_path), remote_state(config, notice) as remote:
+        if remote is not None:
+            progress = remote.after_each_batch(progress)
         store = Store.open(state_path, create=not options.require_state, write=True)
         if store is None:
             raise missing_state(state_path)
