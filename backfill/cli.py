@@ -209,9 +209,11 @@ def _review(
     as_json: bool,
     console: Console,
 ) -> None:
+    from backfill.state.remote import fetch_working_copy
     from backfill.state.rules import mark_known, within
     from backfill.state.store import Store
 
+    fetch_working_copy(config, lambda message: _notice(console, message))
     store = Store.open(Path(config.state.path), create=False)
     if store is None and require_state:
         raise missing_state(Path(config.state.path))
@@ -354,10 +356,12 @@ def status(config_path: Path, as_json: bool) -> None:
 
         backfill status -c configs/shop.toml
     """
+    from backfill.state.remote import fetch_working_copy
     from backfill.state.store import Store
     from backfill.status import render_status, status_report
 
     config = load_config(config_path)
+    fetch_working_copy(config, lambda message: _notice(_stderr_console(), message))
     store = Store.open(Path(config.state.path), create=False, verify=True)
     try:
         report = status_report(config, store)

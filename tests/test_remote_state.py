@@ -532,3 +532,32 @@ def test_an_unreachable_store_at_a_checkpoint_is_a_notice_and_the_run_goes_on(s3
     run._client = good
     run.__exit__(None, None, None)  # the end of the run uploads
     assert s3.read(STATE_KEY) is not None
+
+
+def test_status_and_a_dry_run_on_a_fresh_runner_read_the_bucket_s_state(
+    s3: LocalS3, receiver: LocalReceiver, tmp_path: Path
+) -> None:
+    first = Runner(tmp_path / "runner-1", s3, receiver.url)
+    assert first("run").returncode == EXIT_OK
+    uploaded = s3.read(STATE_KEY)
+
+    fresh = Runner(tmp_path / "runner-2", s3, receiver.url)
+    fresh.history(1, 4)
+    review = fresh("run", "--dry-run", "review.csv")
+    assert review.returncode == EXIT_OK, review.stderr
+    states = [line.rsplit(",", 1)[-1] for line in (fresh.folder / "review.csv").read_text().splitlines()[1:]]
+    assert sorted(states) == ["new", "sent", "sent", "sent"]
+    status = fresh("status", "--json")
+    assert status.returncode == EXIT_OK, status.stderr
+    assert [item["url"] for item in json.loads(status.stdout)["destinations"]] == [receiver.url]
+    assert s3.read(STATE_KEY) == uploaded  # reading uploads nothing, and takes no lock
+    assert s3.objects() == [STATE_KEY]
+    assert sent(receiver) == ["1", "2", "3"]
+
+
+def test_a_dry_run_with_no_state_anywhere_writes_nothing(s3: LocalS3, receiver: LocalReceiver, tmp_path: Path) -> None:
+    runner = Runner(tmp_path / "runner", s3, receiver.url)
+    result = runner("run", "--dry-run", "review.csv")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert not (runner.folder / "work").exists()
+    assert s3.objects() == []

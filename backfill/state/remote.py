@@ -310,8 +310,6 @@ class RemoteState:
             self._etag = None
             if self.local.is_file():
                 self._notice(f"{self.url}: does not exist yet; this run starts from {self.local} and uploads it")
-            self.local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._note()
             return
         body = answer["Body"].read()
         if self.local.is_file() and (noted is None or noted.get("digest") != _snapshot_digest(self.local)):
@@ -449,6 +447,28 @@ def remote_state(config: Config, notice: Notice = lambda message: None) -> Itera
     )
     with remote:
         yield remote
+
+
+def fetch_working_copy(config: Config, notice: Notice = lambda message: None) -> None:
+    """For commands that only read (``status``, dry runs): bring the state object to the working copy, no lock.
+
+    Nothing is uploaded. While a run on this machine holds the working copy, it is read as it is.
+    """
+    from backfill.state.lock import StateLock
+
+    state = config.state
+    if state.url is None:
+        return
+    remote = RemoteState(
+        state.url, Path(state.path), lock_seconds=state.lock_seconds, upload_seconds=state.upload_seconds, notice=notice
+    )
+    if not remote.exists():
+        return  # nothing to bring; the working copy, if any, is read as it is, and nothing is created
+    try:
+        with StateLock(remote.local):
+            remote.download()
+    except StateLockedError:
+        notice(f"{remote.local}: a run on this machine is using it, so it is read as it is, not downloaded again")
 
 
 def init_remote(config: Config, create: Callable[[Path], None]) -> None:
