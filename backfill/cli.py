@@ -391,6 +391,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
         backfill rewind -c configs/shop.toml shop-releases --to 2025-01-01
     """
     from backfill.state.lock import StateLock
+    from backfill.state.remote import remote_state
     from backfill.state.store import Store
 
     config = load_config(config_path)
@@ -399,7 +400,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
         raise ConfigError(f"{config.path}: no source named '{source}'; the sources are: {names}")
     position = _instant(to, "--to")
     state_path = Path(config.state.path)
-    with StateLock(state_path):
+    with StateLock(state_path), remote_state(config, lambda message: _notice(_stderr_console(), message)):
         store = Store.open(state_path, create=False, write=True)
         if store is None:
             raise StateError(f"{state_path}: does not exist yet; there is no cursor to rewind")

@@ -561,3 +561,22 @@ def test_a_dry_run_with_no_state_anywhere_writes_nothing(s3: LocalS3, receiver: 
     assert result.returncode == EXIT_OK, result.stderr
     assert not (runner.folder / "work").exists()
     assert s3.objects() == []
+
+
+def test_a_rewind_on_any_runner_moves_the_cursor_in_the_bucket(
+    s3: LocalS3, receiver: LocalReceiver, tmp_path: Path
+) -> None:
+    first = Runner(tmp_path / "runner-1", s3, receiver.url)
+    assert first("run").returncode == EXIT_OK
+    before = s3.read(STATE_KEY)
+    other = Runner(tmp_path / "runner-2", s3, receiver.url)
+    result = other("rewind", "runs", "--to", "2025-01-02")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "cursor moved" in result.stderr
+    assert s3.read(STATE_KEY) != before
+    assert s3.objects() == [STATE_KEY]
+    # The next run anywhere reads from there again, and sends nothing twice.
+    again = first("run")
+    assert again.returncode == EXIT_OK, again.stderr
+    assert sent(receiver) == ["1", "2", "3"]
+    assert receiver.duplicates() == []
