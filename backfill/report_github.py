@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from backfill.summary import SUMMARY_COUNTS
 
@@ -184,7 +185,8 @@ def _delivery(delivery: dict[str, Any]) -> str:
         ["possibly duplicated", delivery["possibly_duplicated"]],
         ["left to send", delivery["left_to_send"]],
     ]
-    title = f"Delivery to {delivery['destination']} (run {delivery['run_id']}): {delivery['outcome']}"
+    destination = _without_userinfo(delivery["destination"])
+    title = f"Delivery to {destination} (run {delivery['run_id']}): {delivery['outcome']}"
     table = _table(title, ["", "events"], [[label, f"{count:,}"] for label, count in rows], 1)
     keyed = [
         *(("refused", event, event["message"]) for event in delivery["rejected_events"]),
@@ -199,6 +201,14 @@ def _delivery(delivery: dict[str, Any]) -> str:
     if delivery["stopped"]:
         table += f"\n**stopped:** {_cell(delivery['stopped'])}\n"
     return table
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL as the job summary keeps it: never with a user or password in it."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _table(title: str, header: list[str], rows: list[list[str]], right: int) -> str:

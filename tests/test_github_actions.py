@@ -286,3 +286,32 @@ def test_text_from_a_source_cannot_break_the_job_summary() -> None:
     assert "<script>" not in text
     assert "\n### heading" not in text
     assert "[link](http" not in text and " **bold**" not in text
+
+
+def test_a_url_with_a_password_is_never_in_the_job_summary() -> None:
+    delivery = {
+        "destination": "https://user:p4ss-w0rd@devgrid.example/",
+        "run_id": 1,
+        "outcome": "done",
+        **dict.fromkeys(
+            (
+                "already_sent",
+                "outside_window",
+                "to_send",
+                "sent",
+                "rejected_by_devgrid",
+                "held",
+                "unconfirmed",
+                "possibly_duplicated",
+            ),
+            0,
+        ),
+        "left_to_send": 0,
+        "rejected_events": [],
+        "unconfirmed_events": [],
+        "possibly_duplicated_events": [],
+        "stopped": None,
+    }
+    text = markdown_summary(_summary(delivery=delivery))
+    assert "p4ss-w0rd" not in text and "user:" not in text
+    assert "Delivery to https://devgrid.example/" in text
