@@ -32,6 +32,7 @@ from backfill.errors import (
     ConfigError,
     Interrupted,
 )
+from backfill.report.github import report_error_to_github, report_to_github
 from backfill.report.progress import Display
 from backfill.report.summary import render
 
@@ -52,6 +53,7 @@ def _errors_to_exit_codes(command: F) -> F:
         except BackfillError as exc:
             for line in str(exc).splitlines():
                 click.echo(f"error: {line}", err=True)
+            report_error_to_github(str(exc), os.environ)
             sys.exit(exc.exit_code)
         except Interrupted as exc:
             click.echo(f"stopped: {exc}", err=True)
@@ -275,7 +277,7 @@ def status(config_path: Path, as_json: bool) -> None:
     """
     from backfill.report.status import render_status, status_of
 
-    report = status_of(load_config(config_path))
+    report = status_of(load_config(config_path), lambda message: _notice(_stderr_console(), message))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -301,7 +303,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     from backfill.state.rewind import rewind_source
 
     position = _instant(to, "--to")
-    rewind_source(load_config(config_path), source, position)
+    rewind_source(load_config(config_path), source, position, lambda message: _notice(_stderr_console(), message))
     where = f"to {position.isoformat()}" if position else "to the beginning"
     click.echo(f"{source}: cursor moved {where}", err=True)
 
@@ -324,10 +326,12 @@ def init(config_path: Path) -> None:
         DEVGRID_API_KEY=... backfill run -c configs/catch-up.toml --require-state
     """
     from backfill.init import init_state
+    from backfill.state.remote import init_remote
 
     config = load_config(config_path)
-    init_state(Path(config.state.path))
-    click.echo(f"{config.state.path}: created, empty; the next run sends all history, once", err=True)
+    init_remote(config, init_state)
+    where = config.state.url or config.state.path
+    click.echo(f"{where}: created, empty; the next run sends all history, once", err=True)
 
 
 @main.command()
@@ -508,6 +512,7 @@ def _stderr_console() -> Console:
 
 
 def _report(summary: RunSummary, as_json: bool, console: Console) -> None:
+    report_to_github(summary, os.environ)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:

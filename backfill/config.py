@@ -58,6 +58,19 @@ class State(Model):
     path: ConfigPath = Field(default=".backfill/state.db", validate_default=True)
     # Incremental sources re-read this far behind their cursor; the ledger absorbs the overlap.
     lookback_days: float = Field(default=3.0, ge=0, le=3650)
+    # The state kept in object storage (s3://bucket/key); path is then its local working copy.
+    url: str | None = None
+    lock_seconds: float = Field(default=900.0, ge=1, le=86400)  # a lock not extended for this long is taken over
+    upload_seconds: float = Field(default=60.0, ge=0, le=86400)  # upload at least this often while sending
+
+    @field_validator("url")
+    @classmethod
+    def _object_url(cls, value: str | None) -> str | None:
+        from backfill.state.remote import ObjectUrl
+
+        if value is not None:
+            ObjectUrl.parse(value)
+        return value
 
 
 class Normalize(Model):

@@ -114,7 +114,7 @@ def run(
             raise StateError(problem)
     outputs = run_outputs(config, request.review, request.rejects, as_json=request.json_on_stdout)
     if outputs.review is not None:
-        with LedgerView(config, url, require_state=request.require_state, environ=environ) as view:
+        with LedgerView(config, url, require_state=request.require_state, environ=environ, notice=hooks.notice) as view:
             planned = plan_run(config, now=now, step=hooks.step, sleep=sleep, notice=hooks.notice)
             ledger = diff(planned.plan.events, *window, view.known_keys if view.exists else None)
         with hooks.step("writing the review"):

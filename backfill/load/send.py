@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -30,6 +31,7 @@ from backfill.model import EVENT_KEY, EventKey, RunOutcome
 from backfill.plan.ledger import KnownKeys, LedgerDiff
 from backfill.state.destination import account_of
 from backfill.state.lock import StateLock
+from backfill.state.remote import remote_state
 from backfill.state.rules import advanced_cursors, incremental_since, missing_state
 from backfill.state.store import Destination, KeyChange, Store, current_boot_id
 
@@ -111,7 +113,7 @@ class SendSession:
         self._progress = progress
         self._sleep = sleep
         self._interrupts = interrupts or Interrupts()
-        self._lock = StateLock(Path(config.state.path))
+        self._held = ExitStack()  # the lock, the remote state (with [state] url), the store: closed in reverse
         self._store: Store | None = None
         self._delivery: Delivery | None = None
         self.result: SendResult | None = None
@@ -122,21 +124,29 @@ class SendSession:
     # -- opening: lock, destination, the run's record, settling -----------------------------
 
     def __enter__(self) -> SendSession:
-        """Lock and open the state; raises StateError/StateLockedError before anything is sent."""
+        """Lock and open the state; raises StateError/StateLockedError before anything is sent.
+
+        With ``[state] url``, the state object is downloaded under its lock first, uploaded after
+        each checkpoint interval and when the session closes (:mod:`backfill.state.remote`).
+        """
         state_path = Path(self._config.state.path)
-        self._lock.__enter__()
         try:
+            self._held.enter_context(StateLock(state_path))
+            remote = self._held.enter_context(remote_state(self._config, self._notice))
+            if remote is not None:
+                self._progress = remote.after_each_batch(self._progress)
             store = Store.open(state_path, create=not self._options.require_state, write=True)
             if store is None:
                 raise missing_state(state_path)
             self._store = store
+            self._held.callback(store.close)
             options = self._options
             destination = store.resolve_destination(
                 options.url, account_of(options.api_key, store.salt), options.key_change
             )
             run_id = store.start_run(destination.id, options.url, options.boot_id)
-        except BaseException:
-            self.__exit__(None, None, None)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
             raise
         devgrid = DevGridClient(self._client, options.url, options.api_key, self._config.devgrid.api_key_env)
         policy = RetryPolicy(max_attempts=self._config.devgrid.max_attempts, max_wait=self._config.devgrid.max_wait)
@@ -159,11 +169,7 @@ class SendSession:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        try:
-            if self._store is not None:
-                self._store.close()
-        finally:
-            self._lock.__exit__(kind, error, traceback)
+        self._held.__exit__(kind, error, traceback)
 
     def settle(self) -> None:
         """Send again what an earlier run left pending, then read the cursors the plan starts from.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ from rich.table import Table
 
 from backfill.config import Config
 from backfill.report.summary import say
+from backfill.state.remote import fetch_working_copy
 from backfill.state.store import SOURCE_COUNTS, Destination, Store
 
 
-def status_of(config: Config) -> dict[str, Any]:
+def status_of(config: Config, notice: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """What ``backfill status`` shows: the state file read (and checked) without a lock, never written."""
+    fetch_working_copy(config, notice)  # with [state] url: the object, read without its lock
     store = Store.open(Path(config.state.path), create=False, verify=True)
     try:
         return status_report(config, store)

@@ -7,7 +7,7 @@ the key in the environment, a URL known with one account only is enough.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +19,23 @@ from backfill.config import Config
 from backfill.plan.ledger import no_known_keys
 from backfill.secrets import optional_api_key
 from backfill.state.destination import account_of
+from backfill.state.remote import fetch_working_copy
 from backfill.state.rules import missing_state
 from backfill.state.store import Destination, Store
 
 
 class LedgerView:
-    def __init__(self, config: Config, url: str, *, require_state: bool, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        url: str,
+        *,
+        require_state: bool,
+        environ: Mapping[str, str],
+        notice: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self._config = config
+        self._notice = notice
         self._url = url
         self._require_state = require_state
         self._environ = environ
@@ -34,6 +44,7 @@ class LedgerView:
 
     def __enter__(self) -> LedgerView:
         state_path = Path(self._config.state.path)
+        fetch_working_copy(self._config, self._notice)  # with [state] url: the object, read without its lock
         self._store = Store.open(state_path, create=False)
         if self._store is None:
             if self._require_state:
