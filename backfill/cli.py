@@ -26,6 +26,7 @@ from rich.markup import escape
 
 from backfill import __version__
 from backfill.config import Config, allowing_plain_http, load_config
+from backfill.emit.command import emit as emit_command
 from backfill.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -576,6 +577,9 @@ def presets() -> None:
         for note in preset.notes:
             click.echo(f"  note: {note}")
         click.echo()
+
+
+main.add_command(emit_command)
 
 
 def _serve_until_stopped(server: socketserver.BaseServer, message: str) -> None:
