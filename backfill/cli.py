@@ -36,10 +36,13 @@ from backfill.errors import (
     Interrupted,
     StateError,
 )
+from backfill.extractors.presets import PRESETS
 from backfill.outputs import RunOutputs, run_outputs
 from backfill.progress import Display
 from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
 from backfill.run import plan_run
+from backfill.settings_env import CONFIG_VARIABLE, add_env_twins
+from backfill.settings_env import config_path as find_config_path
 from backfill.state.rules import missing_state
 from backfill.summary import build_summary, delivery_summary, render
 
@@ -84,9 +87,9 @@ config_option = click.option(
     "-c",
     "--config",
     "config_path",
-    required=True,
+    envvar=CONFIG_VARIABLE,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The TOML config file.",
+    help="The TOML config file (default: ./backfill.toml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
@@ -140,7 +143,7 @@ def main() -> None:
 )
 @_errors_to_exit_codes
 def run(
-    config_path: Path,
+    config_path: Path | None,
     dry_run: Path | None,
     as_json: bool,
     url: str | None,
@@ -170,7 +173,7 @@ def run(
 
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
-    config = load_config(config_path)
+    config = load_config(find_config_path(config_path))
     if allow_http:
         config = allowing_plain_http(config)
     window = _window(since, until)
@@ -346,7 +349,7 @@ def _send(
 @config_option
 @json_option
 @_errors_to_exit_codes
-def status(config_path: Path, as_json: bool) -> None:
+def status(config_path: Path | None, as_json: bool) -> None:
     """Show what the state file knows: cursors, what was sent, the last runs, anything pending or refused.
 
     Example:
@@ -356,7 +359,7 @@ def status(config_path: Path, as_json: bool) -> None:
     from backfill.state.store import Store
     from backfill.status import render_status, status_report
 
-    config = load_config(config_path)
+    config = load_config(find_config_path(config_path))
     store = Store.open(Path(config.state.path), create=False, verify=True)
     try:
         report = status_report(config, store)
@@ -374,7 +377,7 @@ def status(config_path: Path, as_json: bool) -> None:
 @click.argument("source")
 @click.option("--to", "to", help="Move the cursor back to this time (ISO 8601). Without it, forget the cursor.")
 @_errors_to_exit_codes
-def rewind(config_path: Path, source: str, to: str | None) -> None:
+def rewind(config_path: Path | None, source: str, to: str | None) -> None:
     """Move a source's cursor back, so that the next run reads its history again from there.
 
     Events already sent stay in the ledger and are not sent again: rewinding
@@ -388,7 +391,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     from backfill.state.lock import StateLock
     from backfill.state.store import Store
 
-    config = load_config(config_path)
+    config = load_config(find_config_path(config_path))
     if source not in {item.name for item in config.sources}:
         names = ", ".join(item.name for item in config.sources)
         raise ConfigError(f"{config.path}: no source named '{source}'; the sources are: {names}")
@@ -408,24 +411,50 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
 
 @main.command()
 @config_option
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    help="The git repository whose remote and tags the first config is written from (default: here).",
+)
+@click.option("--ci-export", "ci_export", type=click.Path(path_type=Path), help="A CI run export to import.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="The CI system that wrote --ci-export.")
+@click.option("--entity", help="The DevGrid entity id (default: the repository's name).")
 @_errors_to_exit_codes
-def init(config_path: Path) -> None:
-    """Create an empty state file, for the first run of a scheduled job; refuse if one exists.
+def init(config_path: Path | None, repo: Path, ci_export: Path | None, preset: str | None, entity: str | None) -> None:
+    """Write a first config from what the repository shows; once it exists, create the empty state file.
 
-    Scheduled runs pass --require-state, so that a lost state file stops them
-    instead of sending all history again. Their first run needs the state file
-    to exist: create it with init, and the next run sends all history, once.
-    An existing state file, whatever it holds, is left as it is (exit 6).
+    Without a config: writes one (-c, default ./backfill.toml), commented, from
+    the git remote (GitHub or GitLab, owner/repo), the release tags and how they
+    are named, and a CI export if given. It never overwrites a file.
+
+    With a config that exists: creates an empty state file, for the first run
+    of a scheduled job; refuses if one exists. Scheduled runs pass
+    --require-state, so that a lost state file stops them instead of sending
+    all history again; their first run needs the state file to exist. An
+    existing state file, whatever it holds, is left as it is (exit 6).
 
     Example:
+
+        backfill init --ci-export runs.json --preset github-actions
 
         backfill init -c configs/catch-up.toml
 
         DEVGRID_API_KEY=... backfill run -c configs/catch-up.toml --require-state
     """
     from backfill.init import init_state
+    from backfill.settings_env import DEFAULT_CONFIG
+    from backfill.starter_config import discover, render, write_new
 
-    config = load_config(config_path)
+    path = config_path if config_path is not None and str(config_path).strip() else DEFAULT_CONFIG
+    if not path.exists():
+        findings = discover(repo)
+        write_new(path, render(findings, path.parent, repo, entity=entity, ci_export=ci_export, preset=preset))
+        click.echo(f"{path}: written; review it, then: backfill run -c {path} --dry-run review.csv", err=True)
+        return
+    if ci_export is not None or preset is not None or entity is not None:
+        raise ConfigError(f"{path}: already exists; init never overwrites a file. Give -c another path")
+    config = load_config(path)
     init_state(Path(config.state.path))
     click.echo(f"{config.state.path}: created, empty; the next run sends all history, once", err=True)
 
@@ -580,6 +609,8 @@ def presets() -> None:
 
 
 main.add_command(emit_command)
+# Last, so that every command's options get their BACKFILL_* twin.
+add_env_twins(main)
 
 
 def _serve_until_stopped(server: socketserver.BaseServer, message: str) -> None:

@@ -57,3 +57,10 @@ def find_config(given: Path | None, *, required: bool = True) -> Path | None:
             "(backfill init writes a first one)"
         )
     return None
+
+
+def config_path(given: Path | None) -> Path:
+    """The config path a command needs; raise ConfigError saying the three ways to give one."""
+    found = find_config(given, required=True)
+    assert found is not None
+    return found
