@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 import polars as pl
 from rich.console import Console
-from rich.markup import escape
 
-from backfill import __version__
+from backfill import __version__, logs
 from backfill.config import Config, allowing_plain_http, load_config
 from backfill.emit.command import emit as emit_command
 from backfill.errors import (
@@ -37,6 +36,7 @@ from backfill.errors import (
     StateError,
 )
 from backfill.extractors.presets import PRESETS
+from backfill.json_output import error_document, run_document, status_document
 from backfill.outputs import RunOutputs, run_outputs
 from backfill.progress import Display
 from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
@@ -57,20 +57,27 @@ def _errors_to_exit_codes(command: F) -> F:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # With --dry-run -, stdout belongs to the review: no JSON document goes there, not even an error.
+        as_json = bool(kwargs.get("as_json")) and str(kwargs.get("dry_run")) != "-"
         try:
             return command(*args, **kwargs)
         except BackfillError as exc:
-            for line in str(exc).splitlines():
-                click.echo(f"error: {line}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(command.__name__, str(exc), exc.exit_code, type(exc).__name__, as_json, "error")
         except Interrupted as exc:
-            click.echo(f"stopped: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(command.__name__, str(exc), exc.exit_code, "Interrupted", as_json, "stopped")
         except KeyboardInterrupt:
-            click.echo("stopped: interrupted by Ctrl-C (SIGINT)", err=True)
-            sys.exit(EXIT_SIGINT)
+            _fail(command.__name__, "interrupted by Ctrl-C (SIGINT)", EXIT_SIGINT, "Interrupted", as_json, "stopped")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(command: str, message: str, exit_code: int, kind: str, as_json: bool, label: str) -> None:
+    """The error on stderr, one line each (and with --json, as one JSON document on stdout); then exit."""
+    for line in message.splitlines():
+        logs.say("error", line, label=label, exit_code=exit_code)
+    if as_json:
+        click.echo(json.dumps(error_document(command, message, exit_code, kind), indent=2))
+    sys.exit(exit_code)
 
 
 def _instant(value: str | None, option: str) -> datetime | None:
@@ -222,7 +229,7 @@ def _review(
     try:
         destination = _review_destination(config, store, url)
         with Display(console) as display:
-            result = plan_run(config, step=display.step, notice=lambda message: _notice(console, message))
+            result = plan_run(config, step=logs.traced(display.step), notice=lambda message: _notice(console, message))
             events = within(result.plan.events, *window)
             extra: dict[str, Any] = {}
             if store is not None:
@@ -260,7 +267,7 @@ def _review(
         },
         window,
     )
-    _report(summary, as_json, console)
+    _report(summary, as_json, console, ok=not result.failures)
     sys.exit(EXIT_ERROR if result.failures else EXIT_OK)
 
 
@@ -319,7 +326,7 @@ def _send(
             config,
             options,
             client,
-            step=display.step,
+            step=logs.traced(display.step),
             start_bar=lambda total: display.start_bar("sending", total),
             progress=display.advance,
             notice=lambda message: _notice(console, message),
@@ -341,7 +348,7 @@ def _send(
         },
         window,
     )
-    _report(summary, as_json, console)
+    _report(summary, as_json, console, ok=result.exit_code == EXIT_OK)
     sys.exit(result.exit_code)
 
 
@@ -367,8 +374,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
         if store is not None:
             store.close()
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
-    else:
+        click.echo(json.dumps(status_document(report), indent=2, default=str))
+    elif logs.current.json:
+        logs.say("info", "status", status=report)
+    elif not logs.current.quiet:
         render_status(report, _stderr_console())
 
 
@@ -406,7 +415,7 @@ def rewind(config_path: Path | None, source: str, to: str | None) -> None:
         finally:
             store.close()
     where = f"to {position.isoformat()}" if position else "to the beginning"
-    click.echo(f"{source}: cursor moved {where}", err=True)
+    logs.say("info", f"{source}: cursor moved {where}")
 
 
 @main.command()
@@ -450,13 +459,13 @@ def init(config_path: Path | None, repo: Path, ci_export: Path | None, preset: s
     if not path.exists():
         findings = discover(repo)
         write_new(path, render(findings, path.parent, repo, entity=entity, ci_export=ci_export, preset=preset))
-        click.echo(f"{path}: written; review it, then: backfill run -c {path} --dry-run review.csv", err=True)
+        logs.say("info", f"{path}: written; review it, then: backfill run -c {path} --dry-run review.csv")
         return
     if ci_export is not None or preset is not None or entity is not None:
         raise ConfigError(f"{path}: already exists; init never overwrites a file. Give -c another path")
     config = load_config(path)
     init_state(Path(config.state.path))
-    click.echo(f"{config.state.path}: created, empty; the next run sends all history, once", err=True)
+    logs.say("info", f"{config.state.path}: created, empty; the next run sends all history, once")
 
 
 @main.command()
@@ -609,7 +618,8 @@ def presets() -> None:
 
 
 main.add_command(emit_command)
-# Last, so that every command's options get their BACKFILL_* twin.
+# Last, so that every command gets -q, -v and --log-format, and every option its BACKFILL_* twin.
+logs.add_log_options(main)
 add_env_twins(main)
 
 
@@ -632,17 +642,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _notice(console: Console, message: str) -> None:
     """Something said as it happens (a retry, a wait), dimmed, one line."""
-    console.print(f"[dim]{escape(message)}[/dim]", highlight=False, soft_wrap=True)
+    logs.say("info", message, console)
 
 
 def _stderr_console() -> Console:
     """A console on stderr; in a pipe or CI log, wide enough that tables do not wrap."""
-    console = Console(stderr=True)
-    return console if console.is_terminal else Console(stderr=True, width=160)
+    return logs.stderr_console()
 
 
-def _report(summary: dict[str, Any], as_json: bool, console: Console) -> None:
+def _report(summary: dict[str, Any], as_json: bool, console: Console, *, ok: bool) -> None:
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(json.dumps(run_document(summary, ok), indent=2, default=str))
     else:
-        render(summary, console)
+        logs.report(summary, render, console)

@@ -38,7 +38,7 @@ def add_env_twins(group: click.Group) -> None:
     """Give every option of every command in ``group`` its variable, shown in ``--help``."""
     for command in group.commands.values():
         for param in command.params:
-            if not isinstance(param, click.Option) or param.name in _NO_TWIN or not param.expose_value:
+            if not isinstance(param, click.Option) or param.name in _NO_TWIN:
                 continue
             if param.envvar is None:
                 param.envvar = twin_name(param)

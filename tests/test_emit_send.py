@@ -55,8 +55,12 @@ def emit(*args: str, environ: dict[str, str] | None = None, key: str = KEY) -> R
     return result
 
 
-def state_config(write: WriteFile, source: str = "") -> Path:
-    return write("backfill.toml", f'[state]\npath = "state.db"\n{source}')
+def state_config(write: WriteFile, source: str = "", *, create_state: bool = True) -> Path:
+    """A config with a state file (created, as the baseline run or backfill init does)."""
+    path = write("backfill.toml", f'[state]\npath = "state.db"\n{source}')
+    if create_state:
+        assert CliRunner().invoke(main, ["init", "-c", str(path)]).exit_code == EXIT_OK
+    return path
 
 
 CATCH_UP_SOURCE = f"""
@@ -295,6 +299,17 @@ def test_an_emitted_event_is_never_sent_again_by_a_catch_up_run(write: WriteFile
     assert receiver.duplicates() == []
     build_ids = [item["event"]["attributes"]["build_id"] for item in receiver.events()]
     assert build_ids.count(RUN["id"]) == 1 and len(build_ids) == delivery["sent"] + 1
+
+
+def test_a_state_file_that_does_not_exist_is_not_created_by_emit(write: WriteFile, receiver: LocalReceiver) -> None:
+    # Creating it would let a scheduled run with --require-state start over a lost state and resend history.
+    path = state_config(write, CATCH_UP_SOURCE, create_state=False)
+    result = emit("-c", str(path), "--env", "production", "--status", "success", "--url", receiver.url)
+    assert result.exit_code == EXIT_OK, result.output
+    assert "state.db does not exist: the event is sent without being recorded" in result.stderr
+    assert "sent ants/production/2983238245" in result.stderr
+    assert not (path.parent / "state.db").exists()
+    assert len(receiver.events()) == 1
 
 
 def test_a_retried_emit_sends_nothing_twice(write: WriteFile, receiver: LocalReceiver) -> None:

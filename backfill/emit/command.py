@@ -11,15 +11,16 @@ from typing import Any, TypeVar
 
 import click
 
+from backfill import logs
 from backfill.config import DevGrid, Normalize, load_config
 from backfill.emit.ci_systems import NAMES, detect
 from backfill.emit.commits import WorkingCopy, resolve_commit
 from backfill.emit.deliver import DEFAULT_DEADLINE, Outcome, Target, deliver
 from backfill.emit.event import BuiltEvent, Given, build_event, matching_source
-from backfill.errors import EXIT_OK, BackfillError, ConfigError
+from backfill.errors import EXIT_OK, EXIT_SIGINT, BackfillError, ConfigError
+from backfill.json_output import SCHEMA_VERSION
 from backfill.settings_env import CONFIG_VARIABLE, find_config
 
-SCHEMA_VERSION = 1
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -147,20 +148,24 @@ def emit(
         return
     if dry_run:
         for note in notes:
-            click.echo(f"note: {note}", err=True)
+            logs.say("info", note, label="note")
         if as_json:
             click.echo(json.dumps(_json(Outcome("dry-run", "nothing sent (--dry-run)"), event), indent=2))
         else:
             click.echo(json.dumps(event.as_dict(), indent=2))
         return
     assert target is not None
-    outcome = deliver(
-        event,
-        target,
-        state_path,
-        deadline=deadline,
-        notice=lambda message: click.echo(f"note: {message}", err=True),
-    )
+    try:
+        outcome = deliver(
+            event,
+            target,
+            state_path,
+            deadline=deadline,
+            notice=lambda message: logs.say("info", message, label="note"),
+        )
+    except KeyboardInterrupt:
+        logs.say("error", "interrupted by Ctrl-C (SIGINT); the event may or may not be sent", label="stopped")
+        sys.exit(EXIT_SIGINT)
     _finish(outcome, event, strict, as_json, notes)
 
 
@@ -189,6 +194,10 @@ def _prepare(
     system = detect(os.environ, ci)
     copy = WorkingCopy(repo)
     facts = system.facts(os.environ, copy)
+    logs.say("debug", f"CI system: {system.label}" + ("" if ci else " (detected from its variables)"))
+    for name in ("build_id", "build_url", "initiator", "description"):
+        logs.say("debug", f"{system.label} says {name} = {getattr(facts, name)!r}")
+    logs.say("debug", f"{system.label} says build_commit_sha = {facts.commit.sha!r}")
     commit_note = None
     commit = values.get("commit")
     if commit is not None:
@@ -209,6 +218,7 @@ def _prepare(
         timestamp=values.get("timestamp"),
     )
     event = build_event(facts, given, settings, source, commit_note=commit_note)
+    logs.say("debug", f"source: {event.source}; key: {event.key.entity_id}/{event.key.env}/{event.key.build_id}")
     notes = [f"{system.label}: {note}" for note in event.notes]
     if config is None:
         notes.append(
@@ -229,26 +239,33 @@ def _prepare(
         max_attempts=devgrid.max_attempts,
     )
     state_path = Path(config.state.path) if config is not None else None
+    if state_path is not None and not state_path.is_file():
+        # Creating it here would let a scheduled run with --require-state start over a lost state, and send
+        # all history again: the event is sent, but only a state that exists records it.
+        notes.append(
+            f"{state_path} does not exist: the event is sent without being recorded (the baseline run or "
+            "backfill init creates the state file)"
+        )
+        state_path = None
     return event, state_path, target, notes
 
 
 def _finish(outcome: Outcome, event: BuiltEvent | None, strict: bool, as_json: bool, notes: list[str]) -> None:
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        logs.say("info", note, label="note")
     if outcome.ok:
-        click.echo(f"{outcome.message}", err=True)
+        logs.say("info", outcome.message, result=outcome.result)
     elif strict:
-        click.echo(f"error: {outcome.message}", err=True)
+        logs.say("error", outcome.message, result=outcome.result, exit_code=outcome.exit_code)
     else:
-        click.echo(f"warning: {outcome.message} (the pipeline goes on; --strict makes this fail)", err=True)
+        logs.say(
+            "warning", f"{outcome.message} (the pipeline goes on; --strict makes this fail)", result=outcome.result
+        )
     if as_json:
         click.echo(json.dumps(_json(outcome, event), indent=2))
     code = EXIT_OK if outcome.ok or not strict else outcome.exit_code
-    if outcome.abandoned:
-        # The send is still busy in its thread; leave without waiting for it (the state file is crash-safe).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    # A send abandoned at the deadline is a daemon thread: the process leaves without waiting for it
+    # (the state file is written ahead, so a send cut off anywhere is settled by the next run).
     sys.exit(code)
 
 
@@ -256,6 +273,7 @@ def _json(outcome: Outcome, event: BuiltEvent | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": "emit",
+        "ok": outcome.ok or outcome.result == "dry-run",
         "result": outcome.result,
         "message": outcome.message,
         "recorded": outcome.recorded,
