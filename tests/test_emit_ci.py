@@ -89,6 +89,7 @@ def test_the_first_match_wins_and_jenkins_comes_last() -> None:
 
 def test_ci_forces_a_system_and_none_reads_no_variables(repo: GitRepo) -> None:
     assert detect(GITHUB, "gitlab").name == "gitlab"
+    assert detect({}, "github-actions").name == "github" and detect({}, "Azure-DevOps").name == "azure"
     local = facts(GITHUB, repo, ci="none")
     assert local.build_id is None
     assert local.commit.sha == repo.git("rev-parse", "HEAD")

@@ -362,3 +362,22 @@ def test_emit_waits_for_a_catch_up_run_holding_the_state_then_gives_up(
     assert result.exit_code == EXIT_OK
     assert "stayed busy" in result.stderr and "next catch-up run sends it" in result.stderr
     assert receiver.events() == []
+
+
+def test_quiet_and_json_logs_keep_the_warning_and_say_it_once(receiver: LocalReceiver) -> None:
+    args = ("--entity", "ants", "--env", "nowhere", "--status", "success", "--url", receiver.url)
+    quiet = emit(*args, "-q")
+    assert quiet.exit_code == EXIT_OK
+    assert quiet.stderr.startswith("warning: the event cannot be sent: env 'nowhere' is not one of")
+    logged = emit(*args, "--log-format", "json")
+    records = [json.loads(line) for line in logged.stderr.splitlines()]
+    (record,) = records
+    assert record["level"] == "warning" and record["result"] == "not-sent"
+    assert record["message"].startswith("the event cannot be sent: env 'nowhere'")
+    assert receiver.events() == []
+
+
+def test_verbose_says_where_each_value_came_from(receiver: LocalReceiver) -> None:
+    result = emit("--entity", "ants", "--env", "production", "--status", "success", "--dry-run", "-v")
+    assert "CI system: GitHub Actions (detected from its variables)" in result.stderr
+    assert "GitHub Actions says build_id = '2983238245'" in result.stderr

@@ -328,12 +328,22 @@ SYSTEMS: tuple[CiSystem, ...] = (
 )
 NONE = NoCi()
 NAMES: tuple[str, ...] = (*(system.name for system in SYSTEMS), NONE.name)
+# Other names people give the same systems (the ci-export presets' among them).
+ALIASES: dict[str, str] = {
+    "github-actions": "github",
+    "gitlab-ci": "gitlab",
+    "azure-devops": "azure",
+    "azure-pipelines": "azure",
+    "bitbucket-pipelines": "bitbucket",
+    "local": "none",
+}
 
 
 def detect(environ: Environ, forced: str | None = None) -> CiSystem:
     """The system named by ``forced`` (``--ci``), else the first whose variables are set, else none."""
     if forced is not None:
-        return next(system for system in (*SYSTEMS, NONE) if system.name == forced)
+        name = ALIASES.get(forced.lower(), forced.lower())
+        return next(system for system in (*SYSTEMS, NONE) if system.name == name)
     return next((system for system in SYSTEMS if system.detects(environ)), NONE)
 
 

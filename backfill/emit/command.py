@@ -13,7 +13,7 @@ import click
 
 from backfill import logs
 from backfill.config import DevGrid, Normalize, load_config
-from backfill.emit.ci_systems import NAMES, detect
+from backfill.emit.ci_systems import ALIASES, NAMES, detect
 from backfill.emit.commits import WorkingCopy, resolve_commit
 from backfill.emit.deliver import DEFAULT_DEADLINE, Outcome, Target, deliver
 from backfill.emit.event import BuiltEvent, Given, build_event, matching_source
@@ -46,7 +46,7 @@ def _value(name: str, help_text: str, devgrid: str | None = None, **kwargs: Any)
 )
 @click.option(
     "--ci",
-    type=click.Choice(NAMES),
+    type=click.Choice([*NAMES, *ALIASES], case_sensitive=False),
     envvar="BACKFILL_CI",
     show_envvar=True,
     help="The CI system whose variables to read (default: detected; none: a run outside CI).",
