@@ -22,19 +22,23 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
-from backfill import __version__
+from backfill import __version__, logs
 from backfill.config import load_config
+from backfill.emit.command import emit as emit_command
 from backfill.errors import (
+    EXIT_OK,
     EXIT_SIGINT,
     BackfillError,
     ConfigError,
     Interrupted,
 )
+from backfill.json_output import error_document, run_document, status_document
 from backfill.report.github import report_error_to_github, report_to_github
 from backfill.report.progress import Display
 from backfill.report.summary import render
+from backfill.settings_env import CONFIG_VARIABLE, add_env_twins
+from backfill.settings_env import config_path as find_config_path
 
 if TYPE_CHECKING:
     from backfill.report.summary import RunSummary
@@ -48,21 +52,29 @@ def _errors_to_exit_codes(command: F) -> F:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # With --dry-run -, stdout belongs to the review: no JSON document goes there, not even an error.
+        as_json = bool(kwargs.get("as_json")) and str(kwargs.get("dry_run")) != "-"
         try:
             return command(*args, **kwargs)
         except BackfillError as exc:
-            for line in str(exc).splitlines():
-                click.echo(f"error: {line}", err=True)
-            report_error_to_github(str(exc), os.environ)
-            sys.exit(exc.exit_code)
+            _fail(command.__name__, str(exc), exc.exit_code, type(exc).__name__, as_json, "error")
         except Interrupted as exc:
-            click.echo(f"stopped: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(command.__name__, str(exc), exc.exit_code, "Interrupted", as_json, "stopped")
         except KeyboardInterrupt:
-            click.echo("stopped: interrupted by Ctrl-C (SIGINT)", err=True)
-            sys.exit(EXIT_SIGINT)
+            _fail(command.__name__, "interrupted by Ctrl-C (SIGINT)", EXIT_SIGINT, "Interrupted", as_json, "stopped")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(command: str, message: str, exit_code: int, kind: str, as_json: bool, label: str) -> None:
+    """The error on stderr, one line each (and with --json, as one JSON document on stdout); then exit."""
+    for line in message.splitlines():
+        logs.say("error", line, label=label, exit_code=exit_code)
+    if label == "error":
+        report_error_to_github(message, os.environ)  # on GitHub Actions: an annotation, and outputs that say so
+    if as_json:
+        click.echo(json.dumps(error_document(command, message, exit_code, kind), indent=2))
+    sys.exit(exit_code)
 
 
 def _instant(value: str | None, option: str) -> datetime | None:
@@ -80,9 +92,9 @@ config_option = click.option(
     "-c",
     "--config",
     "config_path",
-    required=True,
+    envvar=CONFIG_VARIABLE,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The TOML config file.",
+    help="The TOML config file (default: ./backfill.toml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
@@ -136,7 +148,7 @@ def main() -> None:
 )
 @_errors_to_exit_codes
 def run(
-    config_path: Path,
+    config_path: Path | None,
     dry_run: Path | None,
     as_json: bool,
     url: str | None,
@@ -169,7 +181,7 @@ def run(
     from backfill.job import Hooks, RunRequest
     from backfill.job import run as run_backfill
 
-    config = load_config(config_path)
+    config = load_config(find_config_path(config_path))
     start, end = _window(since, until)
     request = RunRequest(
         review=dry_run,
@@ -186,14 +198,14 @@ def run(
     console = _stderr_console()
     with Display(console) as display:
         hooks = Hooks(
-            step=display.step,
+            step=logs.traced(display.step),
             start_bar=lambda total: display.start_bar("sending", total),
             progress=display.advance,
             notice=lambda message: _notice(console, message),
         )
         result = run_backfill(config, request, hooks=hooks)
         display.stop_bar()
-    _report(result.summary, as_json, console)
+    _report(result.summary, as_json, console, ok=result.exit_code == EXIT_OK)
     sys.exit(result.exit_code)
 
 
@@ -241,7 +253,7 @@ def report(
     from backfill.report.page import write_page
     from backfill.report.terminal import render_headline
 
-    config = load_config(config_path)
+    config = load_config(find_config_path(config_path))
     window = _window(since, until)
     page = check_outputs([(out, "the report (--out)")], run_inputs(config), run_folders(config))[0]
     console = _stderr_console()
@@ -251,7 +263,7 @@ def report(
             since=window[0],
             until=window[1],
             entities=entities,
-            step=display.step,
+            step=logs.traced(display.step),
             notice=lambda message: _notice(console, message),
         )
         with display.step("writing the page"):
@@ -268,7 +280,7 @@ def report(
 @config_option
 @json_option
 @_errors_to_exit_codes
-def status(config_path: Path, as_json: bool) -> None:
+def status(config_path: Path | None, as_json: bool) -> None:
     """Show what the state file knows: cursors, what was sent, the last runs, anything pending or refused.
 
     Example:
@@ -277,10 +289,12 @@ def status(config_path: Path, as_json: bool) -> None:
     """
     from backfill.report.status import render_status, status_of
 
-    report = status_of(load_config(config_path), lambda message: _notice(_stderr_console(), message))
+    report = status_of(load_config(find_config_path(config_path)), lambda message: _notice(_stderr_console(), message))
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
-    else:
+        click.echo(json.dumps(status_document(report), indent=2, default=str))
+    elif logs.current.json:
+        logs.say("info", "status", status=report)
+    elif not logs.current.quiet:
         render_status(report, _stderr_console())
 
 
@@ -289,7 +303,7 @@ def status(config_path: Path, as_json: bool) -> None:
 @click.argument("source")
 @click.option("--to", "to", help="Move the cursor back to this time (ISO 8601). Without it, forget the cursor.")
 @_errors_to_exit_codes
-def rewind(config_path: Path, source: str, to: str | None) -> None:
+def rewind(config_path: Path | None, source: str, to: str | None) -> None:
     """Move a source's cursor back, so that the next run reads its history again from there.
 
     Events already sent stay in the ledger and are not sent again: rewinding
@@ -303,35 +317,69 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
     from backfill.state.rewind import rewind_source
 
     position = _instant(to, "--to")
-    rewind_source(load_config(config_path), source, position, lambda message: _notice(_stderr_console(), message))
+    rewind_source(
+        load_config(find_config_path(config_path)),
+        source,
+        position,
+        lambda message: _notice(_stderr_console(), message),
+    )
     where = f"to {position.isoformat()}" if position else "to the beginning"
-    click.echo(f"{source}: cursor moved {where}", err=True)
+    logs.say("info", f"{source}: cursor moved {where}")
 
 
 @main.command()
 @config_option
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    help="The git repository whose remote and tags the first config is written from (default: here).",
+)
+@click.option("--ci-export", "ci_export", type=click.Path(path_type=Path), help="A CI run export to import.")
+@click.option("--preset", help="The CI system that wrote --ci-export: a preset's name (backfill presets lists them).")
+@click.option("--entity", help="The DevGrid entity id (default: the repository's name).")
 @_errors_to_exit_codes
-def init(config_path: Path) -> None:
-    """Create an empty state file, for the first run of a scheduled job; refuse if one exists.
+def init(config_path: Path | None, repo: Path, ci_export: Path | None, preset: str | None, entity: str | None) -> None:
+    """Write a first config from what the repository shows; once it exists, create the empty state file.
 
-    Scheduled runs pass --require-state, so that a lost state file stops them
-    instead of sending all history again. Their first run needs the state file
-    to exist: create it with init, and the next run sends all history, once.
-    An existing state file, whatever it holds, is left as it is (exit 6).
+    Without a config: writes one (-c, default ./backfill.toml), commented, from
+    the git remote (GitHub or GitLab, owner/repo), the release tags and how they
+    are named, and a CI export if given. It never overwrites a file.
+
+    With a config that exists: creates an empty state file, for the first run
+    of a scheduled job; refuses if one exists. Scheduled runs pass
+    --require-state, so that a lost state file stops them instead of sending
+    all history again; their first run needs the state file to exist. An
+    existing state file, whatever it holds, is left as it is (exit 6).
 
     Example:
+
+        backfill init --ci-export runs.json --preset github-actions
 
         backfill init -c configs/catch-up.toml
 
         DEVGRID_API_KEY=... backfill run -c configs/catch-up.toml --require-state
     """
+    from backfill.extract.exports.presets import PRESETS
     from backfill.init import init_state
+    from backfill.settings_env import DEFAULT_CONFIG
+    from backfill.starter_config import discover, render, write_new
     from backfill.state.remote import init_remote
 
-    config = load_config(config_path)
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset '{preset}' is not a preset; use one of: {', '.join(sorted(PRESETS))}")
+    path = config_path if config_path is not None and str(config_path).strip() else DEFAULT_CONFIG
+    if not path.exists():
+        findings = discover(repo)
+        write_new(path, render(findings, path.parent, repo, entity=entity, ci_export=ci_export, preset=preset))
+        logs.say("info", f"{path}: written; review it, then: backfill run -c {path} --dry-run review.csv")
+        return
+    if ci_export is not None or preset is not None or entity is not None:
+        raise ConfigError(f"{path}: already exists; init never overwrites a file. Give -c another path")
+    config = load_config(path)
     init_remote(config, init_state)
     where = config.state.url or config.state.path
-    click.echo(f"{where}: created, empty; the next run sends all history, once", err=True)
+    logs.say("info", f"{where}: created, empty; the next run sends all history, once")
 
 
 @main.command()
@@ -483,6 +531,12 @@ def presets() -> None:
         click.echo()
 
 
+main.add_command(emit_command)
+# Last, so that every command gets -q, -v and --log-format, and every option its BACKFILL_* twin.
+logs.add_log_options(main)
+add_env_twins(main)
+
+
 def _serve_until_stopped(server: socketserver.BaseServer, message: str) -> None:
     """Serve until Ctrl-C or SIGTERM, then close the socket."""
     signal.signal(signal.SIGTERM, _interrupt)
@@ -502,18 +556,17 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _notice(console: Console, message: str) -> None:
     """Something said as it happens (a retry, a wait), dimmed, one line."""
-    console.print(f"[dim]{escape(message)}[/dim]", highlight=False, soft_wrap=True)
+    logs.say("info", message, console)
 
 
 def _stderr_console() -> Console:
     """A console on stderr; in a pipe or CI log, wide enough that tables do not wrap."""
-    console = Console(stderr=True)
-    return console if console.is_terminal else Console(stderr=True, width=160)
+    return logs.stderr_console()
 
 
-def _report(summary: RunSummary, as_json: bool, console: Console) -> None:
+def _report(summary: RunSummary, as_json: bool, console: Console, *, ok: bool) -> None:
     report_to_github(summary, os.environ)
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(json.dumps(run_document(summary, ok), indent=2, default=str))
     else:
-        render(summary, console)
+        logs.report(summary, render, console)

@@ -176,10 +176,12 @@ def test_config_mistakes_exit_2(write: WriteFile, tmp_path: Path, text: str, mes
     assert not (tmp_path / "review.csv").exists()
 
 
-def test_missing_config_option_is_a_usage_error() -> None:
+def test_missing_config_is_a_usage_error_naming_the_three_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BACKFILL_CONFIG", raising=False)
     result = invoke("run", "--dry-run", "x.csv")
     assert result.exit_code == EXIT_USAGE
-    assert "Missing option '-c' / '--config'" in result.stderr
+    assert "no config file: pass -c FILE, set $BACKFILL_CONFIG, or create ./backfill.toml" in result.stderr
 
 
 def test_presets_lists_every_preset() -> None:

@@ -65,7 +65,9 @@ def test_a_key_file_with_more_than_one_line_is_refused_without_showing_the_key(
     path = config(write, 'api_key_file = "devgrid.key"')
     result = cli("run", "-c", str(path), "--url", echoing.url, "--json")
     assert result.exit_code == EXIT_USAGE, result.output
-    assert result.stdout == ""
+    # --json still gets its document: the error, as the one line on stderr says it.
+    error = json.loads(result.stdout)["error"]
+    assert error["exit_code"] == EXIT_USAGE and f"error: {error['message']}" == result.stderr.strip()
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: {key_file}: ")
     assert "one line" in line

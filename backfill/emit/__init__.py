@@ -1,0 +1,1 @@
+"""``backfill emit``: one deployment's event, sent from inside the pipeline that made it."""
