@@ -131,6 +131,12 @@ def main() -> None:
     help="The state knows this URL with another API key: say whether this key is for the same DevGrid account.",
 )
 @click.option(
+    "--in-flight",
+    type=click.IntRange(1, 32),
+    help="Batches POSTed at once (default: [delivery] in_flight, 4): one per (entityId, env) stream at a time "
+    "unless [delivery] same_stream is true.",
+)
+@click.option(
     "--rejects",
     "rejects_path",
     type=click.Path(path_type=Path),
@@ -149,6 +155,7 @@ def run(
     retry_rejected: bool,
     require_state: bool,
     key_change: str | None,
+    in_flight: int | None,
     rejects_path: Path | None,
 ) -> None:
     """Read every source, normalize and dedupe the deployments, and send the new ones to DevGrid.
@@ -172,6 +179,8 @@ def run(
     config = load_config(config_path)
     if allow_http:
         config = allowing_plain_http(config)
+    if in_flight is not None:
+        config = config.model_copy(update={"delivery": config.delivery.model_copy(update={"in_flight": in_flight})})
     window = _window(since, until)
     if dry_run is None:
         from backfill.state.store import state_folder_problem

@@ -40,6 +40,10 @@ _UNCERTAIN_STATUSES = (502, 504)
 ENTITY_NOT_FOUND = "entity not found"
 
 
+class RateLimited(TransientDeliveryError):
+    """429: DevGrid asks the sender to slow down (every batch in flight, not only this one)."""
+
+
 def events_json(events: pl.DataFrame) -> list[str]:
     """Each review row as the JSON DevGrid receives: timestamp always, empty attributes never.
 
@@ -178,7 +182,11 @@ class DevGridClient:
             return Refused(status=status, message=message)
         if status in (401, 403):
             raise AuthError(f"DevGrid refused the API key ({status}: {message}); check the key in ${self._api_key_env}")
-        if status == 429 or status >= 500:
+        if status == 429:
+            raise RateLimited(
+                f"DevGrid answered {status}: {message}", retry_after=retry_after(response.headers.get("retry-after"))
+            )
+        if status >= 500:
             raise TransientDeliveryError(
                 f"DevGrid answered {status}: {message}",
                 retry_after=retry_after(response.headers.get("retry-after")),

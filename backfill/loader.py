@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,17 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from backfill.devgrid import Answer, DevGridClient, Refused, body_of, events_json, is_unknown_entity, key_of
+from backfill.batches import Cutter, Lane
+from backfill.devgrid import (
+    Answer,
+    DevGridClient,
+    RateLimited,
+    Refused,
+    body_of,
+    events_json,
+    is_unknown_entity,
+    key_of,
+)
 from backfill.errors import DeliveryError, Interrupted, TransientDeliveryError
 from backfill.interrupts import Interrupts
 from backfill.state.rules import outcome_unknown
@@ -90,6 +101,36 @@ class GaveUp(TransientDeliveryError):
     """Retries ran out; ``uncertain`` if any attempt may have been stored."""
 
 
+class _Stopped(DeliveryError):
+    """Another batch stopped the run while this one waited to be tried again."""
+
+    def __init__(self, message: str, *, uncertain: bool) -> None:
+        super().__init__(message)
+        self.uncertain = uncertain
+
+
+@dataclass
+class _Flight:
+    batch_id: int
+    indexes: list[int]
+    batch: OutgoingBatch
+    lane: Lane | None  # the stream kept to one batch in flight; None when batches of a stream may fly together
+
+
+@dataclass
+class _Sending:
+    """The batches of one send between the cutter and DevGrid's answers (guarded by the delivery's lock)."""
+
+    stream: _Stream
+    cutter: Cutter
+    held: dict[int, str]
+    waiting: list[_Flight] = field(default_factory=list)  # written ahead, not posted yet
+    flying: set[Lane] = field(default_factory=set)
+    stopping: bool = False
+    failure: BaseException | None = None
+    running: int = 0  # threads still taking batches
+
+
 @dataclass(frozen=True)
 class _Stream:
     """The events of one send, as the columns the batches are cut from."""
@@ -122,6 +163,8 @@ class Delivery:
         progress: Callable[[int], None] = lambda events: None,
         notice: Callable[[str], None] = lambda message: None,
         interrupts: Interrupts | None = None,
+        in_flight: int = 1,
+        same_stream: bool = False,
     ) -> None:
         self._store = store
         self._client = client
@@ -131,17 +174,28 @@ class Delivery:
         self._policy = policy
         self._sleep = sleep
         self._progress = progress
-        self._notice = notice
+        self._notice_to = notice
         self._interrupts = interrupts or Interrupts()
+        self._in_flight = in_flight
+        self._same_stream = same_stream
         self.report = DeliveryReport()
-        self._maybe_stored = False
-        self._attempted = False
+        # Everything but the POSTs and the waits between them runs holding this lock: the
+        # state file, the report and the window are touched by one thread at a time.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._saying = threading.Lock()
+        self._wake = threading.Event()  # set when the run stops: waits for a retry end at once
+        self._stopping = False
+        self._local = threading.local()  # per batch being posted: was it attempted, may it be stored
+        # A rate limit slows the whole window: no attempt starts before this (time.monotonic()).
+        self._not_before = 0.0
+        self._limited_by: threading.Thread | None = None
         self._backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
         self._retrying = Retrying(
             stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_wait),
             wait=self._wait,
             retry=retry_if_exception_type(TransientDeliveryError),
-            sleep=sleep,
+            sleep=self._pause,
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -150,6 +204,10 @@ class Delivery:
 
     def settle(self) -> None:
         """Send again every batch an earlier run left pending; flag it if it may have been stored."""
+        with self._lock:
+            self._settle()
+
+    def _settle(self) -> None:
         boot = current_boot_id()
         for pending in self._store.pending_batches(self._destination_id):
             events = json.loads(pending.body)["events"]
@@ -197,52 +255,148 @@ class Delivery:
         self._hold(stream, held)
 
     def _send(self, stream: _Stream, held: dict[int, str]) -> None:
-        position = 0
-        total = len(stream.texts)
-        while position < total:
-            group, position = self._group(stream, position, held)
-            if not group:
-                continue
-            batches = [stream.batch(indexes) for indexes in group]
-            batch_ids = self._store.write_ahead(self._run_id, self._destination_id, batches)
-            for index, (batch_id, batch) in enumerate(zip(batch_ids, batches, strict=True)):
-                rest = list(zip(batch_ids[index + 1 :], group[index + 1 :], strict=True))
-                try:
-                    new_unknown = self._deliver(batch_id, batch, uncertain=False)
-                except (DeliveryError, Interrupted) as exc:
-                    self.report.stopped = exc
-                    for unsent_id, indexes in rest:
-                        # Written ahead but never posted: certainly not stored.
-                        self._store.release(unsent_id)
-                        self.report.left_to_send += len(indexes)
-                    self.report.left_to_send += total - position
-                    return
-                if new_unknown and any(stream.keys[i].entity_id in new_unknown for _, indexes in rest for i in indexes):
-                    # Those batches hold events DevGrid would refuse: cut them again without them.
-                    for unsent_id, _ in rest:
-                        self._store.release(unsent_id)
-                    position = rest[0][1][0]
-                    break
+        per_stream = self._in_flight > 1 and not self._same_stream
+        window = _Sending(
+            stream=stream,
+            cutter=Cutter([(key.entity_id, key.env) for key in stream.keys], per_stream=per_stream),
+            held=held,
+        )
+        if self._in_flight == 1:
+            # One batch at a time, in this thread: a signal stops the POST in flight at once.
+            self._work(window)
+        else:
+            self._fly(window)
+        if window.failure is not None:
+            # The state file could not be written: the run stops as it is, nothing more recorded.
+            raise window.failure
+        with self._lock:
+            for flight in window.waiting:
+                # Written ahead but never posted: certainly not stored.
+                self._store.release(flight.batch_id)
+                self.report.left_to_send += len(flight.indexes)
+            window.waiting.clear()
+            if self.report.stopped is not None:
+                self.report.left_to_send += window.cutter.left()
 
-    def _group(self, stream: _Stream, position: int, held: dict[int, str]) -> tuple[list[list[int]], int]:
-        """Up to WRITE_AHEAD batches of event indexes from ``position``, leaving out events of unknown entities."""
-        group: list[list[int]] = []
-        batch: list[int] = []
-        total = len(stream.texts)
+    def _fly(self, window: _Sending) -> None:
+        """Several batches in flight: one thread per batch, this one waiting for a signal."""
+        workers = [
+            threading.Thread(target=self._work, args=(window,), name=f"backfill-send-{number}", daemon=True)
+            for number in range(self._in_flight)
+        ]
+        window.running = len(workers)
+        for worker in workers:
+            worker.start()
+        try:
+            with self._interrupts.anywhere():
+                # Holding no lock, so that a signal may stop this wait at any instant.
+                while window.running:
+                    time.sleep(0.02)
+        except Interrupted as exc:
+            # The batches in flight get their answers recorded; no new one starts, no retry waits on.
+            with self._lock:
+                if self.report.stopped is None:
+                    self.report.stopped = exc
+                self._stop(window)
+                while window.running:
+                    self._changed.wait()
+        for worker in workers:
+            worker.join()
+
+    def _stop(self, window: _Sending) -> None:
+        window.stopping = True
+        self._stopping = True
+        self._wake.set()
+        self._changed.notify_all()
+
+    def _work(self, window: _Sending) -> None:
+        """Take batches and deliver them until the send is done or stopped."""
+        with self._lock:
+            try:
+                while (flight := self._take(window)) is not None:
+                    try:
+                        new_unknown = self._deliver(flight.batch_id, flight.batch, uncertain=False)
+                    except (DeliveryError, Interrupted) as exc:
+                        if self.report.stopped is None:
+                            self.report.stopped = exc
+                        self._stop(window)
+                        return
+                    finally:
+                        if flight.lane is not None:
+                            window.flying.discard(flight.lane)
+                        self._changed.notify_all()
+                    if new_unknown:
+                        self._take_back(window, new_unknown)
+            except BaseException as exc:
+                # A state write failed: every thread stops, the caller raises it.
+                window.failure = window.failure or exc
+                self._stop(window)
+            finally:
+                window.running -= 1
+                self._changed.notify_all()
+
+    def _take(self, window: _Sending) -> _Flight | None:
+        """The next batch to POST, written ahead; None once there is nothing left for this thread."""
+        while True:
+            if window.stopping:
+                return None
+            if self._interrupts.signum is not None:
+                self.report.stopped = self.report.stopped or Interrupted(self._interrupts.signum)
+                self._stop(window)
+                return None
+            for position, flight in enumerate(window.waiting):
+                if flight.lane is None or flight.lane not in window.flying:
+                    del window.waiting[position]
+                    if flight.lane is not None:
+                        window.flying.add(flight.lane)
+                    return flight
+            if window.cutter.exhausted():
+                if not window.waiting:
+                    return None
+            elif len(window.waiting) < max(WRITE_AHEAD, 2 * self._in_flight):
+                self._write_ahead(window)
+                continue
+            # Every batch written ahead belongs to a stream that has one in flight.
+            self._changed.wait()
+
+    def _write_ahead(self, window: _Sending) -> None:
+        def unknown(entity: str) -> str | None:
+            return self.report.unknown_entities.get(entity)
+
         # The size is read for every group: a 413 shrinks it for the rest of the run.
-        while position < total and len(group) < WRITE_AHEAD:
-            entity = stream.keys[position].entity_id
-            if entity in self.report.unknown_entities:
-                held[position] = self.report.unknown_entities[entity]
-            else:
-                batch.append(position)
-                if len(batch) == self.batch_size:
-                    group.append(batch)
-                    batch = []
-            position += 1
-        if batch:
-            group.append(batch)
-        return group, position
+        group = window.cutter.cut(WRITE_AHEAD, self.batch_size, unknown, window.held)
+        if not group:
+            return
+        batches = [window.stream.batch(indexes) for indexes in group]
+        batch_ids = self._store.write_ahead(self._run_id, self._destination_id, batches)
+        per_stream = window.cutter.per_stream
+        window.waiting.extend(
+            _Flight(batch_id, indexes, batch, window.cutter.lane_of(indexes[0]) if per_stream else None)
+            for batch_id, indexes, batch in zip(batch_ids, group, batches, strict=True)
+        )
+
+    def _take_back(self, window: _Sending, entities: set[str]) -> None:
+        """Batches written ahead with events of entities DevGrid does not know: cut again without them."""
+        keys = window.stream.keys
+        affected = [
+            position
+            for position, flight in enumerate(window.waiting)
+            if any(keys[index].entity_id in entities for index in flight.indexes)
+        ]
+        if not affected:
+            return
+        # In send order, every batch after the first affected one is cut again, to keep the order;
+        # per stream, a batch holds one entity's events only: those batches alone.
+        released = (
+            [window.waiting[position] for position in affected]
+            if window.cutter.per_stream
+            else window.waiting[affected[0] :]
+        )
+        for flight in released:
+            self._store.release(flight.batch_id)
+            window.cutter.give_back(flight.indexes)
+        gone = {flight.batch_id for flight in released}
+        window.waiting[:] = [flight for flight in window.waiting if flight.batch_id not in gone]
 
     def _hold(self, stream: _Stream, held: dict[int, str]) -> None:
         """Record the events left out because DevGrid does not know their entity."""
@@ -271,16 +425,15 @@ class Delivery:
     def _deliver(self, batch_id: int, batch: OutgoingBatch, *, uncertain: bool, resend: bool = False) -> set[str]:
         """POST one batch and record DevGrid's answer; returns the entities DevGrid newly said it does not know."""
         self._store.mark_posted(batch_id, durable=resend)
-        self._attempted = False
+        self._local.attempted = False
         try:
-            with self._interrupts.anywhere():
-                answer, maybe_stored = self._post(batch.body, len(batch.keys))
+            answer, maybe_stored = self._unlocked_post(batch.body, len(batch.keys))
         except (DeliveryError, Interrupted) as exc:
             # A batch an earlier POST may have stored stays pending whatever this attempt met, for
             # the next run to settle; only one certainly never stored is released, its events forgotten.
-            if uncertain or (isinstance(exc, GaveUp) and exc.uncertain):
+            if uncertain or (isinstance(exc, GaveUp | _Stopped) and exc.uncertain):
                 self._notice(f"batch {batch_id} stays pending: its outcome is unknown")
-            elif isinstance(exc, Interrupted) and self._attempted:
+            elif isinstance(exc, Interrupted) and self._local.attempted:
                 self._notice(f"batch {batch_id} stays pending: it was being sent when the run was interrupted")
             else:
                 self._store.release(batch_id)
@@ -345,25 +498,56 @@ class Delivery:
                 raise
         return unknown
 
+    def _unlocked_post(self, body: str, count: int) -> tuple[Answer | Refused, bool]:
+        """The POST and its retries, with the lock free for the other batches in flight."""
+        self._lock.release()
+        try:
+            if threading.current_thread() is threading.main_thread():
+                # Nothing here needs finishing: a signal may stop it at any instant.
+                with self._interrupts.anywhere():
+                    return self._post(body, count)
+            return self._post(body, count)
+        finally:
+            self._lock.acquire()
+
     def _post(self, body: str, count: int) -> tuple[Answer | Refused, bool]:
         """POST with retries; returns DevGrid's answer and whether a retried attempt may have stored."""
-        self._maybe_stored = False
+        self._local.maybe_stored = False
+        retrying = self._retrying.copy()
         try:
-            return self._retrying(self._attempt, body, count), self._maybe_stored
+            return retrying(self._attempt, body, count), self._local.maybe_stored
         except TransientDeliveryError as exc:
-            attempts = self._retrying.statistics.get("attempt_number", 1)
+            attempts = retrying.statistics.get("attempt_number", 1)
             raise GaveUp(
                 f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {exc}",
-                uncertain=self._maybe_stored,
+                uncertain=self._local.maybe_stored,
             ) from None
 
     def _attempt(self, body: str, count: int) -> Answer | Refused:
-        self._attempted = True
+        self._hold_back()
+        if self._stopping:
+            raise _Stopped("the run stopped before this batch was tried again", uncertain=self._local.maybe_stored)
+        self._local.attempted = True
         try:
             return self._client.post(body, count)
         except TransientDeliveryError as exc:
-            self._maybe_stored = self._maybe_stored or exc.uncertain
+            self._local.maybe_stored = self._local.maybe_stored or exc.uncertain
             raise
+
+    def _hold_back(self) -> None:
+        """Wait out a rate limit another batch met: DevGrid asked the whole sender to slow down."""
+        if self._limited_by is threading.current_thread():
+            return  # this batch's own retry already waited for it
+        remaining = self._not_before - time.monotonic()
+        if remaining > 0:
+            self._pause(remaining)
+
+    def _pause(self, seconds: float) -> None:
+        if self._sleep is time.sleep:
+            # Ends at once when the run stops; a signal still reaches the main thread.
+            self._wake.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After when DevGrid sent one, else exponential backoff with full jitter."""
@@ -374,5 +558,15 @@ class Delivery:
 
     def _before_sleep(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited) or (isinstance(error, TransientDeliveryError) and error.retry_after):
+            with self._saying:
+                until = time.monotonic() + state.upcoming_sleep
+                if until > self._not_before:
+                    self._not_before = until
+                    self._limited_by = threading.current_thread()
         attempts = f"attempt {state.attempt_number} of {self._policy.max_attempts}"
         self._notice(f"{error}; {attempts}, retrying in {state.upcoming_sleep:.1f} s")
+
+    def _notice(self, message: str) -> None:
+        with self._saying:
+            self._notice_to(message)

@@ -135,6 +135,8 @@ def send_run(
                 progress=progress,
                 notice=notice,
                 interrupts=interrupts,
+                in_flight=config.delivery.in_flight,
+                same_stream=config.delivery.same_stream,
             )
             try:
                 with step("settling batches an earlier run left open"):
