@@ -19,11 +19,19 @@ entity's events are not sent (they would all be refused): they are recorded as
 entity exists.
 
 Batches are written ahead a few at a time (one disk flush for
-:data:`WRITE_AHEAD` batches), and each is marked *posted* just before its POST.
-A crash at any instant leaves pending at most the batch in flight and those
-written ahead; the next run sends them again first (:meth:`Delivery.settle`),
-and counts as possibly duplicated the events of the one that may have been
-stored. No other event is ever sent twice.
+:data:`WRITE_AHEAD` batches), and each is marked *posted* just before its POST;
+a batch's answer is committed together with that mark for the next batch (one
+commit per batch), never later than anything that waits. A crash at any
+instant leaves pending at most the batches in flight and those written ahead;
+the next run sends them again first (:meth:`Delivery.settle`), and counts as
+possibly duplicated the events of those that may have been stored. No other
+event is ever sent twice.
+
+Several batches fly at once (``in_flight``): each (entityId, env) stream keeps
+one in flight, oldest first, unless ``same_stream``; one thread per batch does
+the POST and its retries, and everything else (the state file, the report,
+cutting batches) runs holding one lock. A 429 holds back every batch's next
+attempt; a stop lets the batches on the wire finish and starts no other.
 """
 
 from __future__ import annotations
@@ -205,7 +213,10 @@ class Delivery:
     def settle(self) -> None:
         """Send again every batch an earlier run left pending; flag it if it may have been stored."""
         with self._lock:
-            self._settle()
+            try:
+                self._settle()
+            finally:
+                self._store.flush()
 
     def _settle(self) -> None:
         boot = current_boot_id()
@@ -313,20 +324,8 @@ class Delivery:
         """Take batches and deliver them until the send is done or stopped."""
         with self._lock:
             try:
-                while (flight := self._take(window)) is not None:
-                    try:
-                        new_unknown = self._deliver(flight.batch_id, flight.batch, uncertain=False)
-                    except (DeliveryError, Interrupted) as exc:
-                        if self.report.stopped is None:
-                            self.report.stopped = exc
-                        self._stop(window)
-                        return
-                    finally:
-                        if flight.lane is not None:
-                            window.flying.discard(flight.lane)
-                        self._changed.notify_all()
-                    if new_unknown:
-                        self._take_back(window, new_unknown)
+                self._deliver_all(window)
+                self._store.flush()
             except BaseException as exc:
                 # A state write failed: every thread stops, the caller raises it.
                 window.failure = window.failure or exc
@@ -334,6 +333,22 @@ class Delivery:
             finally:
                 window.running -= 1
                 self._changed.notify_all()
+
+    def _deliver_all(self, window: _Sending) -> None:
+        while (flight := self._take(window)) is not None:
+            try:
+                new_unknown = self._deliver(flight.batch_id, flight.batch, uncertain=False)
+            except (DeliveryError, Interrupted) as exc:
+                if self.report.stopped is None:
+                    self.report.stopped = exc
+                self._stop(window)
+                return
+            finally:
+                if flight.lane is not None:
+                    window.flying.discard(flight.lane)
+                self._changed.notify_all()
+            if new_unknown:
+                self._take_back(window, new_unknown)
 
     def _take(self, window: _Sending) -> _Flight | None:
         """The next batch to POST, written ahead; None once there is nothing left for this thread."""
@@ -356,7 +371,9 @@ class Delivery:
             elif len(window.waiting) < max(WRITE_AHEAD, 2 * self._in_flight):
                 self._write_ahead(window)
                 continue
-            # Every batch written ahead belongs to a stream that has one in flight.
+            # Every batch written ahead belongs to a stream that has one in flight. No answer
+            # waits for a later commit while this thread waits.
+            self._store.flush()
             self._changed.wait()
 
     def _write_ahead(self, window: _Sending) -> None:
@@ -452,7 +469,10 @@ class Delivery:
 
     def _record(self, batch_id: int, batch: OutgoingBatch, answer: Answer, uncertain: bool) -> set[str]:
         refused = [(batch.keys[index], reason) for index, reason in answer.refused]
-        self._store.record_answer(batch_id, refused, possibly_duplicated=uncertain, unconfirmed=answer.unconfirmed)
+        # Committed with the next write (as a rule the next POST's mark): one commit per batch, not two.
+        self._store.record_answer(
+            batch_id, refused, possibly_duplicated=uncertain, unconfirmed=answer.unconfirmed, later=True
+        )
         refused_at = {index for index, _ in answer.refused}
         sent = [key for index, key in enumerate(batch.keys) if index not in refused_at]
         self.report.sent += len(sent)

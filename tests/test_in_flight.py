@@ -36,6 +36,7 @@ class Concurrent:
         self.most_per_stream = 0
         self.bodies: list[dict] = []
         self.first_answer = answer
+        self.answer_all: httpx.Response | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -53,7 +54,7 @@ class Concurrent:
             self.requests -= 1
             for stream in streams:
                 self.flying[stream] -= 1
-        return answer or accepted(body)
+        return answer or self.answer_all or accepted(body)
 
 
 def four_streams(per_stream: int) -> pl.DataFrame:
@@ -129,37 +130,31 @@ def test_one_in_flight_is_one_at_a_time_in_send_order(tmp_path: Path) -> None:
 
 
 def test_a_429_slows_every_batch_in_flight(tmp_path: Path) -> None:
-    devgrid = Concurrent(pause=0.05, answer=httpx.Response(429, headers={"Retry-After": "1"}))
+    devgrid = Concurrent(pause=0.02, answer=httpx.Response(429, headers={"Retry-After": "30"}))
     loader, _ = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
-    posted: list[float] = []
-    original = loader._client.post
-
-    def post(body: str, count: int):  # type: ignore[no-untyped-def]
-        posted.append(time.monotonic())
-        return original(body, count)
-
-    loader._client.post = post  # type: ignore[method-assign]
-    started = time.monotonic()
-    loader.send(four_streams(30))
-    assert loader.report.sent == 120
-    # The first answer was a 429 with Retry-After: 1. The four first POSTs went out at once; every
-    # later one, of any stream, waited for the second DevGrid asked for.
-    first, later = sorted(posted)[:4], sorted(posted)[4:]
-    assert all(moment - started < 0.9 for moment in first)
-    assert later and all(moment - started >= 1.0 for moment in later)
+    slept: list[tuple[str, float]] = []
+    loader._sleep = lambda seconds: slept.append((threading.current_thread().name, seconds))  # type: ignore[method-assign]
+    loader.send(four_streams(60))
+    assert loader.report.sent == 240 and loader.report.stopped is None
+    # The batch that met the 429 waited the 30 s DevGrid asked for; every other batch that started
+    # after it waited out what was left of them, whatever its stream.
+    limited = [name for name, seconds in slept if seconds == 30]
+    others = [seconds for name, seconds in slept if name not in limited]
+    assert len(limited) == 1
+    assert others and all(0 < seconds < 30 for seconds in others)
 
 
 def test_a_stop_releases_what_was_written_ahead_and_counts_every_event(tmp_path: Path) -> None:
-    devgrid = Concurrent(pause=0.02, answer=httpx.Response(401, json={"message": "invalid key"}))
+    devgrid = Concurrent(pause=0.02)
+    devgrid.answer_all = httpx.Response(401, json={"message": "invalid key"})
     loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
     loader.send(four_streams(60))
     assert loader.report.stopped is not None
-    # At most the three other batches already in flight were stored; everything else is left to send.
-    assert loader.report.sent <= 45
-    assert loader.report.sent + loader.report.left_to_send == 240
+    # No batch starts once a refusal is recorded: at most the four first ones were sent, all refused.
+    assert 1 <= len(devgrid.bodies) <= 4
+    assert loader.report.sent == 0 and loader.report.left_to_send == 240
     assert store.pending_batches() == []
-    sent = store.known_keys(1, four_streams(60).select("entityId", "env", "build_id"))
-    assert sent.height == loader.report.sent and set(sent.get_column("ledger_state")) <= {"sent"}
+    assert store.known_keys(1, four_streams(60).select("entityId", "env", "build_id")).height == 0
 
 
 def test_the_cutter_keeps_streams_oldest_first_and_holds_unknown_entities() -> None:
