@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socketserver
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,12 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-import polars as pl
-from rich.console import Console
-from rich.markup import escape
 
 from backfill import __version__
-from backfill.config import Config, allowing_plain_http, load_config
 from backfill.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -35,14 +30,16 @@ from backfill.errors import (
     Interrupted,
     StateError,
 )
-from backfill.outputs import RunOutputs, run_outputs
-from backfill.progress import Display
-from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
-from backfill.run import plan_run
-from backfill.state.rules import missing_state
-from backfill.summary import build_summary, delivery_summary, render
 
+# polars, pydantic, rich and httpx are imported by the commands that use them, so that
+# `backfill --help` (and a mistake on the command line) answers at once.
 if TYPE_CHECKING:
+    import socketserver
+
+    from rich.console import Console
+
+    from backfill.config import Config
+    from backfill.outputs import RunOutputs
     from backfill.state.store import Destination, KeyChange, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,6 +173,9 @@ def run(
 
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
+    from backfill.config import allowing_plain_http, load_config
+    from backfill.outputs import run_outputs
+
     config = load_config(config_path)
     if allow_http:
         config = allowing_plain_http(config)
@@ -216,8 +216,14 @@ def _review(
     as_json: bool,
     console: Console,
 ) -> None:
-    from backfill.state.rules import mark_known, within
+    import polars as pl
+
+    from backfill.progress import Display
+    from backfill.review import write_rejects, write_review, write_review_to_stdout, write_skipped
+    from backfill.run import plan_run
+    from backfill.state.rules import mark_known, missing_state, within
     from backfill.state.store import Store
+    from backfill.summary import build_summary
 
     store = Store.open(Path(config.state.path), create=False)
     if store is None and require_state:
@@ -299,8 +305,11 @@ def _send(
     import httpx
 
     from backfill.interrupts import Interrupts
+    from backfill.progress import Display
+    from backfill.review import write_rejects
     from backfill.secrets import api_key, check_url
     from backfill.send import SendOptions, send_run
+    from backfill.summary import build_summary, delivery_summary
 
     target = (url or config.devgrid.url).rstrip("/")
     check_url(target, allow_http=allow_http)
@@ -361,6 +370,7 @@ def status(config_path: Path, as_json: bool) -> None:
 
         backfill status -c configs/shop.toml
     """
+    from backfill.config import load_config
     from backfill.state.store import Store
     from backfill.status import render_status, status_report
 
@@ -393,6 +403,7 @@ def rewind(config_path: Path, source: str, to: str | None) -> None:
 
         backfill rewind -c configs/shop.toml shop-releases --to 2025-01-01
     """
+    from backfill.config import load_config
     from backfill.state.lock import StateLock
     from backfill.state.store import Store
 
@@ -431,6 +442,7 @@ def init(config_path: Path) -> None:
 
         DEVGRID_API_KEY=... backfill run -c configs/catch-up.toml --require-state
     """
+    from backfill.config import load_config
     from backfill.init import init_state
 
     config = load_config(config_path)
@@ -606,11 +618,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _notice(console: Console, message: str) -> None:
     """Something said as it happens (a retry, a wait), dimmed, one line."""
+    from rich.markup import escape
+
     console.print(f"[dim]{escape(message)}[/dim]", highlight=False, soft_wrap=True)
 
 
 def _stderr_console() -> Console:
     """A console on stderr; in a pipe or CI log, wide enough that tables do not wrap."""
+    from rich.console import Console
+
     console = Console(stderr=True)
     return console if console.is_terminal else Console(stderr=True, width=160)
 
@@ -618,5 +634,7 @@ def _stderr_console() -> Console:
 def _report(summary: dict[str, Any], as_json: bool, console: Console) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
-    else:
-        render(summary, console)
+        return
+    from backfill.summary import render
+
+    render(summary, console)
