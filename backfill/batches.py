@@ -102,22 +102,25 @@ class Cutter:
             batch = self._open.setdefault(lane, [])
             batch.append(index)
             if len(batch) >= size:
-                batches.append(self._take(lane, unknown, held))
+                batches.extend(self._take(lane, size, unknown, held, whole_only=True))
         if self._position >= len(self._lanes) and not self._returned:
             # Everything is read: the streams' last, short batches go out oldest first.
             while self._open and len(batches) < count:
                 lane = min(self._open, key=lambda lane: self._open[lane][0])
-                batch = self._take(lane, unknown, held)
-                if batch:
-                    batches.append(batch)
-        batches[:] = [batch for batch in batches if batch]
+                batches.extend(self._take(lane, size, unknown, held, whole_only=False))
 
-    def _take(self, lane: Lane, unknown: Unknown, held: dict[int, str]) -> list[int]:
+    def _take(
+        self, lane: Lane, size: int, unknown: Unknown, held: dict[int, str], *, whole_only: bool
+    ) -> list[list[int]]:
+        """The stream's open batch in batches of ``size`` (a 413 may have made it smaller since it was begun)."""
         batch = self._open.pop(lane)
         reason = unknown(lane[0])
-        if reason is None:
-            return batch
-        # DevGrid said it does not know the entity while the batch was being filled.
-        for index in batch:
-            held[index] = reason
-        return []
+        if reason is not None:
+            # DevGrid said it does not know the entity while the batch was being filled.
+            for index in batch:
+                held[index] = reason
+            return []
+        parts = [batch[start : start + size] for start in range(0, len(batch), size)]
+        if whole_only and len(parts[-1]) < size:
+            self._open[lane] = parts.pop()  # newer than the parts that go now: it stays open
+        return parts

@@ -303,14 +303,18 @@ class Delivery:
                 # Holding no lock, so that a signal may stop this wait at any instant.
                 while window.running:
                     time.sleep(0.02)
-        except Interrupted as exc:
+        except BaseException as exc:
             # The batches in flight get their answers recorded; no new one starts, no retry waits on.
+            # (Anything else, such as a KeyboardInterrupt where no Interrupts are installed, stops the
+            # same way, and is raised once no thread uses the state file any more.)
             with self._lock:
-                if self.report.stopped is None:
+                if self.report.stopped is None and isinstance(exc, Interrupted):
                     self.report.stopped = exc
                 self._stop(window)
                 while window.running:
                     self._changed.wait()
+            if not isinstance(exc, Interrupted):
+                raise
         for worker in workers:
             worker.join()
 

@@ -212,3 +212,12 @@ def test_the_flag_takes_one_to_thirty_two(write: WriteFile) -> None:
     path = write("backfill.toml", source_block("runs", "runs.csv"))
     result = CliRunner().invoke(main, ["run", "-c", str(path), "--in-flight", "0"], env={"DEVGRID_API_KEY": KEY})
     assert result.exit_code == 2 and "--in-flight" in result.output
+
+
+def test_a_smaller_batch_size_applies_to_batches_being_filled() -> None:
+    a, b = ("a", "p"), ("b", "p")
+    cutter = Cutter([a, a, a, b, b, b, b, b, a, a, a], per_stream=True)
+    assert cutter.cut(1, 5, lambda entity: None, {}) == [[3, 4, 5, 6, 7]]
+    # A 413 halved the size while a's batch held three events: it goes out two at a time, oldest first.
+    assert cutter.cut(10, 2, lambda entity: None, {}) == [[0, 1], [2, 8], [9, 10]]
+    assert cutter.exhausted()
