@@ -267,16 +267,15 @@ class Delivery:
 
     def _send(self, stream: _Stream, held: dict[int, str]) -> None:
         per_stream = self._in_flight > 1 and not self._same_stream
-        window = _Sending(
-            stream=stream,
-            cutter=Cutter([(key.entity_id, key.env) for key in stream.keys], per_stream=per_stream),
-            held=held,
-        )
-        if self._in_flight == 1:
+        lanes = [(key.entity_id, key.env) for key in stream.keys]
+        window = _Sending(stream=stream, cutter=Cutter(lanes, per_stream=per_stream), held=held)
+        # One thread per batch that can fly: per stream, no more than there are streams.
+        threads = min(self._in_flight, len(set(lanes))) if per_stream else self._in_flight
+        if threads <= 1:
             # One batch at a time, in this thread: a signal stops the POST in flight at once.
             self._work(window)
         else:
-            self._fly(window)
+            self._fly(window, threads)
         if window.failure is not None:
             # The state file could not be written: the run stops as it is, nothing more recorded.
             raise window.failure
@@ -289,11 +288,11 @@ class Delivery:
             if self.report.stopped is not None:
                 self.report.left_to_send += window.cutter.left()
 
-    def _fly(self, window: _Sending) -> None:
+    def _fly(self, window: _Sending, threads: int) -> None:
         """Several batches in flight: one thread per batch, this one waiting for a signal."""
         workers = [
             threading.Thread(target=self._work, args=(window,), name=f"backfill-send-{number}", daemon=True)
-            for number in range(self._in_flight)
+            for number in range(threads)
         ]
         window.running = len(workers)
         for worker in workers:
