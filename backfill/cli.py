@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socketserver
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -21,10 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-from rich.console import Console
 
 from backfill import __version__, logs
-from backfill.config import load_config
 from backfill.emit.command import emit as emit_command
 from backfill.errors import (
     EXIT_OK,
@@ -35,16 +32,29 @@ from backfill.errors import (
 )
 from backfill.json_output import error_document, run_document, status_document
 from backfill.report.github import report_error_to_github, report_to_github
-from backfill.report.progress import Display
-from backfill.report.summary import render
 from backfill.settings_env import CONFIG_VARIABLE, add_env_twins
 from backfill.settings_env import config_path as find_config_path
 
+# polars, pydantic, rich and httpx are imported by the commands that use them, so that
+# `backfill --help` (and a mistake on the command line) answers at once.
 if TYPE_CHECKING:
+    import socketserver
+
+    from rich.console import Console
+
+    from backfill.config import Config
     from backfill.report.summary import RunSummary
     from backfill.state.store import KeyChange
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _load_config(path: Path | None) -> Config:
+    """The config at ``-c``, else ``$BACKFILL_CONFIG``, else ./backfill.toml, validated."""
+    found = find_config_path(path)  # a missing config is said before anything heavy is imported
+    from backfill.config import load_config
+
+    return load_config(found)
 
 
 def _errors_to_exit_codes(command: F) -> F:
@@ -140,6 +150,12 @@ def main() -> None:
     help="The state knows this URL with another API key: say whether this key is for the same DevGrid account.",
 )
 @click.option(
+    "--in-flight",
+    type=click.IntRange(1, 32),
+    help="Batches POSTed at once (default: [delivery] in_flight, 4): one per (entityId, env) stream at a time "
+    "unless [delivery] same_stream is true.",
+)
+@click.option(
     "--rejects",
     "rejects_path",
     type=click.Path(path_type=Path),
@@ -158,6 +174,7 @@ def run(
     retry_rejected: bool,
     require_state: bool,
     key_change: str | None,
+    in_flight: int | None,
     rejects_path: Path | None,
 ) -> None:
     """Read every source, normalize and dedupe the deployments, and send the new ones to DevGrid.
@@ -178,10 +195,10 @@ def run(
 
         DEVGRID_API_KEY=... backfill run -c configs/shop.toml
     """
+    config = _load_config(config_path)
     from backfill.job import Hooks, RunRequest
     from backfill.job import run as run_backfill
 
-    config = load_config(find_config_path(config_path))
     start, end = _window(since, until)
     request = RunRequest(
         review=dry_run,
@@ -194,8 +211,11 @@ def run(
         require_state=require_state,
         key_change=cast("KeyChange | None", key_change),  # click.Choice allows only those
         allow_http=allow_http,
+        in_flight=in_flight,
     )
     console = _stderr_console()
+    from backfill.report.progress import Display
+
     with Display(console) as display:
         hooks = Hooks(
             step=logs.traced(display.step),
@@ -253,10 +273,12 @@ def report(
     from backfill.report.page import write_page
     from backfill.report.terminal import render_headline
 
-    config = load_config(find_config_path(config_path))
+    config = _load_config(config_path)
     window = _window(since, until)
     page = check_outputs([(out, "the report (--out)")], run_inputs(config), run_folders(config))[0]
     console = _stderr_console()
+    from backfill.report.progress import Display
+
     with Display(console) as display:
         result = make_report(
             config,
@@ -289,7 +311,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     """
     from backfill.report.status import render_status, status_of
 
-    report = status_of(load_config(find_config_path(config_path)), lambda message: _notice(_stderr_console(), message))
+    report = status_of(_load_config(config_path), lambda message: _notice(_stderr_console(), message))
     if as_json:
         click.echo(json.dumps(status_document(report), indent=2, default=str))
     elif logs.current.json:
@@ -318,7 +340,7 @@ def rewind(config_path: Path | None, source: str, to: str | None) -> None:
 
     position = _instant(to, "--to")
     rewind_source(
-        load_config(find_config_path(config_path)),
+        _load_config(config_path),
         source,
         position,
         lambda message: _notice(_stderr_console(), message),
@@ -376,7 +398,7 @@ def init(config_path: Path | None, repo: Path, ci_export: Path | None, preset: s
         return
     if ci_export is not None or preset is not None or entity is not None:
         raise ConfigError(f"{path}: already exists; init never overwrites a file. Give -c another path")
-    config = load_config(path)
+    config = _load_config(path)
     init_remote(config, init_state)
     where = config.state.url or config.state.path
     logs.say("info", f"{where}: created, empty; the next run sends all history, once")
@@ -569,4 +591,6 @@ def _report(summary: RunSummary, as_json: bool, console: Console, *, ok: bool) -
     if as_json:
         click.echo(json.dumps(run_document(summary, ok), indent=2, default=str))
     else:
+        from backfill.report.summary import render
+
         logs.report(summary, render, console)

@@ -54,6 +54,13 @@ class DevGrid(Model):
         return value.rstrip("/")
 
 
+class Delivery(Model):
+    # Batches POSTed at once. By default each (entityId, env) stream keeps one in flight, oldest first,
+    # and streams go side by side; same_stream lets several batches of one stream fly at once.
+    in_flight: int = Field(default=4, ge=1, le=32)
+    same_stream: bool = False
+
+
 class State(Model):
     path: ConfigPath = Field(default=".backfill/state.db", validate_default=True)
     # Incremental sources re-read this far behind their cursor; the ledger absorbs the overlap.
@@ -113,6 +120,7 @@ class Normalize(Model):
 
 class Config(Model):
     devgrid: DevGrid = DevGrid()
+    delivery: Delivery = Delivery()
     state: State = State()
     normalize: Normalize = Normalize()
     report: ReportSettings = ReportSettings()

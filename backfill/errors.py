@@ -20,6 +20,7 @@
     │   └── DestinationError           exit 6  the state knows this URL with another API key: say which it is
     └── DeliveryError                  exit 3  events could not be delivered
         ├── TransientDeliveryError             worth retrying: timeouts, 5xx, 429
+        │   └── Throttled                      429: the whole window of batches in flight slows down
         ├── GaveUp                             retries ran out on a transient failure: the run stops
         └── TerminalDeliveryError              retrying cannot help
             └── AuthError              exit 4  DevGrid refused the API key (401/403)
@@ -187,6 +188,10 @@ class TransientDeliveryError(DeliveryError):
         super().__init__(message)
         self.retry_after = retry_after
         self.uncertain = uncertain
+
+
+class Throttled(TransientDeliveryError):
+    """429: DevGrid asks the sender to slow down (every batch in flight, not only this one)."""
 
 
 class GaveUp(DeliveryError):

@@ -76,6 +76,7 @@ class RunRequest:
     require_state: bool = False
     key_change: KeyChange | None = None
     allow_http: bool = False
+    in_flight: int | None = None  # batches POSTed at once, instead of [delivery] in_flight
 
 
 @dataclass
@@ -132,6 +133,7 @@ def run(
         retry_rejected=request.retry_rejected,
         require_state=request.require_state,
         key_change=request.key_change,
+        in_flight=request.in_flight,
     )
     with ExitStack() as stack:
         interrupts = stack.enter_context(Interrupts())

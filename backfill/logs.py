@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 S = TypeVar("S", bound=Mapping[str, Any])  # a summary, typed or not
 
@@ -111,6 +112,8 @@ def say(level: str, message: str, console: Console | None = None, *, label: str 
     if console is None:
         click.echo(f"{label}: {message}" if label else message, err=True)
         return
+    from rich.markup import escape
+
     if label:
         style = _STYLES.get(level, "bold")
         console.print(f"[{style}]{label}:[/{style}] {escape(message)}", highlight=False, soft_wrap=True)
@@ -120,6 +123,8 @@ def say(level: str, message: str, console: Console | None = None, *, label: str 
 
 def stderr_console() -> Console:
     """A console on stderr; in a pipe or CI log, wide enough that tables do not wrap; silent when asked."""
+    from rich.console import Console
+
     quiet = current.quiet or current.json
     console = Console(stderr=True, quiet=quiet)
     return console if console.is_terminal else Console(stderr=True, width=160, quiet=quiet)

@@ -17,6 +17,19 @@ from backfill.state.store import Store
 
 Answer = httpx.Response | Exception
 
+# How many batches fly at once, and whether several of one stream may: one at a time, four streams
+# side by side (the default), four batches of any stream.
+WINDOWS = {"one": (1, False), "streams": (4, False), "same-stream": (4, True)}
+WINDOW = WINDOWS["one"]
+WINDOW_NAME = "one"
+
+
+@pytest.fixture(autouse=True, params=list(WINDOWS))
+def window(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(globals(), "WINDOW", WINDOWS[request.param])
+    monkeypatch.setitem(globals(), "WINDOW_NAME", request.param)
+    return str(request.param)
+
 
 def events(count: int, entity: str = "shop") -> pl.DataFrame:
     return pl.DataFrame(
@@ -77,7 +90,12 @@ BOOT = "boot-1"  # the machine's boot the first run ran on
 
 
 def delivery(
-    tmp_path: Path, devgrid: DevGrid, *, run: int | None = None, **policy: float
+    tmp_path: Path,
+    devgrid: DevGrid,
+    *,
+    run: int | None = None,
+    window: tuple[int, bool] | None = None,
+    **policy: float,
 ) -> tuple[Delivery, Store, list[float]]:
     store = Store.open(tmp_path / "state.db", create=True)
     assert store is not None
@@ -93,6 +111,8 @@ def delivery(
         batch_size=15,
         policy=RetryPolicy(**policy),
         sleep=sleeps.append,  # type: ignore[arg-type]
+        in_flight=(window or WINDOW)[0],
+        same_stream=(window or WINDOW)[1],
         boot_id=BOOT,
     )
     return loader, store, sleeps
@@ -172,11 +192,12 @@ def test_a_413_halves_the_batch_for_the_rest_of_the_run(tmp_path: Path) -> None:
 
 
 def test_a_refused_key_stops_at_once_with_nothing_marked_sent(tmp_path: Path) -> None:
-    devgrid = DevGrid([httpx.Response(401, json={"message": "invalid key"})])
+    devgrid = DevGrid(answer=lambda body: httpx.Response(401, json={"message": "invalid key"}))
     loader, store, _ = delivery(tmp_path, devgrid)
     loader.send(events(40))
     assert isinstance(loader.report.stopped, AuthError)
-    assert len(devgrid.bodies) == 1
+    # No batch starts after the refusal; with several of a stream in flight, those already going got it too.
+    assert len(devgrid.bodies) == 1 or (WINDOW_NAME == "same-stream" and len(devgrid.bodies) <= 3)
     assert loader.report.sent == 0 and loader.report.left_to_send == 40
     assert ledger(store) == {}
     assert store.pending_batches() == []
@@ -188,7 +209,11 @@ def test_giving_up_on_answers_that_stored_nothing_releases_the_batch(tmp_path: P
     loader.send(events(20))
     assert isinstance(loader.report.stopped, GaveUp) and not loader.report.stopped.uncertain
     assert str(loader.report.stopped) == "gave up after 3 attempts: DevGrid answered 503: Service Unavailable"
-    assert len(sleeps) == 2 and loader.report.left_to_send == 20
+    # Each batch tried (the second too, when it flew beside the first) had its three attempts.
+    tried = len({body["events"][0]["attributes"]["build_id"] for body in devgrid.bodies})
+    assert len(devgrid.bodies) == 3 * tried and len(sleeps) == 2 * tried
+    assert (tried == 1) if WINDOW[0] == 1 else (tried in (1, 2))
+    assert loader.report.left_to_send == 20
     assert ledger(store) == {} and store.pending_batches() == []
 
 
@@ -197,8 +222,11 @@ def test_giving_up_after_an_unknown_outcome_leaves_the_batch_pending(tmp_path: P
     loader, store, _ = delivery(tmp_path, devgrid, max_attempts=2)
     loader.send(events(20))
     assert loader.report.left_to_send == 20
-    assert [len(json.loads(batch.body)["events"]) for batch in store.pending_batches()] == [15]
+    # The batch whose outcome is unknown stays pending; with several of a stream in flight, so may the next.
+    pending = [len(json.loads(batch.body)["events"]) for batch in store.pending_batches()]
+    assert pending == [15] or (WINDOW_NAME == "same-stream" and pending == [15, 5])
     assert set(ledger(store).values()) == {"pending"}
+    assert len(ledger(store)) == sum(pending)
 
 
 def test_a_long_retry_after_gives_up_instead_of_waiting(tmp_path: Path) -> None:
@@ -220,7 +248,8 @@ def _crash_during_second_batch(tmp_path: Path) -> Store:
             raise Crash
         return accepted(body)
 
-    loader, store, _ = delivery(tmp_path, DevGrid(answer=answer))
+    # One batch in flight, so that the second is the one the crash interrupts (settling is the same for all).
+    loader, store, _ = delivery(tmp_path, DevGrid(answer=answer), window=WINDOWS["one"])
     with pytest.raises(Crash):
         loader.send(events(40))
     store.close()
@@ -233,7 +262,15 @@ def _next_run(store: Store, devgrid: DevGrid, boot_id: str = BOOT) -> Delivery:
     client = DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY")
     run_id = store.start_run(1, "https://devgrid.test", boot_id)
     return Delivery(
-        store, client, destination_id=1, run_id=run_id, batch_size=15, policy=RetryPolicy(), boot_id=boot_id
+        store,
+        client,
+        destination_id=1,
+        run_id=run_id,
+        batch_size=15,
+        policy=RetryPolicy(),
+        in_flight=WINDOW[0],
+        same_stream=WINDOW[1],
+        boot_id=boot_id,
     )
 
 
@@ -294,15 +331,25 @@ def test_an_unknown_entity_is_held_at_once_and_the_other_entities_go_on(tmp_path
     )
     loader, store, _ = delivery(tmp_path, devgrid)
     loader.send(both)
-    first, *rest = devgrid.bodies
-    assert {event["entityId"] for event in first["events"]} == {"shop", "ghost"}
-    assert all(event["entityId"] == "shop" for body in rest for event in body["events"])
+    entities = [{event["entityId"] for event in body["events"]} for body in devgrid.bodies]
     assert loader.report.sent == 60
-    # The first batch alternates ghost, shop, ghost...: 8 of ghost's events are refused, its 52 others held.
-    assert len(loader.report.rejected) == 8 and len(loader.report.held) == 52
     assert loader.report.unknown_entities == {"ghost": "Entity not found"}
+    refused = len(loader.report.rejected)
+    if WINDOW_NAME == "one":
+        assert entities[0] == {"shop", "ghost"} and all(batch == {"shop"} for batch in entities[1:])
+        # The first batch alternates ghost, shop, ghost...: 8 of ghost's events are refused, its 52 others held.
+        assert refused == 8
+    elif WINDOW_NAME == "streams":
+        # One stream per batch: ghost's first batch is refused whole, and ghost has no other in flight.
+        assert all(len(batch) == 1 for batch in entities) and entities.count({"ghost"}) == 1
+        assert refused == 15
+    else:
+        # Up to four batches were in flight when DevGrid first said it does not know ghost.
+        assert all(batch == {"shop"} for batch in entities[4:])
+        assert refused in (8, 15, 23, 30)
+    assert len(loader.report.held) == 60 - refused
     held = store.refused_events(1)
-    assert held.filter(pl.col("state") == "held").height == 52
+    assert held.filter(pl.col("state") == "held").height == 60 - refused
     assert all(
         message.startswith("not sent: DevGrid does not know entity 'ghost'")
         for message in held.filter(pl.col("state") == "held").get_column("message")

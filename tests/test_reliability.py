@@ -16,11 +16,19 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import source_block
 from receivers import KEY, start_receiver
 
 EVENTS = 1500
 KILLS_AFTER_STORED = (150, 450, 700, 1000, 1300)
+# One batch in flight; streams side by side (the default; that export alternates two environments, so two
+# streams); four batches of any stream. (name, [delivery] table, most batches in flight)
+WINDOWS = [
+    ("one", "in_flight = 1\n", 1),
+    ("streams", "", 4),
+    ("same-stream", "in_flight = 4\nsame_stream = true\n", 4),
+]
 
 
 def _backfill(*args: str) -> subprocess.Popen[str]:
@@ -37,15 +45,21 @@ def _stored(url: str) -> int:
     return int(httpx.get(f"{url}/_control/health", timeout=10).json()["events"])
 
 
-def test_kill_9_at_several_points_loses_nothing_and_flags_every_duplicate(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("window", "delivery", "in_flight"), WINDOWS, ids=[window[0] for window in WINDOWS])
+def test_kill_9_at_several_points_loses_nothing_and_flags_every_duplicate(
+    tmp_path: Path, window: str, delivery: str, in_flight: int
+) -> None:
     export = tmp_path / "runs.csv"
+    environments = ("production", "staging") if window == "streams" else ("production",)
     export.write_text(
         "id,updated_at,conclusion,environment\n"
-        + "".join(f"{i},{1_700_000_000 + i * 60},success,production\n" for i in range(EVENTS)),
+        + "".join(
+            f"{i},{1_700_000_000 + i * 60},success,{environments[i % len(environments)]}\n" for i in range(EVENTS)
+        ),
         encoding="utf-8",
     )
     config = tmp_path / "backfill.toml"
-    config.write_text(source_block("runs", "runs.csv"), encoding="utf-8")
+    config.write_text(f"[delivery]\n{delivery}\n" + source_block("runs", "runs.csv"), encoding="utf-8")
     # Slow enough that a kill lands mid-run; a connection now and then dropped after storing.
     for receiver in start_receiver(tmp_path, "--latency-ms", "15", "--drop-rate", "0.04", "--seed", "7"):
         reported_flags = 0
@@ -82,5 +96,5 @@ def test_kill_9_at_several_points_loses_nothing_and_flags_every_duplicate(tmp_pa
         runs = report["runs"]
         assert sum(run["possibly_duplicated"] for run in runs) >= reported_flags
         # Flags come only from batches whose outcome was unknown: a dropped connection (whose events the
-        # receiver did store twice), or the one batch in flight when a kill landed.
-        assert len(flagged - duplicated) <= 15 * len(KILLS_AFTER_STORED)
+        # receiver did store twice), or the batches in flight when a kill landed.
+        assert len(flagged - duplicated) <= 15 * in_flight * len(KILLS_AFTER_STORED)

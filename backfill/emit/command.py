@@ -7,19 +7,20 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from backfill import logs
-from backfill.config import DevGrid, Normalize, load_config
 from backfill.emit.ci_systems import ALIASES, NAMES, detect
 from backfill.emit.commits import WorkingCopy, resolve_commit
-from backfill.emit.deliver import DEFAULT_DEADLINE, Outcome, Target, deliver
-from backfill.emit.event import BuiltEvent, Given, build_event, matching_source
 from backfill.errors import EXIT_OK, EXIT_SIGINT, BackfillError, ConfigError
 from backfill.json_output import SCHEMA_VERSION
 from backfill.settings_env import CONFIG_VARIABLE, find_config
+
+if TYPE_CHECKING:
+    from backfill.emit.deliver import Outcome, Target
+    from backfill.emit.event import BuiltEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,7 +84,7 @@ def _value(name: str, help_text: str, devgrid: str | None = None, **kwargs: Any)
 @click.option(
     "--deadline",
     type=click.FloatRange(min=1, max=600),
-    default=DEFAULT_DEADLINE,
+    default=30.0,  # backfill.emit.deliver.DEFAULT_DEADLINE
     show_default=True,
     envvar="BACKFILL_DEADLINE",
     show_envvar=True,
@@ -139,6 +140,8 @@ def emit(
 
         DEVGRID_API_KEY=... backfill emit -c backfill.toml --env production --status success
     """
+    from backfill.emit.deliver import Outcome, deliver
+
     try:
         event, state_path, target, notes = _prepare(
             config_path, ci, exit_status, repo, url, source, allow_http, dry_run, values
@@ -180,6 +183,9 @@ def _prepare(
     dry_run: bool,
     values: dict[str, str | None],
 ) -> tuple[BuiltEvent, Path | None, Target | None, list[str]]:
+    from backfill.config import DevGrid, Normalize, load_config
+    from backfill.emit.deliver import Target
+    from backfill.emit.event import Given, build_event, matching_source
     from backfill.secrets import api_key, check_url
 
     path = find_config(config_path, required=False)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import polars as pl
 
-from backfill.errors import AuthError, TerminalDeliveryError, TransientDeliveryError
+from backfill.errors import AuthError, TerminalDeliveryError, Throttled, TransientDeliveryError
 from backfill.model import ATTRIBUTE_COLUMNS, EventKey
 from backfill.secrets import REDACTED, redact
 from backfill.waits import retry_after
@@ -175,7 +175,11 @@ class DevGridClient:
             return Refused(status=status, message=message)
         if status in (401, 403):
             raise AuthError(f"DevGrid refused the API key ({status}: {message}); check the key in ${self._api_key_env}")
-        if status == 429 or status >= 500:
+        if status == 429:
+            raise Throttled(
+                f"DevGrid answered {status}: {message}", retry_after=retry_after(response.headers.get("retry-after"))
+            )
+        if status >= 500:
             raise TransientDeliveryError(
                 f"DevGrid answered {status}: {message}",
                 retry_after=retry_after(response.headers.get("retry-after")),

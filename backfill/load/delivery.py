@@ -19,17 +19,26 @@ entity's events are not sent (they would all be refused): they are recorded as
 entity exists.
 
 Batches are written ahead a few at a time (one disk flush for
-:data:`WRITE_AHEAD` batches), and each is marked *posted* just before its POST.
-A crash at any instant leaves pending at most the batch in flight and those
-written ahead; the next run sends them again first (:meth:`Delivery.settle`),
-and counts as possibly duplicated the events of the one that may have been
-stored. No other event is ever sent twice.
+:data:`WRITE_AHEAD` batches), and each is marked *posted* just before its POST;
+a batch's answer is committed together with that mark for the next batch (one
+commit per batch), never later than anything that waits. A crash at any
+instant leaves pending at most the batches in flight and those written ahead;
+the next run sends them again first (:meth:`Delivery.settle`), and counts as
+possibly duplicated the events of those that may have been stored. No other
+event is ever sent twice.
+
+Several batches fly at once (``in_flight``): each (entityId, env) stream keeps
+one in flight, oldest first, unless ``same_stream``; one thread per batch does
+the POST and its retries, and everything else (the state file, the report,
+cutting batches) runs holding one lock. A 429 holds back every batch's next
+attempt; a stop lets the batches on the wire finish and starts no other.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +53,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from backfill.errors import DeliveryError, GaveUp, Interrupted, TransientDeliveryError
+from backfill.errors import DeliveryError, GaveUp, Interrupted, Throttled, TransientDeliveryError
 from backfill.interrupts import Interrupts
+from backfill.load.batches import Cutter, Lane
 from backfill.load.client import Answer, DevGridClient, Refused, body_of, events_json, is_unknown_entity, key_of
 from backfill.model import EventKey
 from backfill.state.rules import outcome_unknown
@@ -87,6 +97,36 @@ class DeliveryReport:
         }
 
 
+class _Stopped(DeliveryError):
+    """Another batch stopped the run while this one waited to be tried again."""
+
+    def __init__(self, message: str, *, uncertain: bool) -> None:
+        super().__init__(message)
+        self.uncertain = uncertain
+
+
+@dataclass
+class _Flight:
+    batch_id: int
+    indexes: list[int]
+    batch: OutgoingBatch
+    lane: Lane | None  # the stream kept to one batch in flight; None when batches of a stream may fly together
+
+
+@dataclass
+class _Sending:
+    """The batches of one send between the cutter and DevGrid's answers (guarded by the delivery's lock)."""
+
+    stream: _Stream
+    cutter: Cutter
+    held: dict[int, str]
+    waiting: list[_Flight] = field(default_factory=list)  # written ahead, not posted yet
+    flying: set[Lane] = field(default_factory=set)
+    stopping: bool = False
+    failure: BaseException | None = None
+    running: int = 0  # threads still taking batches
+
+
 @dataclass(frozen=True)
 class _Stream:
     """The events of one send, as the columns the batches are cut from."""
@@ -119,6 +159,8 @@ class Delivery:
         progress: Callable[[int], None] = lambda events: None,
         notice: Callable[[str], None] = lambda message: None,
         interrupts: Interrupts | None = None,
+        in_flight: int = 1,
+        same_stream: bool = False,
         boot_id: str | None,
     ) -> None:
         """``boot_id`` is this machine's boot (None where unknown): a batch written ahead on another boot
@@ -132,17 +174,28 @@ class Delivery:
         self._policy = policy
         self._sleep = sleep
         self._progress = progress
-        self._notice = notice
+        self._notice_to = notice
         self._interrupts = interrupts or Interrupts()
+        self._in_flight = in_flight
+        self._same_stream = same_stream
         self.report = DeliveryReport()
-        self._maybe_stored = False
-        self._attempted = False
+        # Everything but the POSTs and the waits between them runs holding this lock: the
+        # state file, the report and the window are touched by one thread at a time.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._saying = threading.Lock()
+        self._wake = threading.Event()  # set when the run stops: waits for a retry end at once
+        self._stopping = False
+        self._local = threading.local()  # per batch being posted: was it attempted, may it be stored
+        # A rate limit slows the whole window: no attempt starts before this (time.monotonic()).
+        self._not_before = 0.0
+        self._limited_by: threading.Thread | None = None
         self._backoff = wait_random_exponential(multiplier=policy.backoff, max=policy.max_backoff)
         self._retrying = Retrying(
             stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_wait),
             wait=self._wait,
             retry=retry_if_exception_type(TransientDeliveryError),
-            sleep=sleep,
+            sleep=self._pause,
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -151,6 +204,13 @@ class Delivery:
 
     def settle(self) -> None:
         """Send again every batch an earlier run left pending; flag it if it may have been stored."""
+        with self._lock:
+            try:
+                self._settle()
+            finally:
+                self._store.flush()
+
+    def _settle(self) -> None:
         for pending in self._store.pending_batches(self._destination_id):
             events = json.loads(pending.body)["events"]
             batch = OutgoingBatch(
@@ -197,52 +257,157 @@ class Delivery:
         self._hold(stream, held)
 
     def _send(self, stream: _Stream, held: dict[int, str]) -> None:
-        position = 0
-        total = len(stream.texts)
-        while position < total:
-            group, position = self._group(stream, position, held)
-            if not group:
-                continue
-            batches = [stream.batch(indexes) for indexes in group]
-            batch_ids = self._store.write_ahead(self._run_id, self._destination_id, batches)
-            for index, (batch_id, batch) in enumerate(zip(batch_ids, batches, strict=True)):
-                rest = list(zip(batch_ids[index + 1 :], group[index + 1 :], strict=True))
-                try:
-                    new_unknown = self._deliver(batch_id, batch, uncertain=False)
-                except (DeliveryError, Interrupted) as exc:
-                    self.report.stopped = exc
-                    for unsent_id, indexes in rest:
-                        # Written ahead but never posted: certainly not stored.
-                        self._store.release(unsent_id)
-                        self.report.left_to_send += len(indexes)
-                    self.report.left_to_send += total - position
-                    return
-                if new_unknown and any(stream.keys[i].entity_id in new_unknown for _, indexes in rest for i in indexes):
-                    # Those batches hold events DevGrid would refuse: cut them again without them.
-                    for unsent_id, _ in rest:
-                        self._store.release(unsent_id)
-                    position = rest[0][1][0]
-                    break
+        per_stream = self._in_flight > 1 and not self._same_stream
+        lanes = [(key.entity_id, key.env) for key in stream.keys]
+        window = _Sending(stream=stream, cutter=Cutter(lanes, per_stream=per_stream), held=held)
+        # One thread per batch that can fly: per stream, no more than there are streams.
+        threads = min(self._in_flight, len(set(lanes))) if per_stream else self._in_flight
+        if threads <= 1:
+            # One batch at a time, in this thread: a signal stops the POST in flight at once.
+            self._work(window)
+        else:
+            self._fly(window, threads)
+        if window.failure is not None:
+            # The state file could not be written: the run stops as it is, nothing more recorded.
+            raise window.failure
+        with self._lock:
+            for flight in window.waiting:
+                # Written ahead but never posted: certainly not stored.
+                self._store.release(flight.batch_id)
+                self.report.left_to_send += len(flight.indexes)
+            window.waiting.clear()
+            if self.report.stopped is not None:
+                self.report.left_to_send += window.cutter.left()
 
-    def _group(self, stream: _Stream, position: int, held: dict[int, str]) -> tuple[list[list[int]], int]:
-        """Up to WRITE_AHEAD batches of event indexes from ``position``, leaving out events of unknown entities."""
-        group: list[list[int]] = []
-        batch: list[int] = []
-        total = len(stream.texts)
+    def _fly(self, window: _Sending, threads: int) -> None:
+        """Several batches in flight: one thread per batch, this one waiting for a signal."""
+        workers = [
+            threading.Thread(target=self._work, args=(window,), name=f"backfill-send-{number}", daemon=True)
+            for number in range(threads)
+        ]
+        window.running = len(workers)
+        for worker in workers:
+            worker.start()
+        try:
+            with self._interrupts.anywhere():
+                # Holding no lock, so that a signal may stop this wait at any instant.
+                while window.running:
+                    time.sleep(0.02)
+        except BaseException as exc:
+            # The batches in flight get their answers recorded; no new one starts, no retry waits on.
+            # (Anything else, such as a KeyboardInterrupt where no Interrupts are installed, stops the
+            # same way, and is raised once no thread uses the state file any more.)
+            with self._lock:
+                if self.report.stopped is None and isinstance(exc, Interrupted):
+                    self.report.stopped = exc
+                self._stop(window)
+                while window.running:
+                    self._changed.wait()
+            if not isinstance(exc, Interrupted):
+                raise
+        for worker in workers:
+            worker.join()
+
+    def _stop(self, window: _Sending) -> None:
+        window.stopping = True
+        self._stopping = True
+        self._wake.set()
+        self._changed.notify_all()
+
+    def _work(self, window: _Sending) -> None:
+        """Take batches and deliver them until the send is done or stopped."""
+        with self._lock:
+            try:
+                self._deliver_all(window)
+                self._store.flush()
+            except BaseException as exc:
+                # A state write failed: every thread stops, the caller raises it.
+                window.failure = window.failure or exc
+                self._stop(window)
+            finally:
+                window.running -= 1
+                self._changed.notify_all()
+
+    def _deliver_all(self, window: _Sending) -> None:
+        while (flight := self._take(window)) is not None:
+            try:
+                new_unknown = self._deliver(flight.batch_id, flight.batch, uncertain=False)
+            except (DeliveryError, Interrupted) as exc:
+                if self.report.stopped is None:
+                    self.report.stopped = exc
+                self._stop(window)
+                return
+            finally:
+                if flight.lane is not None:
+                    window.flying.discard(flight.lane)
+                self._changed.notify_all()
+            if new_unknown:
+                self._take_back(window, new_unknown)
+
+    def _take(self, window: _Sending) -> _Flight | None:
+        """The next batch to POST, written ahead; None once there is nothing left for this thread."""
+        while True:
+            if window.stopping:
+                return None
+            if self._interrupts.signum is not None:
+                self.report.stopped = self.report.stopped or Interrupted(self._interrupts.signum)
+                self._stop(window)
+                return None
+            for position, flight in enumerate(window.waiting):
+                if flight.lane is None or flight.lane not in window.flying:
+                    del window.waiting[position]
+                    if flight.lane is not None:
+                        window.flying.add(flight.lane)
+                    return flight
+            if window.cutter.exhausted():
+                if not window.waiting:
+                    return None
+            elif len(window.waiting) < max(WRITE_AHEAD, 2 * self._in_flight):
+                self._write_ahead(window)
+                continue
+            # Every batch written ahead belongs to a stream that has one in flight. No answer
+            # waits for a later commit while this thread waits.
+            self._store.flush()
+            self._changed.wait()
+
+    def _write_ahead(self, window: _Sending) -> None:
+        def unknown(entity: str) -> str | None:
+            return self.report.unknown_entities.get(entity)
+
         # The size is read for every group: a 413 shrinks it for the rest of the run.
-        while position < total and len(group) < WRITE_AHEAD:
-            entity = stream.keys[position].entity_id
-            if entity in self.report.unknown_entities:
-                held[position] = self.report.unknown_entities[entity]
-            else:
-                batch.append(position)
-                if len(batch) == self.batch_size:
-                    group.append(batch)
-                    batch = []
-            position += 1
-        if batch:
-            group.append(batch)
-        return group, position
+        group = window.cutter.cut(WRITE_AHEAD, self.batch_size, unknown, window.held)
+        if not group:
+            return
+        batches = [window.stream.batch(indexes) for indexes in group]
+        batch_ids = self._store.write_ahead(self._run_id, self._destination_id, batches)
+        per_stream = window.cutter.per_stream
+        window.waiting.extend(
+            _Flight(batch_id, indexes, batch, window.cutter.lane_of(indexes[0]) if per_stream else None)
+            for batch_id, indexes, batch in zip(batch_ids, group, batches, strict=True)
+        )
+
+    def _take_back(self, window: _Sending, entities: set[str]) -> None:
+        """Batches written ahead with events of entities DevGrid does not know: cut again without them."""
+        keys = window.stream.keys
+        affected = [
+            position
+            for position, flight in enumerate(window.waiting)
+            if any(keys[index].entity_id in entities for index in flight.indexes)
+        ]
+        if not affected:
+            return
+        # In send order, every batch after the first affected one is cut again, to keep the order;
+        # per stream, a batch holds one entity's events only: those batches alone.
+        released = (
+            [window.waiting[position] for position in affected]
+            if window.cutter.per_stream
+            else window.waiting[affected[0] :]
+        )
+        for flight in released:
+            self._store.release(flight.batch_id)
+            window.cutter.give_back(flight.indexes)
+        gone = {flight.batch_id for flight in released}
+        window.waiting[:] = [flight for flight in window.waiting if flight.batch_id not in gone]
 
     def _hold(self, stream: _Stream, held: dict[int, str]) -> None:
         """Record the events left out because DevGrid does not know their entity."""
@@ -271,16 +436,15 @@ class Delivery:
     def _deliver(self, batch_id: int, batch: OutgoingBatch, *, uncertain: bool, resend: bool = False) -> set[str]:
         """POST one batch and record DevGrid's answer; returns the entities DevGrid newly said it does not know."""
         self._store.mark_posted(batch_id, durable=resend)
-        self._attempted = False
+        self._local.attempted = False
         try:
-            with self._interrupts.anywhere():
-                answer, maybe_stored = self._post(batch.body, len(batch.keys))
+            answer, maybe_stored = self._unlocked_post(batch.body, len(batch.keys))
         except (DeliveryError, Interrupted) as exc:
             # A batch an earlier POST may have stored stays pending whatever this attempt met, for
             # the next run to settle; only one certainly never stored is released, its events forgotten.
-            if uncertain or (isinstance(exc, GaveUp) and exc.uncertain):
+            if uncertain or (isinstance(exc, GaveUp | _Stopped) and exc.uncertain):
                 self._notice(f"batch {batch_id} stays pending: its outcome is unknown")
-            elif isinstance(exc, Interrupted) and self._attempted:
+            elif isinstance(exc, Interrupted) and self._local.attempted:
                 self._notice(f"batch {batch_id} stays pending: it was being sent when the run was interrupted")
             else:
                 self._store.release(batch_id)
@@ -299,7 +463,10 @@ class Delivery:
 
     def _record(self, batch_id: int, batch: OutgoingBatch, answer: Answer, uncertain: bool) -> set[str]:
         refused = [(batch.keys[index], reason) for index, reason in answer.refused]
-        self._store.record_answer(batch_id, refused, possibly_duplicated=uncertain, unconfirmed=answer.unconfirmed)
+        # Committed with the next write (as a rule the next POST's mark): one commit per batch, not two.
+        self._store.record_answer(
+            batch_id, refused, possibly_duplicated=uncertain, unconfirmed=answer.unconfirmed, later=True
+        )
         refused_at = {index for index, _ in answer.refused}
         sent = [key for index, key in enumerate(batch.keys) if index not in refused_at]
         self.report.sent += len(sent)
@@ -345,25 +512,56 @@ class Delivery:
                 raise
         return unknown
 
+    def _unlocked_post(self, body: str, count: int) -> tuple[Answer | Refused, bool]:
+        """The POST and its retries, with the lock free for the other batches in flight."""
+        self._lock.release()
+        try:
+            if threading.current_thread() is threading.main_thread():
+                # Nothing here needs finishing: a signal may stop it at any instant.
+                with self._interrupts.anywhere():
+                    return self._post(body, count)
+            return self._post(body, count)
+        finally:
+            self._lock.acquire()
+
     def _post(self, body: str, count: int) -> tuple[Answer | Refused, bool]:
         """POST with retries; returns DevGrid's answer and whether a retried attempt may have stored."""
-        self._maybe_stored = False
+        self._local.maybe_stored = False
+        retrying = self._retrying.copy()
         try:
-            return self._retrying(self._attempt, body, count), self._maybe_stored
+            return retrying(self._attempt, body, count), self._local.maybe_stored
         except TransientDeliveryError as exc:
-            attempts = self._retrying.statistics.get("attempt_number", 1)
+            attempts = retrying.statistics.get("attempt_number", 1)
             raise GaveUp(
                 f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {exc}",
-                uncertain=self._maybe_stored,
+                uncertain=self._local.maybe_stored,
             ) from None
 
     def _attempt(self, body: str, count: int) -> Answer | Refused:
-        self._attempted = True
+        self._hold_back()
+        if self._stopping:
+            raise _Stopped("the run stopped before this batch was tried again", uncertain=self._local.maybe_stored)
+        self._local.attempted = True
         try:
             return self._client.post(body, count)
         except TransientDeliveryError as exc:
-            self._maybe_stored = self._maybe_stored or exc.uncertain
+            self._local.maybe_stored = self._local.maybe_stored or exc.uncertain
             raise
+
+    def _hold_back(self) -> None:
+        """Wait out a rate limit another batch met: DevGrid asked the whole sender to slow down."""
+        if self._limited_by is threading.current_thread():
+            return  # this batch's own retry already waited for it
+        remaining = self._not_before - time.monotonic()
+        if remaining > 0:
+            self._pause(remaining)
+
+    def _pause(self, seconds: float) -> None:
+        if self._sleep is time.sleep:
+            # Ends at once when the run stops; a signal still reaches the main thread.
+            self._wake.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After when DevGrid sent one, else exponential backoff with full jitter."""
@@ -374,5 +572,15 @@ class Delivery:
 
     def _before_sleep(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, Throttled) or (isinstance(error, TransientDeliveryError) and error.retry_after):
+            with self._saying:
+                until = time.monotonic() + state.upcoming_sleep
+                if until > self._not_before:
+                    self._not_before = until
+                    self._limited_by = threading.current_thread()
         attempts = f"attempt {state.attempt_number} of {self._policy.max_attempts}"
         self._notice(f"{error}; {attempts}, retrying in {state.upcoming_sleep:.1f} s")
+
+    def _notice(self, message: str) -> None:
+        with self._saying:
+            self._notice_to(message)

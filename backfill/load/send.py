@@ -45,6 +45,7 @@ class SendOptions:
     retry_rejected: bool = False
     require_state: bool = False
     key_change: KeyChange | None = None
+    in_flight: int | None = None  # --in-flight: instead of [delivery] in_flight
     # This machine's boot (Linux), for telling a batch certainly never posted from one that may have been.
     boot_id: str | None = field(default_factory=current_boot_id)
 
@@ -134,7 +135,7 @@ class SendSession:
             self._held.enter_context(StateLock(state_path))
             remote = self._held.enter_context(remote_state(self._config, self._notice))
             if remote is not None:
-                self._progress = remote.after_each_batch(self._progress)
+                self._progress = remote.after_each_batch(self._progress, commit=self._flush)
             store = Store.open(state_path, create=not self._options.require_state, write=True)
             if store is None:
                 raise missing_state(state_path)
@@ -161,6 +162,8 @@ class SendSession:
             progress=self._progress,
             notice=self._notice,
             interrupts=self._interrupts,
+            in_flight=options.in_flight or self._config.delivery.in_flight,
+            same_stream=self._config.delivery.same_stream,
             boot_id=options.boot_id,
         )
         self.result = SendResult(run_id=run_id, destination=destination, delivery=self._delivery.report)
@@ -230,6 +233,10 @@ class SendSession:
         stopped = result.stopped
         store.finish_run(result.run_id, result.outcome, result.counts(), str(stopped) if stopped else None)
         return result
+
+    def _flush(self) -> None:
+        if self._store is not None:
+            self._store.flush()
 
     def _parts(self) -> tuple[Store, Delivery, SendResult]:
         assert self._store is not None and self._delivery is not None and self.result is not None, "not opened"

@@ -47,21 +47,18 @@ def normalize(
     rules: Normalization,
 ) -> pl.LazyFrame:
     """Give every row of one source's raw frame a verdict, and normalize the events' fields."""
-    blank_is_null = (pl.col(name).str.strip_chars().replace("", None).alias(name) for name in RAW_COLUMNS)
+    # Element by element (when/then, is_in), not replace/replace_strict: those split polars'
+    # streaming plan into many phases, and the lookups are a handful of words.
+    blank_is_null = (_blank_is_null(pl.col(name).str.strip_chars()).alias(name) for name in RAW_COLUMNS)
     aliases = {key.strip().lower(): value for key, value in rules.env_aliases.items()}
-    outcome = (
-        pl.col("status")
-        .fill_null("")
-        .str.to_lowercase()
-        .replace_strict(dict(status_vocab), default=None, return_dtype=pl.String)
-    )
+    outcome = _lookup(pl.col("status").fill_null("").str.to_lowercase(), status_vocab, pl.lit(None, dtype=pl.String))
     frame = raw.with_columns(blank_is_null).with_columns(
         pl.col("timestamp").alias("_raw_timestamp"),
         pl.col("status").alias("_raw_status"),
         pl.lit(source).alias("source"),
         pl.lit(source_index, dtype=pl.UInt16).alias(SOURCE_INDEX),
         pl.col("env").alias("original_env"),
-        pl.col("env").str.to_lowercase().replace(aliases).alias("env"),
+        _lookup(pl.col("env").str.to_lowercase(), aliases, pl.col("env").str.to_lowercase()).alias("env"),
         outcome.alias("status"),
     )
     frame = add_timestamp(frame, rules.default_timezone, rules.now, rules.earliest_epoch_year)
@@ -109,3 +106,18 @@ def normalize(
         VERDICT,
         *RAW_KEPT,
     )
+
+
+def _blank_is_null(text: pl.Expr) -> pl.Expr:
+    return pl.when(text != "").then(text)
+
+
+def _lookup(text: pl.Expr, table: Mapping[str, str], otherwise: pl.Expr) -> pl.Expr:
+    """``table[text]``, else ``otherwise``: one is_in per value the table gives."""
+    keys_by_value: dict[str, list[str]] = {}
+    for key, value in table.items():
+        keys_by_value.setdefault(value, []).append(key)
+    result = otherwise
+    for value, keys in reversed(keys_by_value.items()):
+        result = pl.when(text.is_in(keys)).then(pl.lit(value, dtype=pl.String)).otherwise(result)
+    return result

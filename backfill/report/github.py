@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from backfill.report.summary import SUMMARY_COUNTS
-
 OUTPUTS = ("sent", "refused", "held", "possibly_duplicated", "left_to_send", "outcome")
 
 
@@ -129,6 +127,8 @@ def markdown_summary(summary: Mapping[str, Any]) -> str:
     parts = [f"## backfill {mode}\n"]
     window = summary["window"]
     windowed = window["since"] is not None or window["until"] is not None
+    from backfill.report.summary import SUMMARY_COUNTS
+
     columns = [name for name in SUMMARY_COUNTS if windowed or name != "outside_window"]
     totals = summary["totals"]
     rows = [[source["source"], *(f"{source[name]:,}" for name in columns)] for source in summary["sources"]]

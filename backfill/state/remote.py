@@ -174,11 +174,19 @@ class RemoteState:
                 # The run goes on; the next checkpoint, or the end of the run, uploads again.
                 self._notice(f"the state was not uploaded at this checkpoint: {exc}")
 
-    def after_each_batch(self, progress: Callable[[int], None]) -> Callable[[int], None]:
-        """The run's progress callback, with a checkpoint after each batch."""
+    def after_each_batch(
+        self, progress: Callable[[int], None], commit: Callable[[], None] = lambda: None
+    ) -> Callable[[int], None]:
+        """The run's progress callback, with a checkpoint after each batch.
+
+        ``commit`` makes the writes the store keeps for its next transaction durable first, so that
+        neither the uploaded copy nor a working copy left by a kill during the upload lacks an answer.
+        """
 
         def checkpointing(events: int) -> None:
             progress(events)
+            if self._clock() - self._last_upload >= self.upload_seconds:
+                commit()
             self.checkpoint()
 
         return checkpointing

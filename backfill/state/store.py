@@ -141,6 +141,8 @@ class Store:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        # Writes that go with the next transaction, whatever it is (see record_answer's ``later``).
+        self._later: list[Callable[[sqlite3.Connection], None]] = []
 
     # -- opening -------------------------------------------------------------------------
 
@@ -235,10 +237,14 @@ class Store:
                 self._db.execute("PRAGMA synchronous = FULL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                later, self._later = self._later, []
                 try:
+                    for write in later:
+                        write(self._db)
                     yield self._db
                 except BaseException:
                     self._db.execute("ROLLBACK")
+                    self._later = later + self._later
                     raise
                 else:
                     self._db.execute("COMMIT")
@@ -394,9 +400,16 @@ class Store:
         *,
         possibly_duplicated: bool = False,
         unconfirmed: bool = False,
+        later: bool = False,
     ) -> None:
-        """DevGrid answered the batch: its events are sent, except those it refused (with its reason)."""
-        with self.transaction() as db:
+        """DevGrid answered the batch: its events are sent, except those it refused (with its reason).
+
+        ``later`` writes it with the next transaction (the mark of the next batch's POST, as a
+        rule), one commit for the two: the caller makes sure nothing waits in between
+        (:meth:`flush`), so that a crash loses no more answers than it would otherwise.
+        """
+
+        def write(db: sqlite3.Connection) -> None:
             # The body stays until forget_bodies(): freeing its pages here would slow every batch.
             _settled(
                 db.execute(
@@ -415,6 +428,18 @@ class Store:
                 "WHERE batch_id = ? AND entity_id = ? AND env = ? AND build_id = ?",
                 [(message, batch_id, key.entity_id, key.env, key.build_id) for key, message in refused],
             )
+
+        if later:
+            self._later.append(write)
+            return
+        with self.transaction() as db:
+            write(db)
+
+    def flush(self) -> None:
+        """Commit the writes left for the next transaction, if any."""
+        if self._later:
+            with self.transaction():
+                pass
 
     def hold(
         self,

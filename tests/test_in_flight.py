@@ -1,0 +1,224 @@
+"""Several batches in flight: streams side by side, one stream kept oldest first, rate limits for all."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from helpers import WriteFile, source_block
+from receivers import KEY, LocalReceiver
+from test_loader import accepted, events
+
+from backfill.cli import main
+from backfill.config import load_config
+from backfill.errors import ConfigError
+from backfill.load.batches import Cutter
+from backfill.load.client import DevGridClient
+from backfill.load.delivery import Delivery, RetryPolicy
+from backfill.state.store import Store
+
+
+class Concurrent:
+    """DevGrid answering after a pause, counting the requests in flight at once, per stream and in all."""
+
+    def __init__(self, pause: float = 0.05, answer: httpx.Response | None = None) -> None:
+        self.pause = pause
+        self.lock = threading.Lock()
+        self.flying: dict[tuple[str, str], int] = {}
+        self.requests = 0
+        self.most = 0  # requests in flight at once
+        self.most_per_stream = 0
+        self.bodies: list[dict] = []
+        self.first_answer = answer
+        self.answer_all: httpx.Response | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        streams = {(event["entityId"], event["attributes"]["env"]) for event in body["events"]}
+        with self.lock:
+            self.bodies.append(body)
+            for stream in streams:
+                self.flying[stream] = self.flying.get(stream, 0) + 1
+            self.requests += 1
+            self.most = max(self.most, self.requests)
+            self.most_per_stream = max(self.most_per_stream, *self.flying.values())
+            answer, self.first_answer = self.first_answer, None
+        time.sleep(self.pause)
+        with self.lock:
+            self.requests -= 1
+            for stream in streams:
+                self.flying[stream] -= 1
+        return answer or self.answer_all or accepted(body)
+
+
+def four_streams(per_stream: int) -> pl.DataFrame:
+    frames = [
+        events(per_stream, entity).with_columns(
+            pl.lit(env).alias("env"), (pl.col("build_id") + f"-{entity}-{env}").alias("build_id")
+        )
+        for entity in ("shop", "cart")
+        for env in ("production", "staging")
+    ]
+    return pl.concat(frames).sort("timestamp", "entityId", "env")
+
+
+def sending(tmp_path: Path, devgrid: Concurrent, in_flight: int, same_stream: bool) -> tuple[Delivery, Store]:
+    store = Store.open(tmp_path / "state.db", create=True)
+    assert store is not None
+    client = DevGridClient(httpx.Client(transport=httpx.MockTransport(devgrid)), "https://devgrid.test", "k", "KEY")
+    destination = store.resolve_destination("https://devgrid.test", "account")
+    run_id = store.start_run(destination.id, "https://devgrid.test", "boot-1")
+    loader = Delivery(
+        store,
+        client,
+        destination_id=destination.id,
+        run_id=run_id,
+        batch_size=15,
+        policy=RetryPolicy(),
+        in_flight=in_flight,
+        same_stream=same_stream,
+        boot_id="boot-1",
+    )
+    return loader, store
+
+
+def _order(devgrid: Concurrent) -> dict[tuple[str, str], list[str]]:
+    order: dict[tuple[str, str], list[str]] = {}
+    for body in devgrid.bodies:
+        for event in body["events"]:
+            order.setdefault((event["entityId"], event["attributes"]["env"]), []).append(event["timestamp"])
+    return order
+
+
+def test_streams_go_side_by_side_each_oldest_first_with_one_batch_in_flight(tmp_path: Path) -> None:
+    devgrid = Concurrent()
+    loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
+    loader.send(four_streams(60))
+    assert loader.report.sent == 240 and loader.report.stopped is None
+    assert devgrid.most == 4 and devgrid.most_per_stream == 1
+    # Each batch holds one stream, and each stream reached DevGrid oldest first.
+    assert all(len({(e["entityId"], e["attributes"]["env"]) for e in body["events"]}) == 1 for body in devgrid.bodies)
+    assert all(stamps == sorted(stamps) for stamps in _order(devgrid).values())
+    assert store.pending_batches() == []
+    assert store.refused_events(1).height == 0
+
+
+def test_same_stream_lets_several_batches_of_one_stream_fly(tmp_path: Path) -> None:
+    devgrid = Concurrent()
+    loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=True)
+    loader.send(events(150))
+    assert loader.report.sent == 150
+    assert devgrid.most_per_stream == 4
+    # Batches are cut in send order: each batch is oldest first, and they start in order.
+    starts = [body["events"][0]["attributes"]["build_id"] for body in devgrid.bodies]
+    assert sorted(starts, key=int) == [str(i) for i in range(0, 150, 15)]
+    assert store.pending_batches() == []
+
+
+def test_one_in_flight_is_one_at_a_time_in_send_order(tmp_path: Path) -> None:
+    devgrid = Concurrent(pause=0.0)
+    loader, _ = sending(tmp_path, devgrid, in_flight=1, same_stream=False)
+    loader.send(four_streams(30))
+    assert devgrid.most == 1
+    sent = [event["timestamp"] for body in devgrid.bodies for event in body["events"]]
+    assert sent == sorted(sent) and len(sent) == 120
+
+
+def test_a_429_slows_every_batch_in_flight(tmp_path: Path) -> None:
+    devgrid = Concurrent(pause=0.02, answer=httpx.Response(429, headers={"Retry-After": "30"}))
+    loader, _ = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
+    slept: list[tuple[str, float]] = []
+    loader._sleep = lambda seconds: slept.append((threading.current_thread().name, seconds))  # type: ignore[method-assign]
+    loader.send(four_streams(60))
+    assert loader.report.sent == 240 and loader.report.stopped is None
+    # The batch that met the 429 waited the 30 s DevGrid asked for; every other batch that started
+    # after it waited out what was left of them, whatever its stream.
+    limited = [name for name, seconds in slept if seconds == 30]
+    others = [seconds for name, seconds in slept if name not in limited]
+    assert len(limited) == 1
+    assert others and all(0 < seconds < 30 for seconds in others)
+
+
+def test_a_stop_releases_what_was_written_ahead_and_counts_every_event(tmp_path: Path) -> None:
+    devgrid = Concurrent(pause=0.02)
+    devgrid.answer_all = httpx.Response(401, json={"message": "invalid key"})
+    loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
+    loader.send(four_streams(60))
+    assert loader.report.stopped is not None
+    # No batch starts once a refusal is recorded: at most the four first ones were sent, all refused.
+    assert 1 <= len(devgrid.bodies) <= 4
+    assert loader.report.sent == 0 and loader.report.left_to_send == 240
+    assert store.pending_batches() == []
+    assert store.known_keys(1, four_streams(60).select("entityId", "env", "build_id")).height == 0
+
+
+def test_the_cutter_keeps_streams_oldest_first_and_holds_unknown_entities() -> None:
+    lanes = [("a", "p"), ("b", "p"), ("a", "p"), ("a", "s"), ("b", "p"), ("a", "p")]
+    cutter = Cutter(lanes, per_stream=True)
+    held: dict[int, str] = {}
+    batches = cutter.cut(10, 2, lambda entity: "gone" if entity == "b" else None, held)
+    assert batches == [[0, 2], [3], [5]]
+    assert held == {1: "gone", 4: "gone"}
+    assert cutter.exhausted() and cutter.left() == 0
+    in_order = Cutter(lanes, per_stream=False)
+    assert in_order.cut(2, 4, lambda entity: None, {}) == [[0, 1, 2, 3], [4, 5]]
+    in_order.give_back([4, 5])
+    assert in_order.left() == 2 and in_order.cut(1, 4, lambda entity: None, {}) == [[4, 5]]
+
+
+def test_a_real_run_sends_four_streams_side_by_side_each_in_order(write: WriteFile, receiver: LocalReceiver) -> None:
+    receiver.faults(latency_ms=20)
+    rows = "".join(
+        f"{i},2025-01-01T{i // 60:02d}:{i % 60:02d}:00Z,success,{('production', 'staging')[i % 2]},"
+        f"sha{i},{('shop', 'cart')[i // 2 % 2]}\n"
+        for i in range(400)
+    )
+    write("runs.csv", "id,updated_at,conclusion,environment,head_sha,app\n" + rows)
+    path = write("backfill.toml", source_block("runs", "runs.csv", entity_id=None, entity_column="app"))
+    result = CliRunner().invoke(
+        main, ["run", "-c", str(path), "--url", receiver.url, "--json"], env={"DEVGRID_API_KEY": KEY}
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["delivery"]["sent"] == 400
+    received = [event["event"] for event in receiver.events()]
+    assert len(received) == 400 and receiver.duplicates() == []
+    streams: dict[tuple[str, str], list[str]] = {}
+    for event in received:
+        streams.setdefault((event["entityId"], event["attributes"]["env"]), []).append(event["timestamp"])
+    assert len(streams) == 4
+    assert all(stamps == sorted(stamps) and len(stamps) == 100 for stamps in streams.values())
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("in_flight = 0", "delivery.in_flight: input should be greater than or equal to 1"),
+        ("in_flight = 33", "delivery.in_flight: input should be less than or equal to 32"),
+        ('same_stream = "yes"', "delivery.same_stream: must be true or false"),
+    ],
+)
+def test_delivery_settings_are_checked(write: WriteFile, setting: str, message: str) -> None:
+    path = write("backfill.toml", f"[delivery]\n{setting}\n" + source_block("runs", "runs.csv"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_the_flag_takes_one_to_thirty_two(write: WriteFile) -> None:
+    path = write("backfill.toml", source_block("runs", "runs.csv"))
+    result = CliRunner().invoke(main, ["run", "-c", str(path), "--in-flight", "0"], env={"DEVGRID_API_KEY": KEY})
+    assert result.exit_code == 2 and "--in-flight" in result.output
+
+
+def test_a_smaller_batch_size_applies_to_batches_being_filled() -> None:
+    a, b = ("a", "p"), ("b", "p")
+    cutter = Cutter([a, a, a, b, b, b, b, b, a, a, a], per_stream=True)
+    assert cutter.cut(1, 5, lambda entity: None, {}) == [[3, 4, 5, 6, 7]]
+    # A 413 halved the size while a's batch held three events: it goes out two at a time, oldest first.
+    assert cutter.cut(10, 2, lambda entity: None, {}) == [[0, 1], [2, 8], [9, 10]]
+    assert cutter.exhausted()
