@@ -46,6 +46,20 @@ def relative_to_config(value: str, info: ValidationInfo) -> str:
 ConfigPath = Annotated[str, AfterValidator(relative_to_config)]
 
 
+def known_time_zone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"'{value}' is not a time zone name such as UTC or Europe/Berlin") from exc
+    return value
+
+
+# A config key naming a time zone of the IANA database.
+TimeZoneName = Annotated[str, AfterValidator(known_time_zone)]
+
+
 # The attributes an event may carry besides env and status, in review CSV order.
 ATTRIBUTE_COLUMNS: Final = (
     "build_id",

@@ -8,13 +8,12 @@ events) and ``servicenow-incidents`` (incidents linked to deployments by
 
 from __future__ import annotations
 
-import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from backfill.model import Model
+from backfill.model import Model, TimeZoneName
 
 ENV_NAME = r"^$|^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -44,7 +43,7 @@ class EnrichBase(Model):
     allow_http: bool = False
     # The zone ServiceNow wrote its dates in (the exporting user's zone); Table API
     # answers without sysparm_display_value are in UTC.
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
 
     @field_validator("path")
     @classmethod
@@ -60,15 +59,6 @@ class EnrichBase(Model):
         if value is not None and "@" in value.split("/")[2]:
             raise ValueError("must not hold a user or password; name their variables in user_env and password_env")
         return value.rstrip("/") if value is not None else None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"'{value}' is not a time zone name such as UTC or Europe/Berlin") from exc
-        return value
 
     @model_validator(mode="after")
     def _one_place(self) -> EnrichBase:
