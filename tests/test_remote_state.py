@@ -580,3 +580,38 @@ def test_a_rewind_on_any_runner_moves_the_cursor_in_the_bucket(
     assert again.returncode == EXIT_OK, again.stderr
     assert sent(receiver) == ["1", "2", "3"]
     assert receiver.duplicates() == []
+
+
+def test_an_event_emitted_on_a_fresh_runner_is_recorded_in_the_bucket_and_never_sent_again(
+    s3: LocalS3, receiver: LocalReceiver, tmp_path: Path
+) -> None:
+    first = Runner(tmp_path / "first", s3, receiver.url)
+    assert first("init").returncode == EXIT_OK
+    deploy = Runner(tmp_path / "deploy", s3, receiver.url)  # the deploy job's runner: nothing kept locally
+    emitted = deploy(
+        "emit",
+        "--ci",
+        "none",
+        "--source",
+        "runs",
+        "--build-id",
+        "4",
+        "--commit",
+        f"{4:040x}",
+        "--env",
+        "production",
+        "--status",
+        "success",
+        "--url",
+        receiver.url,
+    )
+    assert emitted.returncode == EXIT_OK, emitted.stderr
+    assert "sent shop/production/4" in emitted.stderr
+    assert remote_ledger(s3, tmp_path) == ["4"]
+    later = Runner(tmp_path / "later", s3, receiver.url)  # the scheduled catch-up, on another fresh runner
+    later.history(1, 4)
+    result = later("run")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert sorted(sent(receiver)) == ["1", "2", "3", "4"]
+    assert receiver.duplicates() == []
+    assert s3.objects() == [STATE_KEY]

@@ -19,6 +19,9 @@ from backfill.json_output import SCHEMA_VERSION
 from backfill.settings_env import CONFIG_VARIABLE, find_config
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from backfill.config import Config
     from backfill.emit.deliver import Outcome, Target
     from backfill.emit.event import BuiltEvent
 
@@ -143,7 +146,7 @@ def emit(
     from backfill.emit.deliver import Outcome, deliver
 
     try:
-        event, state_path, target, notes = _prepare(
+        event, state_path, target, notes, config = _prepare(
             config_path, ci, exit_status, repo, url, source, allow_http, dry_run, values
         )
     except BackfillError as exc:
@@ -165,6 +168,7 @@ def emit(
             state_path,
             deadline=deadline,
             notice=lambda message: logs.say("info", message, label="note"),
+            remote=_remote(config),
         )
     except KeyboardInterrupt:
         logs.say("error", "interrupted by Ctrl-C (SIGINT); the event may or may not be sent", label="stopped")
@@ -182,7 +186,7 @@ def _prepare(
     allow_http: bool,
     dry_run: bool,
     values: dict[str, str | None],
-) -> tuple[BuiltEvent, Path | None, Target | None, list[str]]:
+) -> tuple[BuiltEvent, Path | None, Target | None, list[str], Config | None]:
     from backfill.config import DevGrid, Normalize, load_config
     from backfill.emit.deliver import Target
     from backfill.emit.event import Given, build_event, matching_source
@@ -232,7 +236,7 @@ def _prepare(
             "would not know it was sent (see the README: live events)"
         )
     if dry_run:
-        return event, None, None, notes
+        return event, None, None, notes, config
     target_url = (url or devgrid.url).rstrip("/")
     check_url(target_url, allow_http=allow_http)
     key_file = Path(devgrid.api_key_file) if devgrid.api_key_file else None
@@ -245,7 +249,8 @@ def _prepare(
         max_attempts=devgrid.max_attempts,
     )
     state_path = Path(config.state.path) if config is not None else None
-    if state_path is not None and not state_path.is_file():
+    remote_held = config is not None and config.state.url is not None  # the working copy comes from the bucket
+    if state_path is not None and not remote_held and not state_path.is_file():
         # Creating it here would let a scheduled run with --require-state start over a lost state, and send
         # all history again: the event is sent, but only a state that exists records it.
         notes.append(
@@ -253,7 +258,16 @@ def _prepare(
             "backfill init creates the state file)"
         )
         state_path = None
-    return event, state_path, target, notes
+    return event, state_path, target, notes, config
+
+
+def _remote(config: Config | None) -> Callable[[], AbstractContextManager[object]] | None:
+    """With ``[state] url``: the state object held (locked, downloaded, then uploaded) while the event is recorded."""
+    if config is None or config.state.url is None:
+        return None
+    from backfill.state.remote import remote_state
+
+    return lambda: remote_state(config, lambda message: logs.say("info", message, label="note"))
 
 
 def _finish(outcome: Outcome, event: BuiltEvent | None, strict: bool, as_json: bool, notes: list[str]) -> None:

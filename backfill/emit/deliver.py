@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -83,14 +84,19 @@ def deliver(
     deadline: float = DEFAULT_DEADLINE,
     notice: Callable[[str], None] = lambda message: None,
     sleep: Callable[[float], None] = time.sleep,
+    remote: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> Outcome:
-    """Send ``event`` and say what became of it; never raises for a delivery problem."""
+    """Send ``event`` and say what became of it; never raises for a delivery problem.
+
+    ``remote`` holds the state kept in object storage (``[state] url``) while the event is
+    recorded: downloaded under its lock first, uploaded after.
+    """
     started = time.monotonic()
     box: list[Outcome] = []
 
     def work() -> None:
         try:
-            box.append(_deliver(event, target, state_path, started + deadline, notice, sleep))
+            box.append(_deliver(event, target, state_path, started + deadline, notice, sleep, remote))
         except BackfillError as exc:
             box.append(Outcome("not-sent", str(exc), exit_code=exc.exit_code))
         except Interrupted as exc:
@@ -118,6 +124,7 @@ def _deliver(
     ends_at: float,
     notice: Callable[[str], None],
     sleep: Callable[[float], None],
+    remote: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> Outcome:
     if state_path is None:
         with tempfile.TemporaryDirectory(prefix="backfill-emit-") as folder:
@@ -136,7 +143,13 @@ def _deliver(
                 ) from None
             sleep(_LOCK_POLL)
     try:
-        return _send(event, target, state_path, ends_at, notice, sleep, shared=True)
+        with remote() if remote is not None else nullcontext():
+            if not state_path.is_file():
+                # No state in object storage yet: emit never starts one (a lost state must stop the next run).
+                notice(f"{state_path}: no state yet; the event is sent without being recorded")
+                with tempfile.TemporaryDirectory(prefix="backfill-emit-") as folder:
+                    return _send(event, target, Path(folder) / "state.db", ends_at, notice, sleep, shared=False)
+            return _send(event, target, state_path, ends_at, notice, sleep, shared=True)
     finally:
         lock.__exit__(None, None, None)
 
