@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 import polars as pl
@@ -28,7 +27,7 @@ import polars as pl
 from backfill.enrich.change_match import CANDIDATES, INDEX, RULE, match
 from backfill.enrich.changes import NUMBER, SYS_ID, Changes, prepare_changes, wanted_fields, window_pairs
 from backfill.enrich.incidents import IncidentLinks, link_incidents, load_incidents, reject_lines
-from backfill.enrich.servicenow_export import read_export
+from backfill.enrich.servicenow_export import read_records
 from backfill.enrich.settings import ENRICH_TYPES, ChangeRequests, EnrichConfigs, Incidents
 from backfill.model import TS
 from backfill.normalize.verdicts import VERDICT, Verdict
@@ -91,23 +90,16 @@ def load_changes(
     updated_since: datetime | None = None,
 ) -> Changes:
     required, optional = wanted_fields(config)
-    if config.path is not None:
-        records = read_export(
-            config.name, Path(config.path), required, optional, file_format=config.format, encoding=config.encoding
-        )
-    else:
-        from backfill.enrich.table_api import read_table
-
-        records = read_table(
-            config,
-            [*required, *optional],
-            required,
-            date_fields=optional,
-            updated_since=updated_since,
-            environ=environ,
-            sleep=sleep,
-            notice=notice,
-        )
+    records = read_records(
+        config,
+        required,
+        optional,
+        date_fields=optional,
+        updated_since=updated_since,
+        environ=environ,
+        sleep=sleep,
+        notice=notice,
+    )
     if config.window and config.services and not window_pairs(config, records.frame.columns) and records.frame.height:
         from backfill.errors import EnrichError
 

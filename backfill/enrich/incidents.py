@@ -24,12 +24,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import polars as pl
 
 from backfill.enrich.dates import add_instants, instant_column, problem_column
-from backfill.enrich.servicenow_export import PROBLEM, Records, read_export
+from backfill.enrich.servicenow_export import PROBLEM, Records, read_records
 from backfill.enrich.settings import Incidents
 from backfill.model import ROW, TS
 
@@ -95,23 +94,16 @@ def load_incidents(
 ) -> IncidentTable:
     fields = [config.number_field, config.opened_field]
     optional = [config.resolved_field, config.priority_field, *config.caused_by_fields]
-    if config.path is not None:
-        records = read_export(
-            config.name, Path(config.path), fields, optional, file_format=config.format, encoding=config.encoding
-        )
-    else:
-        from backfill.enrich.table_api import read_table
-
-        records = read_table(
-            config,
-            [*fields, *optional],
-            fields,
-            date_fields=[config.opened_field, config.resolved_field],
-            updated_since=updated_since,
-            environ=environ,
-            sleep=sleep,
-            notice=notice,
-        )
+    records = read_records(
+        config,
+        fields,
+        optional,
+        date_fields=[config.opened_field, config.resolved_field],
+        updated_since=updated_since,
+        environ=environ,
+        sleep=sleep,
+        notice=notice,
+    )
     return prepare_incidents(config, records)
 
 

@@ -18,10 +18,12 @@ for messages that name a row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -29,6 +31,9 @@ from backfill.errors import CsvFormatError, EnrichError
 from backfill.extract.exports.csv_file import RAGGED, CsvFile
 from backfill.extract.mapping import RECORD
 from backfill.model import ROW
+
+if TYPE_CHECKING:
+    from backfill.enrich.settings import EnrichBase
 
 PROBLEM = "_problem"  # why a record cannot be used (a ragged CSV row), null where it is fine
 
@@ -44,6 +49,36 @@ class Records:
     frame: pl.DataFrame  # ROW, PROBLEM, then each field and its ".value"
     origin: str  # the file's path, or the table's URL
     utc: bool = False  # dates are in UTC whatever the entry's timezone (the Table API's raw values)
+
+
+def read_records(
+    config: EnrichBase,
+    required: Sequence[str],
+    optional: Sequence[str],
+    *,
+    date_fields: Sequence[str],
+    updated_since: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    notice: Callable[[str], None] = lambda message: None,
+) -> Records:
+    """An entry's records: from its export file (``path``), else from the Table API (``instance``)."""
+    if config.path is not None:
+        return read_export(
+            config.name, Path(config.path), required, optional, file_format=config.format, encoding=config.encoding
+        )
+    from backfill.enrich.table_api import read_table
+
+    return read_table(
+        config,
+        [*required, *optional],
+        required,
+        date_fields=date_fields,
+        updated_since=updated_since,
+        environ=environ,
+        sleep=sleep,
+        notice=notice,
+    )
 
 
 def read_export(
