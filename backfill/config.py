@@ -108,11 +108,19 @@ class Normalize(Model):
         return self
 
 
+class Planning(Model):
+    """``[plan]``: how a dry run holds the history it plans."""
+
+    # Above this many MB of input files, a dry run keeps the classified rows on disk, not in memory (0: always).
+    spill_above_mb: float = Field(default=256.0, ge=0)
+
+
 class Config(Model):
     devgrid: DevGrid = DevGrid()
     delivery: Delivery = Delivery()
     state: State = State()
     normalize: Normalize = Normalize()
+    plan: Planning = Planning()
     report: ReportSettings = ReportSettings()
     sources: Annotated[list[SourceConfigs], Field(min_length=1)]
     # ServiceNow change requests and incidents joined to the events (backfill.enrich).

@@ -22,8 +22,8 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import polars as pl
 
 from backfill.config import Config, allowing_plain_http
@@ -32,18 +32,21 @@ from backfill.errors import Interrupted, ReadError, SourceError, StateError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.interrupts import Interrupts
-from backfill.load.send import SendOptions, SendSession
 from backfill.model import RunOutcome, empty_raw_frame
 from backfill.normalize.classify import Normalization, normalize
-from backfill.plan.dedupe import RunPlan, make_plan
+from backfill.plan.dedupe import RunPlan, make_plan, make_spilled_plan
 from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
+from backfill.plan.spill import Spill
 from backfill.report.outputs import run_outputs
 from backfill.report.review import write_rejects, write_review_files
 from backfill.report.summary import RunSummary, build_summary, delivery_summary
 from backfill.secrets import api_key, check_url
 from backfill.state.store import KeyChange, state_folder_problem
 from backfill.state.view import LedgerView
+
+if TYPE_CHECKING:
+    import httpx
 
 Step = Callable[[str], AbstractContextManager[object]]
 
@@ -115,13 +118,22 @@ def run(
             raise StateError(problem)
     outputs = run_outputs(config, request.review, request.rejects, as_json=request.json_on_stdout)
     if outputs.review is not None:
-        with LedgerView(config, url, require_state=request.require_state, environ=environ, notice=hooks.notice) as view:
-            planned = plan_run(config, now=now, step=hooks.step, sleep=sleep, notice=hooks.notice)
-            ledger = diff(planned.plan.events, *window, view.known_keys if view.exists else None)
-        with hooks.step("writing the review"):
-            extra = write_review_files(planned, ledger, outputs, view.destination)
+        with ExitStack() as stack:
+            spill = stack.enter_context(Spill()) if spills(config) else None
+            with LedgerView(
+                config, url, require_state=request.require_state, environ=environ, notice=hooks.notice
+            ) as view:
+                planned = plan_run(config, now=now, step=hooks.step, sleep=sleep, notice=hooks.notice, spill=spill)
+                ledger = diff(planned.plan.events, *window, view.known_keys if view.exists else None)
+            with hooks.step("writing the review"):
+                extra = write_review_files(planned, ledger, outputs, view.destination)
         summary = build_summary(planned, {"mode": "dry-run", "config": str(config.path), **extra}, window)
         return RunResult(planned, summary, "reviewed", planned.exit_code)
+
+    # Only a sending run needs the HTTP client and the delivery: a dry run does not import them.
+    import httpx
+
+    from backfill.load.send import SendOptions, SendSession
 
     check_url(url, allow_http=request.allow_http)
     key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None
@@ -176,8 +188,13 @@ def plan_run(
     reading_from: Mapping[str, datetime | None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     notice: Callable[[str], None] | None = None,
+    spill: Spill | None = None,
 ) -> RunPlan:
     """Read every source and build the send plan. A source that fails is reported, not fatal.
+
+    With ``spill`` (for a history too large for memory, see :mod:`backfill.plan.spill`)
+    the classified rows go to disk and the plan is made from them; enrichment
+    is then not available.
 
     ``reading_from`` gives, per source name, the time from which a source that
     reads incrementally may start (see :func:`backfill.state.rules.incremental_since`).
@@ -199,27 +216,38 @@ def plan_run(
         cache_dir=Path(config.state.path).parent, warn=warnings.append, notice=notice or warnings.append, sleep=sleep
     )
     frames: list[pl.DataFrame] = []
+
+    def keep(rows: pl.LazyFrame) -> None:
+        if spill is not None:
+            spill.add(rows)
+        else:
+            frames.append(rows.collect())
+
     ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):
         with step(f"reading {source.name}"):
             since = (reading_from or {}).get(source.name)
             try:
-                frame, is_ancestor = _classify_source(source, index, replace(context, since=since), rules)
+                is_ancestor = _classify_source(source, index, replace(context, since=since), rules, keep)
             except SourceError as exc:
                 failures.append(exc)
                 continue
-            frames.append(frame)
             if is_ancestor is not None:
                 ancestry[source.name] = is_ancestor
-    classified = pl.concat(frames, how="vertical") if frames else _empty(rules)
+    names = [source.name for source in config.sources]
     enrichment = Enrichment()
+    if spill is not None and not spill.empty:
+        with step("planning"):
+            plan = make_spilled_plan(spill, names, rules, ancestry)
+        return RunPlan(plan=plan, failures=failures, warnings=warnings, enrichment=enrichment)
+    classified = pl.concat(frames, how="vertical") if frames else _empty(rules)
     if config.enrich:
         with step("matching change requests"):
             classified, enrichment = enrich_events(
                 classified, config.enrich, environ=context.environ, sleep=sleep, notice=context.notice
             )
     with step("planning"):
-        plan = make_plan(classified, [source.name for source in config.sources], rules, ancestry)
+        plan = make_plan(classified, names, rules, ancestry)
     if config.enrich:
         with step("linking incidents"):
             link_incident_entries(
@@ -229,27 +257,44 @@ def plan_run(
 
 
 def _classify_source(
-    source: SourceConfig, index: int, context: ExtractContext, rules: Normalization
-) -> tuple[pl.DataFrame, IsAncestor | None]:
-    """Extract and normalize one source; every failure becomes a SourceError naming it (here, and only here)."""
+    source: SourceConfig,
+    index: int,
+    context: ExtractContext,
+    rules: Normalization,
+    keep: Callable[[pl.LazyFrame], None],
+) -> IsAncestor | None:
+    """Extract and normalize one source into ``keep``; every failure becomes a SourceError naming it (here only)."""
     try:
         extracted = make_extractor(source, context).extract()
 
-        def classify(raw: pl.LazyFrame) -> pl.DataFrame:
-            return normalize(
-                raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules
-            ).collect()
+        def classify(raw: pl.LazyFrame) -> None:
+            keep(
+                normalize(raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules)
+            )
 
         try:
-            return classify(extracted.frame), extracted.is_ancestor
+            classify(extracted.frame)
         except pl.exceptions.PolarsError:
             if extracted.fallback is None:
                 raise
-            return classify(extracted.fallback()), extracted.is_ancestor
+            classify(extracted.fallback())
+        return extracted.is_ancestor
     except ReadError as exc:
         raise exc.for_source(source.name) from None
     except pl.exceptions.PolarsError as exc:
         raise SourceError(source.name, f"could not be read: {_first_line(exc)}") from exc
+
+
+def spills(config: Config) -> bool:
+    """Whether a dry run plans from a spill to disk: its files are large and nothing enriches its events."""
+    if config.enrich:
+        return False
+    sizes = 0
+    for source in config.sources:
+        for key in source.path_keys:
+            path = Path(str(getattr(source, key)))
+            sizes += path.stat().st_size if path.is_file() else 0
+    return sizes > config.plan.spill_above_mb * 1_000_000
 
 
 def _empty(rules: Normalization) -> pl.DataFrame:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from helpers import source_block
 
 HEAVY = ("polars", "pydantic", "rich", "httpx", "tenacity", "git", "github", "gitlab")
 
@@ -32,3 +34,21 @@ def test_help_and_usage_errors_import_no_heavy_library(arguments: list[str]) -> 
     report = json.loads(probe.stderr.strip().splitlines()[-1])
     assert report["code"] in (0, 2)  # `run` without -c is a usage error
     assert [name for name in HEAVY if name in report["modules"]] == []
+
+
+def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:
+    """A dry run reads files and writes files: the HTTP client and the delivery are for sending."""
+    (tmp_path / "runs.csv").write_text(
+        "id,updated_at,conclusion,environment\n1,2025-01-01T00:00:00Z,success,production\n"
+    )
+    config = tmp_path / "backfill.toml"
+    config.write_text(source_block("runs", "runs.csv"), encoding="utf-8")
+    arguments = ["run", "-c", str(config), "--dry-run", str(tmp_path / "review.csv")]
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, *arguments], capture_output=True, text=True, timeout=60, check=False
+    )
+    report = json.loads(probe.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert (tmp_path / "review.csv").read_text().count("\n") == 2
+    assert "polars" in report["modules"]  # the probe sees what the run imported
+    assert [name for name in ("httpx", "tenacity", "boto3") if name in report["modules"]] == []

@@ -18,11 +18,24 @@ import polars as pl
 from backfill.enrich import Enrichment
 from backfill.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE_RETRY, SourceError
 from backfill.model import ATTRIBUTE_COLUMNS, ENRICHED_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
-from backfill.normalize.classify import SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
+from backfill.normalize.classify import RAW_KEPT, SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
-from backfill.plan.rollbacks import IsAncestor, infer_rollbacks
+from backfill.plan.rollbacks import IsAncestor, infer_rollbacks, rollback_marks
+from backfill.plan.spill import ROLLBACKS_SCHEMA, SPILL_ROW, Spill, SpilledEvents, in_order
 
 COUNT_COLUMNS = ("read", "skipped", "rejected", "duplicates", "events")
+POSITION = "_i"  # a classified row's position, sources in config order
+# What a spilled plan's events carry besides TS and SPILL_ROW: the key, and what the summary reads.
+SPILLED_EVENT_COLUMNS = (
+    "entityId",
+    "env",
+    "status",
+    "build_id",
+    "build_commit_sha",
+    "change_id",
+    "source",
+    "original_env",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,8 @@ class Plan:
     skips: pl.DataFrame  # source, reason, rows
     skipped: pl.DataFrame  # source, row, reason, then the event fields as read (one row per skipped row)
     counts: pl.DataFrame  # source, read, skipped, rejected, duplicates, events (config order)
+    # Planned from rows spilled to disk: events then hold SPILLED_EVENT_COLUMNS, TS and SPILL_ROW only.
+    spilled: SpilledEvents | None = None
 
 
 @dataclass
@@ -60,24 +75,7 @@ def make_plan(
     rules: Normalization,
     ancestry: Mapping[str, IsAncestor] | None = None,
 ) -> Plan:
-    is_event = pl.col(VERDICT) == Verdict.EVENT
-    # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
-    # Most keys occur once; only the rows whose key repeats need ranking.
-    candidates = (
-        classified.lazy()
-        .select(*EVENT_KEY, SOURCE_INDEX, TS, ROW, VERDICT, pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"))
-        .filter(is_event)
-        .with_columns((pl.len().over(EVENT_KEY) > 1).alias("_repeated"))
-        .collect()
-    )
-    best_of_repeated = (
-        candidates.filter("_repeated")
-        .sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])
-        .unique(subset=list(EVENT_KEY), keep="first", maintain_order=True)
-    )
-    winners = (
-        pl.concat([candidates.filter(~pl.col("_repeated")), best_of_repeated]).sort([TS, *EVENT_KEY]).get_column("_i")
-    )
+    winners = _winners(classified.lazy().with_row_index(POSITION))
     # Columns an enrichment adds (which rule set change_id) travel with their events.
     enriched = [name for name in ENRICHED_COLUMNS if name in classified.columns]
     kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, *enriched, TS)[winners].with_columns(
@@ -85,9 +83,83 @@ def make_plan(
     )
     if rules.infer_rollbacks:
         kept = infer_rollbacks(kept, ancestry or {})
-    others = classified.filter(~is_event).with_columns(
-        reason(rules.environments, rules.default_timezone).alias("reason")
+    rejects, skipped, skips = _not_events(classified.lazy(), rules)
+    return Plan(
+        events=kept,
+        rejects=rejects,
+        skips=skips,
+        skipped=skipped,
+        counts=_counts(classified.lazy(), kept, sources),
     )
+
+
+def make_spilled_plan(
+    spill: Spill,
+    sources: Sequence[str],
+    rules: Normalization,
+    ancestry: Mapping[str, IsAncestor] | None = None,
+) -> Plan:
+    """The plan :func:`make_plan` makes, from rows spilled to disk; its events carry only what planning reads.
+
+    The review takes the other fields from the spill (:func:`backfill.plan.spill.review_slices`).
+    """
+    rows = spill.scan()
+    winners = _winners(rows.rename({SPILL_ROW: POSITION}))
+    set_or_not = {f"_has_{name}": pl.col(name).is_not_null() for name in ("deployment_type", "description")}
+    # Fetched in spill order, then put in send order (the fetched frame is handed over, not kept).
+    events = in_order(
+        rows.filter(pl.col(SPILL_ROW).is_in(winners.implode()))
+        .select(*SPILLED_EVENT_COLUMNS, TS, SPILL_ROW, **set_or_not)
+        .collect(),
+        (winners.rank("ordinal") - 1).cast(pl.UInt32),
+    )
+    rollbacks = pl.DataFrame(schema=ROLLBACKS_SCHEMA)
+    if rules.infer_rollbacks:
+        # Only whether deployment_type and description are set matters to the rules.
+        marks = rollback_marks(
+            events.with_columns(
+                pl.when(pl.col(f"_has_{name}")).then(pl.lit("")).alias(name)
+                for name in ("deployment_type", "description")
+            ),
+            ancestry or {},
+        )
+        rollbacks = marks.select(
+            events.get_column(SPILL_ROW).gather(marks.get_column("_position")), "_rollback_to", _marked=pl.lit(True)
+        )
+    rejects, skipped, skips = _not_events(rows, rules)
+    return Plan(
+        events=events.drop(*set_or_not),
+        rejects=rejects,
+        skips=skips,
+        skipped=skipped,
+        counts=_counts(rows, events, sources),
+        spilled=SpilledEvents(spill, rollbacks),
+    )
+
+
+def _winners(rows: pl.LazyFrame) -> pl.Series:
+    """The positions of the events to send, in send order: one per key (see the module's rules)."""
+    is_event = pl.col(VERDICT) == Verdict.EVENT
+    # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
+    candidates = rows.filter(is_event).select(*EVENT_KEY, SOURCE_INDEX, TS, ROW, POSITION).collect()
+    # Most keys occur once; only the rows whose key may repeat are ranked. Equal keys hash alike,
+    # so a key whose hash is unique occurs once (a collision only sends a few more rows to the ranking).
+    repeated = candidates.select(pl.struct(*EVENT_KEY).hash().is_duplicated()).to_series()
+    best_of_repeated = (
+        candidates.filter(repeated)
+        .sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])
+        .unique(subset=list(EVENT_KEY), keep="first", maintain_order=True)
+        .get_column(POSITION)
+    )
+    keep = ~repeated | candidates.get_column(POSITION).is_in(best_of_repeated.implode())
+    # Sorted as positions: the key columns are read, not moved.
+    return (
+        candidates.lazy().filter(pl.lit(keep)).select(pl.col(POSITION).sort_by([TS, *EVENT_KEY])).collect().to_series()
+    )
+
+
+def _not_events(rows: pl.LazyFrame, rules: Normalization) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The rows that are not events, with the reason: rejects, skipped rows, and skips counted by reason."""
     as_read = (
         "source",
         ROW,
@@ -98,25 +170,35 @@ def make_plan(
         pl.col("_raw_status").alias("status"),
         *ATTRIBUTE_COLUMNS,
     )
-    rejects = others.filter(pl.col(VERDICT) >= REJECT_FIRST).select(*as_read)
-    skipped = others.filter(pl.col(VERDICT) < REJECT_FIRST).select(*as_read)
-    skips = skipped.group_by("source", "reason", maintain_order=True).agg(pl.len().alias("rows"))
-    return Plan(
-        events=kept,
-        rejects=rejects,
-        skips=skips,
-        skipped=skipped,
-        counts=_counts(classified, kept, sources),
-    )
-
-
-def _counts(classified: pl.DataFrame, kept: pl.DataFrame, sources: Sequence[str]) -> pl.DataFrame:
     verdict = pl.col(VERDICT)
-    per_source = classified.group_by("source").agg(
-        pl.len().alias("read"),
-        ((verdict > Verdict.EVENT) & (verdict < REJECT_FIRST)).sum().alias("skipped"),
-        (verdict >= REJECT_FIRST).sum().alias("rejected"),
-        (verdict == Verdict.EVENT).sum().alias("_candidates"),
+
+    def read(which: pl.Expr) -> pl.DataFrame:
+        # Each set read by itself, with only the columns the sentences and the files need: they can be many rows.
+        return (
+            rows.filter(which)
+            .select("source", ROW, "entityId", "original_env", *ATTRIBUTE_COLUMNS, VERDICT, *RAW_KEPT)
+            .collect()
+            .with_columns(reason(rules.environments, rules.default_timezone).alias("reason"))
+            .select(*as_read)
+        )
+
+    rejects = read(verdict >= REJECT_FIRST)
+    skipped = read((verdict != Verdict.EVENT) & (verdict < REJECT_FIRST))
+    skips = skipped.group_by("source", "reason", maintain_order=True).agg(pl.len().alias("rows"))
+    return rejects, skipped, skips
+
+
+def _counts(classified: pl.LazyFrame, kept: pl.DataFrame, sources: Sequence[str]) -> pl.DataFrame:
+    verdict = pl.col(VERDICT)
+    per_source = (
+        classified.group_by("source")
+        .agg(
+            pl.len().alias("read"),
+            ((verdict > Verdict.EVENT) & (verdict < REJECT_FIRST)).sum().alias("skipped"),
+            (verdict >= REJECT_FIRST).sum().alias("rejected"),
+            (verdict == Verdict.EVENT).sum().alias("_candidates"),
+        )
+        .collect()
     )
     per_kept = kept.group_by("source").agg(pl.len().alias("events"))
     order = pl.DataFrame({"source": list(sources)}, schema={"source": pl.String})

@@ -45,7 +45,8 @@ def diff(
     in_window = within(events, since, until)
     known = no_known_keys(in_window) if known_keys is None else known_keys(in_window)
     marked = mark_known(in_window, known)
-    new = marked.filter(pl.col("state") == "new")
+    # Filtering copies every column: a history none of which was sent needs no copy.
+    new = marked if known.height == 0 else marked.filter(pl.col("state") == "new")
     return LedgerDiff(
         marked=marked,
         new=new,
@@ -64,13 +65,17 @@ def no_known_keys(events: pl.DataFrame) -> pl.DataFrame:
 def mark_known(events: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
     """Add ``state``: ``sent`` where the ledger holds the key, ``new`` otherwise."""
     held = known.filter(pl.col("ledger_state").is_in(NOT_NEW)).select(*EVENT_KEY, pl.lit("sent").alias("state"))
-    return events.join(held, on=list(EVENT_KEY), how="left", maintain_order="left").with_columns(
-        pl.col("state").fill_null("new")
-    )
+    if held.height == 0:
+        return events.with_columns(pl.lit("new").alias("state"))
+    # Joined on the key columns alone, so that the events' other columns are not copied.
+    state = events.select(EVENT_KEY).join(held, on=list(EVENT_KEY), how="left", maintain_order="left")
+    return events.with_columns(state.get_column("state").fill_null("new"))
 
 
 def within(events: pl.DataFrame, since: datetime | None, until: datetime | None) -> pl.DataFrame:
     """Events with ``since <= timestamp < until``."""
+    if since is None and until is None:
+        return events
     keep = pl.lit(True)
     if since is not None:
         keep = keep & (pl.col(TS) >= since)

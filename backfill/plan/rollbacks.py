@@ -54,8 +54,17 @@ def infer_rollbacks(events: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) ->
     names) and answers, for (commit, later commit) pairs, whether the first is
     an ancestor of the second.
     """
+    return apply_rollbacks(events, rollback_marks(events, ancestry))
+
+
+def rollback_marks(events: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> pl.DataFrame:
+    """The rollbacks among events in send order: ``_position`` and the description to give (null: keep its own).
+
+    Of ``deployment_type`` and ``description`` only whether they are set is read,
+    so a caller may pass any column that is null exactly where they are.
+    """
     if events.height == 0:
-        return events
+        return pl.DataFrame(schema=_FOUND_SCHEMA)
     # Where each row's previous successful deployment is, as a position: cheap to carry.
     frame = events.with_row_index("_position").with_columns(
         _last_shipped(pl.col("_position"), PLACE).alias("_previous")
@@ -64,14 +73,22 @@ def infer_rollbacks(events: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) ->
         "_position", keep="first", maintain_order=True
     )
     # A type a source already set is kept; only the rows marked here change.
-    marked = rollback_to.join(
-        frame.select("_position", "deployment_type", "description"), on="_position", how="inner"
-    ).filter(pl.col("deployment_type").is_null())
-    if marked.height == 0:
+    return (
+        rollback_to.join(frame.select("_position", "deployment_type", "description"), on="_position", how="inner")
+        .filter(pl.col("deployment_type").is_null())
+        .select(
+            "_position", pl.when(pl.col("description").is_null()).then(pl.col("_rollback_to")).alias("_rollback_to")
+        )
+    )
+
+
+def apply_rollbacks(events: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFrame:
+    """``deployment_type = "rollback"`` at the marked positions, and their description where one is given."""
+    if marks.height == 0:
         return events
-    described = marked.filter(pl.col("description").is_null())
+    described = marks.filter(pl.col("_rollback_to").is_not_null())
     return events.with_columns(
-        events.get_column("deployment_type").clone().scatter(marked.get_column("_position"), "rollback"),
+        events.get_column("deployment_type").clone().scatter(marks.get_column("_position"), "rollback"),
         events.get_column("description")
         .clone()
         .scatter(described.get_column("_position"), described.get_column("_rollback_to")),

@@ -11,13 +11,24 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import polars as pl
 
 from backfill.errors import BackfillError, ConfigError
-from backfill.model import ENRICHED_COLUMNS, EVENT_COLUMNS, FORMULA_START, REVIEW_EXTRA_COLUMNS, ROW, escape_formula
+from backfill.model import (
+    ENRICHED_COLUMNS,
+    EVENT_COLUMNS,
+    FORMULA_START,
+    REVIEW_EXTRA_COLUMNS,
+    ROW,
+    TS,
+    escape_formula,
+)
+from backfill.normalize.classify import TIMESTAMP_FORMAT
+from backfill.plan.spill import SpilledEvents, review_slices
 
 if TYPE_CHECKING:
     from backfill.plan.dedupe import RunPlan
@@ -41,24 +52,47 @@ def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
     write_csv_atomically(skipped.select("source", ROW, "reason", *EVENT_COLUMNS), path)
 
 
-def write_review(events: pl.DataFrame, to: Path | BinaryIO) -> None:
-    """The review CSV, to a file (replaced only once complete) or to a stream such as stdout."""
+def write_review(events: pl.DataFrame, to: Path | BinaryIO, spilled: SpilledEvents | None = None) -> None:
+    """The review CSV, to a file (replaced only once complete) or to a stream such as stdout.
+
+    With ``spilled``, the events' other fields come from the spill, a slice at a time.
+    """
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
     columns.extend(name for name in ENRICHED_COLUMNS if name in events.columns)
     if "state" in events.columns:
         columns.append("state")
-    review = events.select(columns)
+    if spilled is None:
+        if isinstance(to, Path):
+            write_csv_atomically(events.select(columns), to, WRITTEN_BY_THE_PLAN)
+        else:
+            _write_slices([events.select(columns)], columns, to)
+        return
+    slices = review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT))
     if isinstance(to, Path):
-        write_csv_atomically(review, to)
+        _write_atomically(to, lambda temporary: _write_slices_to(slices, columns, temporary))
     else:
-        formula_safe(review).write_csv(to)
+        _write_slices(slices, columns, to)
 
 
-def write_review_to_stdout(events: pl.DataFrame) -> None:
+def _write_slices_to(slices: Iterable[pl.DataFrame], columns: list[str], path: str) -> None:
+    with open(path, "wb") as out:
+        _write_slices(slices, columns, out)
+
+
+def _write_slices(slices: Iterable[pl.DataFrame], columns: list[str], to: BinaryIO) -> None:
+    written = False
+    for part in slices:
+        formula_safe(part, WRITTEN_BY_THE_PLAN).write_csv(to, include_header=not written)
+        written = True
+    if not written:
+        pl.DataFrame(schema=dict.fromkeys(columns, pl.String)).write_csv(to)
+
+
+def write_review_to_stdout(events: pl.DataFrame, spilled: SpilledEvents | None = None) -> None:
     """The review CSV on stdout (``--dry-run -``); a reader that stops early (``| head``) is not a failure."""
     sys.stdout.flush()
     try:
-        write_review(events, sys.stdout.buffer)
+        write_review(events, sys.stdout.buffer, spilled)
         sys.stdout.buffer.flush()
     except OSError as exc:
         # polars reports a closed pipe as a plain OSError naming it.
@@ -72,21 +106,30 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
     write_csv_atomically(rejects.select("source", ROW, "reason", *EVENT_COLUMNS), path)
 
 
-def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:
-    """Every text cell a spreadsheet would run as a formula, quoted."""
-    text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+# Review columns whose text the plan writes itself (an ISO time, success or failed, new or sent): never a formula.
+WRITTEN_BY_THE_PLAN = ("timestamp", "status", "state")
+
+
+def formula_safe(frame: pl.DataFrame, written: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Every text cell a spreadsheet would run as a formula, quoted (``written``: columns known not to hold one)."""
+    text = [name for name, dtype in frame.schema.items() if dtype == pl.String and name not in written]
     # Checking the first character is cheap; rewriting a column only pays where one needs it.
     risky = frame.select(pl.col(text).str.contains(FORMULA_START).any())
     return frame.with_columns(escape_formula(pl.col(name)) for name in text if risky.get_column(name).item())
 
 
-def write_csv_atomically(frame: pl.DataFrame, path: Path) -> None:
+def write_csv_atomically(frame: pl.DataFrame, path: Path, written: tuple[str, ...] = ()) -> None:
     """Write text cells formula-safe, to a temporary file renamed into place when complete.
 
     ``path`` must not be a symlink or anything but a regular file: the rename
     replaces what it names (:mod:`backfill.report.outputs` checks and resolves it).
     """
-    safe = formula_safe(frame)
+    safe = formula_safe(frame, written)
+    _write_atomically(path, safe.write_csv)
+
+
+def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write`` with a temporary file's name beside ``path``, then rename it into place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -94,7 +137,7 @@ def write_csv_atomically(frame: pl.DataFrame, path: Path) -> None:
         raise ConfigError(f"{path}: cannot be written ({exc.strerror})") from None
     os.close(handle)
     try:
-        safe.write_csv(temporary)
+        write(temporary)
         os.replace(temporary, path)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
@@ -114,10 +157,11 @@ def write_review_files(
     review, rejects, skipped = outputs.review, outputs.rejects, outputs.skipped
     assert review is not None, "a dry run has a review"
     events = ledger.marked if ledger.compared else ledger.marked.drop("state")
+    spilled = planned.plan.spilled
     if review.target is None:
-        write_review_to_stdout(events)
+        write_review_to_stdout(events, spilled)
     else:
-        write_review(events, review.target)
+        write_review(events, review.target, spilled)
     if rejects is not None:
         write_rejects(planned.plan.rejects, rejects.target or rejects.path)
     if skipped is not None:

@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from backfill.enrich.summary import change_id_summary, incident_summary, render_enrichment
-from backfill.model import RunOutcome
+from backfill.model import TS, RunOutcome
+from backfill.normalize.classify import TIMESTAMP_FORMAT
 from backfill.plan.dedupe import Plan, RunPlan
 from backfill.plan.ledger import within
 
@@ -180,11 +181,12 @@ def _entities(events: pl.DataFrame) -> list[dict[str, Any]]:
     return (
         events.group_by("entityId", "env")
         .agg(
-            pl.col("timestamp").min().alias("first"),
-            pl.col("timestamp").max().alias("last"),
+            # The text DevGrid receives, from the instant (a spilled plan's events carry only that).
+            pl.col(TS).min().dt.strftime(TIMESTAMP_FORMAT).alias("first"),
+            pl.col(TS).max().dt.strftime(TIMESTAMP_FORMAT).alias("last"),
             (pl.col("status") == "success").sum().alias("success"),
             (pl.col("status") == "failed").sum().alias("failed"),
-            pl.col("build_commit_sha").sort_by("_ts").first().alias("first_commit"),
+            pl.col("build_commit_sha").sort_by(TS).first().alias("first_commit"),
         )
         .sort("entityId", "env")
         .to_dicts()
