@@ -7,7 +7,7 @@ import re
 from helpers import REPO
 
 from backfill.cli import main
-from backfill.config import DevGrid, Normalize, State
+from backfill.config import Delivery, DevGrid, Normalize, Planning, State
 from backfill.enrich.settings import ChangeRequests, Incidents
 from backfill.errors import (
     EXIT_AUTH,
@@ -43,7 +43,14 @@ def test_every_command_is_documented() -> None:
 def test_every_preset_and_config_key_is_documented() -> None:
     for name in PRESETS:
         assert f"`{name}`" in README
-    top_level = (*DevGrid.model_fields, *State.model_fields, *Normalize.model_fields, *ReportSettings.model_fields)
+    top_level = (
+        *DevGrid.model_fields,
+        *Delivery.model_fields,
+        *State.model_fields,
+        *Normalize.model_fields,
+        *Planning.model_fields,
+        *ReportSettings.model_fields,
+    )
     sources = [key for extractor in REGISTRY.values() for key in extractor.config_model.model_fields]
     sources += [*ChangeRequests.model_fields, *Incidents.model_fields]
     for key in (*top_level, *sources, *ColumnMap.model_fields):

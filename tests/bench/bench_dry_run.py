@@ -15,7 +15,8 @@ file, in the same run, every one a fresh process, fastest of N (default 3):
 Prints each ratio and each process's peak RSS. Targets: backfill at most 1.5x
 the read+sort+write floor on both files, its peak RSS at most 1.5x that floor's.
 With --memory-rows M (default 5,000,000; 0 skips it), the dry run on an export
-of M rows: its peak RSS must stay under 2 GB.
+of M rows (above [plan] spill_above_mb, so planned from disk): its peak RSS
+must stay under 2 GB.
 
 The machine may be shared: the ratios (same files, same run) mean more than the
 absolute times.
@@ -59,10 +60,12 @@ def main() -> None:
             _compare(workdir, label, path, args.repeat)
         if args.memory_rows:
             big = _export(args.memory_rows)
-            _, rss = _run(_dry_run(workdir, big))
+            seconds, rss = _run(_dry_run(workdir, big))
             verdict = "met" if rss < TARGET_MEMORY_MB else "NOT met"
+            size_mb = big.stat().st_size / 1e6
             print(
-                f"{args.memory_rows:,} rows: backfill peak RSS {rss:,.0f} MB (target < {TARGET_MEMORY_MB} MB: {verdict})"
+                f"{args.memory_rows:,} rows ({size_mb:,.0f} MB): backfill {seconds:.1f} s, "
+                f"peak RSS {rss:,.0f} MB (target < {TARGET_MEMORY_MB} MB: {verdict})"
             )
 
 
