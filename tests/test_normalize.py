@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import polars as pl
+import pytest
 from helpers import WriteFile, plan_for, source_block
 
 HEADER = "id,updated_at,conclusion,environment,head_sha\n"
@@ -279,3 +280,30 @@ def test_epoch_times_before_the_earliest_epoch_year_are_rejected_and_the_year_is
         ("3", "2001-09-09T01:46:40Z"),
         ("2", "2023-06-01T00:00:00Z"),
     ]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dedupe_and_send_order_follow_the_rule_on_random_histories(write: WriteFile, seed: int) -> None:
+    """The rule, written plainly per key, against the plan, on histories where most keys repeat."""
+    rng = random.Random(seed)
+    envs = ("production", "staging")
+    files: list[list[tuple[str, str, str, str, str]]] = [[], []]
+    for source in files:
+        for row in range(300):
+            build = str(rng.randrange(120))
+            when = f"2025-01-{rng.randrange(1, 4):02d}T{rng.randrange(24):02d}:{rng.choice(('00', '30')):s}:00Z"
+            source.append((build, when, rng.choice(("success", "failure")), rng.choice(envs), f"s{len(source)}-{row}"))
+    for index, rows in enumerate(files):
+        write(f"{index}.csv", HEADER + "".join(",".join(row) + "\n" for row in rows))
+    config = write("backfill.toml", source_block("first", "0.csv") + source_block("second", "1.csv"))
+    # The rule: per key, the first source's rows win; of those, the latest time, then the later row.
+    best: dict[tuple[str, str], tuple[int, str, int, tuple[str, str, str, str, str]]] = {}
+    for index, rows in enumerate(files):
+        for number, row in enumerate(rows):
+            key = (row[3], row[0])
+            rank = (-index, row[1], number)
+            if key not in best or rank > best[key][:3]:
+                best[key] = (*rank, row)
+    expected = sorted((row[1], "shop", row[3], row[0], row[4]) for *_, row in best.values())
+    events = plan_for(config).plan.events
+    assert events.select("timestamp", "entityId", "env", "build_id", "build_commit_sha").rows() == expected

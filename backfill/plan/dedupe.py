@@ -142,20 +142,23 @@ def _winners(rows: pl.LazyFrame) -> pl.Series:
     is_event = pl.col(VERDICT) == Verdict.EVENT
     # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
     candidates = rows.filter(is_event).select(*EVENT_KEY, SOURCE_INDEX, TS, ROW, POSITION).collect()
-    # Most keys occur once; only the rows whose key may repeat are ranked. Equal keys hash alike,
-    # so a key whose hash is unique occurs once (a collision only sends a few more rows to the ranking).
-    repeated = candidates.select(pl.struct(*EVENT_KEY).hash().is_duplicated()).to_series()
+    # Most keys occur once; only the rows whose key may repeat are ranked. Equal keys hash alike, so a
+    # key whose hash occurs once occurs once (a collision only sends a few more rows to the ranking).
+    # Sorting the hashes finds the repeated ones faster than a hash table of them does.
+    key_hash = candidates.select(
+        pl.reduce(lambda one, other: one ^ other, [pl.col(name).hash(seed) for seed, name in enumerate(EVENT_KEY)])
+    ).to_series()
+    sorted_hashes = key_hash.sort()
+    repeated = key_hash.is_in(sorted_hashes.filter(sorted_hashes == sorted_hashes.shift(1)).implode())
     best_of_repeated = (
         candidates.filter(repeated)
         .sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])
         .unique(subset=list(EVENT_KEY), keep="first", maintain_order=True)
         .get_column(POSITION)
     )
-    keep = ~repeated | candidates.get_column(POSITION).is_in(best_of_repeated.implode())
+    winners = candidates.filter(~repeated | candidates.get_column(POSITION).is_in(best_of_repeated.implode()))
     # Sorted as positions: the key columns are read, not moved.
-    return (
-        candidates.lazy().filter(pl.lit(keep)).select(pl.col(POSITION).sort_by([TS, *EVENT_KEY])).collect().to_series()
-    )
+    return winners.get_column(POSITION).gather(winners.select(pl.arg_sort_by([TS, *EVENT_KEY])).to_series())
 
 
 def _not_events(rows: pl.LazyFrame, rules: Normalization) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
