@@ -20,6 +20,7 @@ from backfill.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE_RETRY, SourceError
 from backfill.model import ATTRIBUTE_COLUMNS, ENRICHED_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
 from backfill.normalize.classify import RAW_KEPT, SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
+from backfill.plan.keys import may_repeat
 from backfill.plan.rollbacks import IsAncestor, infer_rollbacks, rollback_marks
 from backfill.plan.spill import ROLLBACKS_SCHEMA, SPILL_ROW, Spill, SpilledEvents, in_order
 
@@ -142,14 +143,8 @@ def _winners(rows: pl.LazyFrame) -> pl.Series:
     is_event = pl.col(VERDICT) == Verdict.EVENT
     # Choose winners on a narrow frame, then take their rows once: moving every column is slow.
     candidates = rows.filter(is_event).select(*EVENT_KEY, SOURCE_INDEX, TS, ROW, POSITION).collect()
-    # Most keys occur once; only the rows whose key may repeat are ranked. Equal keys hash alike, so a
-    # key whose hash occurs once occurs once (a collision only sends a few more rows to the ranking).
-    # Sorting the hashes finds the repeated ones faster than a hash table of them does.
-    key_hash = candidates.select(
-        pl.reduce(lambda one, other: one ^ other, [pl.col(name).hash(seed) for seed, name in enumerate(EVENT_KEY)])
-    ).to_series()
-    sorted_hashes = key_hash.sort()
-    repeated = key_hash.is_in(sorted_hashes.filter(sorted_hashes == sorted_hashes.shift(1)).implode())
+    # Most keys occur once; only the rows whose key may repeat are ranked.
+    repeated = may_repeat(candidates, EVENT_KEY)
     best_of_repeated = (
         candidates.filter(repeated)
         .sort([SOURCE_INDEX, TS, ROW], descending=[False, True, True])

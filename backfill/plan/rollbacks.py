@@ -40,6 +40,7 @@ from typing import Any
 
 import polars as pl
 
+from backfill.plan.keys import may_repeat
 from backfill.versions import TagVersion, tag_version
 
 IsAncestor = Callable[[Sequence[tuple[str, str]]], list[bool]]
@@ -103,7 +104,7 @@ def _last_shipped(value: pl.Expr, over: list[str]) -> pl.Expr:
 def _redeployed_commits(frame: pl.DataFrame) -> pl.DataFrame:
     """Rule 1, looked at only where a commit appears more than once in a place (few rows)."""
     sha = pl.col("build_commit_sha")
-    repeated = frame.filter(sha.is_not_null() & pl.struct(*PLACE, "build_commit_sha").is_duplicated())
+    repeated = frame.filter(sha.is_not_null() & pl.lit(may_repeat(frame, [*PLACE, "build_commit_sha"])))
     previous_sha = frame.get_column("build_commit_sha").gather(repeated.get_column("_previous"))
     return (
         repeated.with_columns(
