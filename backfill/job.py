@@ -221,7 +221,8 @@ def plan_run(
         if spill is not None:
             spill.add(rows)
         else:
-            frames.append(rows.collect())
+            # One chunk: the plan gathers rows from it, which is several times faster than across many.
+            frames.append(rows.collect().rechunk())
 
     ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):
