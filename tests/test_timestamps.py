@@ -200,3 +200,70 @@ def test_a_negative_duration_is_rejected() -> None:
         "duration_ms '-1000000000000' is negative; a run cannot end before it starts",
     )
     assert parse("1650024049161", duration_ms="0") == ("2022-04-15T12:00:49.161000Z", None)
+
+
+def _plain_shaped_values() -> list[str]:
+    """Values in the shapes read by integer arithmetic, with every edge a calendar or an offset has."""
+    import random
+
+    rng = random.Random(11)
+    years = ["0000", "0001", "0400", "1600", "1900", "1970", "1999", "2000", "2016", "2023", "2024", "2100", "9999"]
+    dates = [
+        f"{year}-{month:02d}-{day:02d}"
+        for year in years
+        for month in range(0, 14)
+        for day in (0, 1, 28, 29, 30, 31, 32)
+    ]
+    times = ["00:00:00", "23:59:59", "23:59:60", "23:59:61", "24:00:00", "12:60:00", "02:30:00", "01:30:00", "99:99:99"]
+    offsets = ["", "Z", "z", "+00:00", "-00:00", "+02:00", "-05:30", "+05:45", "+13:59", "+14:00", "-14:00", "+14:01"]
+    offsets += ["+15:00", "+02:60", "-12:00", "+0200", "+02", " Z"]
+    # Every date with a few times and offsets, and every time and offset with a few dates.
+    values = [f"{date}{rng.choice('T ')}{rng.choice(times)}{rng.choice(offsets)}" for date in dates for _ in range(4)]
+    values += [
+        f"{rng.choice(dates)}{separator}{time}{offset}" for separator in "T " for time in times for offset in offsets
+    ]
+    values += [f"2024-02-29T{time}{offset}" for time in times for offset in offsets]
+    # Clock changes in the time zones below, written without an offset.
+    values += [f"2025-{day} {time}" for day in ("03-30", "10-26", "03-09", "11-02", "04-06", "10-05") for time in times]
+    values += ["1986-01-01 00:10:00"]  # Nepal moved from +05:30 to +05:45
+    values += ["".join(rng.choice("0123456789") for _ in range(length)) for length in range(1, 21) for _ in range(40)]
+    values += [
+        "0",
+        "00000000",
+        "0000000000000",
+        "946684799",
+        "946684800",
+        "99999999999",
+        "100000000000",
+        "9999999999999",
+    ]
+    values += ["1736951400.5", "-1736951400", "+1736951400", " 1736951400", "1736951400 ", "\uff11\uff17\uff13\uff16"]
+    values += ["2025-01-15T14:30:00.5Z", "2025-01-15T14:30Z", "2025-1-15T14:30:00Z", "2025-01-15T14:30:00+2:00"]
+    values += ["2025-01-15T14:30:0Z", "+025-01-15T14:30:00Z", "2025-01-15T14:30:00Z ", "2025-01-15X14:30:00Z"]
+    return values
+
+
+@pytest.mark.parametrize(
+    "timezone", ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe"]
+)
+def test_the_plain_shapes_read_by_arithmetic_give_what_the_general_rules_give(timezone: str) -> None:
+    values = _plain_shaped_values()
+    frame = pl.LazyFrame(
+        {"timestamp": values, "duration_ms": [None] * len(values)},
+        schema={"timestamp": pl.String, "duration_ms": pl.String},
+    )
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    plain = add_timestamp(frame, timezone, now).collect()
+    general = add_timestamp(frame, timezone, now, plain_shapes=False).collect()
+    assert plain.equals(general)
+    # The comparison means something: most values are read, and every kind of verdict occurs.
+    assert plain.get_column(TS).is_not_null().sum() > len(values) // 10
+    verdicts = set(plain.get_column(TS_VERDICT).drop_nulls().to_list())
+    assert {
+        Verdict.INVALID_TIMESTAMP,
+        Verdict.IMPOSSIBLE_OFFSET,
+        Verdict.EPOCH_TOO_OLD,
+        Verdict.FUTURE_TIMESTAMP,
+    } <= verdicts
+    if timezone != "UTC":
+        assert Verdict.LOCAL_TIME_GAP in verdicts

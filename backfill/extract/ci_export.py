@@ -81,11 +81,11 @@ class CiExportExtractor(Extractor):
         with self._source_errors():
             frame, fallback = self._read_and_map(config)
         if fallback is not None:
-            read_leniently = fallback
+            read_exactly = fallback
 
             def fallback_with_errors() -> pl.LazyFrame:
                 with self._source_errors():
-                    return read_leniently()
+                    return read_exactly()
 
             return Extracted(frame=frame, status_vocab=vocab, fallback=fallback_with_errors)
         return Extracted(frame=frame, status_vocab=vocab)
@@ -100,7 +100,7 @@ class CiExportExtractor(Extractor):
             raise ReadError(f"{config.path}: {exc}") from exc
 
     def _read_and_map(self, config: CiExportSource) -> tuple[pl.LazyFrame, Callable[[], pl.LazyFrame] | None]:
-        """The raw frame, and for CSV a slower exact reading to fall back on."""
+        """The raw frame, and for CSV a slower exact reading to fall back on (when a row is not regular)."""
         path = Path(config.path)
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
@@ -163,9 +163,9 @@ class CiExportExtractor(Extractor):
         expressions["reject_reason"] = pl.col(RAGGED) if csv_file is not None else pl.lit(None, dtype=pl.String)
 
         if csv_file is not None:
-            lenient, columns = csv_file, sorted(needed)
-            return raw_frame(csv_file.scan(columns), expressions), lambda: raw_frame(
-                lenient.read_leniently(columns), expressions
+            exact, columns = csv_file, sorted(needed)
+            return raw_frame(csv_file.scan_regular(columns), expressions), lambda: raw_frame(
+                exact.read_exactly(columns), expressions
             )
         assert table is not None
         return raw_frame(table, expressions), None

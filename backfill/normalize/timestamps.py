@@ -42,12 +42,21 @@ _COMPACT = (
     r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?$"
 )
 _EPOCH = r"^(\d{1,19})(?:\.\d+)?$"
-# The form most exports write (GitHub, GitLab, Azure DevOps): read directly, which
+# The shapes most exports write, read with integer arithmetic (parsing text as time is
+# the costly part): whole seconds with Z, with a +hh:mm offset or with none, and epoch
+# seconds or milliseconds. Eight digits are a compact date, so epoch numbers of that
+# length, and of more than 13 digits, take the rules below; so does any row of these
+# shapes whose date, time or offset does not exist.
+_PLAIN = r"^(?:\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2})?|\d{1,7}|\d{9,13})$"
+_PLAIN_LOCAL, _PLAIN_UTC, _PLAIN_OFFSET = 19, 20, 25  # the lengths of those shapes
+_PLAIN_EPOCH = 13  # at most this many digits
+# The next form most exports write (fractions, other offsets): read directly, which
 # is several times cheaper than the general rules; only the other rows need those.
 _COMMON = "%Y-%m-%dT%H:%M:%S%.f%#z"
 # chrono reads any offset below 24 hours; the common path takes only real ones.
 _REAL_OFFSET = r"(?i)(?:z|[+-](?:0\d|1[0-3]):?[0-5]\d|[+-]14:?00)$"
 _INSTANT = "_instant"  # the time as written, in UTC, before duration_ms
+_PLAIN_EPOCH_FORM = "_plain_epoch_form"  # the text is an epoch number read by the plain rules
 _OTHER_FORM = "_other_form"  # the text of rows not in the common form (null elsewhere)
 _READABLE = "_readable"  # the text is a time at all (it may still not exist locally)
 _BAD_OFFSET = "_bad_offset"  # the text has an offset no place has
@@ -55,20 +64,34 @@ _EPOCH_FORM = "_epoch_form"  # the text is an epoch number
 
 
 def add_timestamp(
-    frame: pl.LazyFrame, default_timezone: str, now: datetime, earliest_epoch_year: int = EARLIEST_EPOCH_YEAR
+    frame: pl.LazyFrame,
+    default_timezone: str,
+    now: datetime,
+    earliest_epoch_year: int = EARLIEST_EPOCH_YEAR,
+    *,
+    plain_shapes: bool = True,
 ) -> pl.LazyFrame:
     """Add ``_ts`` and ``_ts_verdict`` from the raw ``timestamp`` and ``duration_ms`` columns.
 
     ``now`` must be timezone-aware: anything after it is rejected as in the future.
+    ``plain_shapes=False`` reads every row by the general rules, which give the
+    plain shapes the same instants, only more slowly.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     raw = pl.col("timestamp")
-    common = pl.when(raw.str.contains(_REAL_OFFSET)).then(
-        raw.str.to_datetime(_COMMON, strict=False, time_unit="us", time_zone="UTC")
+    if plain_shapes:
+        frame = _plain(frame, default_timezone)
+    else:
+        frame = frame.with_columns(
+            pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias(_INSTANT), pl.lit(False).alias(_PLAIN_EPOCH_FORM)
+        )
+    # The rules below skip null cells, so they cost next to nothing on the rows read already.
+    rest = pl.when(pl.col(_INSTANT).is_null()).then(raw)
+    common = pl.when(rest.str.contains(_REAL_OFFSET)).then(
+        rest.str.to_datetime(_COMMON, strict=False, time_unit="us", time_zone="UTC")
     )
-    frame = frame.with_columns(common.alias(_INSTANT)).with_columns(
-        # The general rules skip null cells, so they cost next to nothing on common rows.
+    frame = frame.with_columns(pl.coalesce(pl.col(_INSTANT), common).alias(_INSTANT)).with_columns(
         pl.when(pl.col(_INSTANT).is_null()).then(raw).alias(_OTHER_FORM)
     )
     frame = _general(frame, default_timezone)
@@ -89,7 +112,7 @@ def add_timestamp(
         .then(pl.lit(Verdict.INVALID_DURATION.value))
         .when(duration < 0)
         .then(pl.lit(Verdict.NEGATIVE_DURATION.value))
-        .when(pl.col(_EPOCH_FORM) & (pl.col(_INSTANT) < pl.lit(earliest)))
+        .when((pl.col(_EPOCH_FORM) | pl.col(_PLAIN_EPOCH_FORM)) & (pl.col(_INSTANT) < pl.lit(earliest)))
         .then(pl.lit(Verdict.EPOCH_TOO_OLD.value))
         .when(pl.col(TS) > pl.lit(now))
         .then(pl.lit(Verdict.FUTURE_TIMESTAMP.value))
@@ -97,7 +120,92 @@ def add_timestamp(
     return frame.with_columns(
         verdict.alias(TS_VERDICT),
         pl.when(verdict.is_null()).then(pl.col(TS)).alias(TS),
-    ).drop(_INSTANT, _OTHER_FORM, _READABLE, _BAD_OFFSET, _EPOCH_FORM)
+    ).drop(_INSTANT, _PLAIN_EPOCH_FORM, _OTHER_FORM, _READABLE, _BAD_OFFSET, _EPOCH_FORM)
+
+
+def _plain(frame: pl.LazyFrame, default_timezone: str) -> pl.LazyFrame:
+    """Add ``_instant`` for each row in one of the plain shapes (null elsewhere), and whether it is an epoch number.
+
+    Exactly what the rules below give those rows: a date, time or offset that does
+    not exist, or a local time a clock change skips or repeats, is null here and
+    left to them. The parts are columns of their own, so that each is read once.
+    """
+    raw = pl.col("timestamp")
+
+    def number(start: int, digits: int) -> pl.Expr:
+        return raw.str.slice(start, digits).cast(pl.Int64, strict=False)
+
+    parts = {
+        "_length": raw.str.len_bytes(),
+        "_shaped": raw.str.contains(_PLAIN),
+        "_year": number(0, 4),
+        "_month": number(5, 2),
+        "_day": number(8, 2),
+        "_hour": number(11, 2),
+        "_minute": number(14, 2),
+        "_second": number(17, 2),
+        "_offset_sign": pl.when(raw.str.slice(19, 1) == "-").then(-1).otherwise(1),
+        "_offset_hours": number(20, 2),
+        "_offset_minutes": number(23, 2),
+        "_epoch_number": raw.cast(pl.Int64, strict=False),
+    }
+    length, shaped = pl.col("_length"), pl.col("_shaped")
+    year, month, day = pl.col("_year"), pl.col("_month"), pl.col("_day")
+    hour, minute, second = pl.col("_hour"), pl.col("_minute"), pl.col("_second")
+    offset_hours, offset_minutes = pl.col("_offset_hours"), pl.col("_offset_minutes")
+    leap_year = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = (
+        pl.when(month == 2)
+        .then(pl.when(leap_year).then(28 + 1).otherwise(28))
+        .when((month == 4) | (month == 6) | (month == 9) | (month == 11))
+        .then(30)
+        .otherwise(31)
+    )
+    # A leap second (60) is left to the rules below, which read it as chrono does.
+    exists = month.is_between(1, 12) & day.is_between(1, month_days) & (hour <= 23) & (minute <= 59) & (second <= 59)
+    days = _days_from_civil(year, month, day)
+    # The offsets chrono reads on the common path (see _REAL_OFFSET).
+    real_offset = ((offset_hours <= 13) & (offset_minutes <= 59)) | ((offset_hours == 14) & (offset_minutes == 0))
+    frame = frame.with_columns(**parts).with_columns(
+        _is_epoch=shaped & (length <= _PLAIN_EPOCH),
+        _naive_us=pl.when(shaped & exists).then((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000),
+        _offset_us=pl.when(real_offset).then(
+            pl.col("_offset_sign") * (offset_hours * 60 + offset_minutes) * 60_000_000
+        ),
+    )
+    naive_us, epoch = pl.col("_naive_us"), pl.col("_epoch_number")
+    naive = naive_us.cast(pl.Datetime("us"))
+    if default_timezone == "UTC":
+        local = naive.dt.replace_time_zone("UTC")
+    else:
+        local = naive.dt.replace_time_zone(default_timezone, ambiguous="null", non_existent="null")
+        local = local.dt.convert_time_zone("UTC")
+    epoch_us = pl.when(epoch < 10**11).then(epoch * 1_000_000).otherwise(epoch * 1_000)
+    instant = (
+        pl.when(pl.col("_is_epoch"))
+        .then(epoch_us)
+        .when(length == _PLAIN_UTC)
+        .then(naive_us)
+        .when(length == _PLAIN_OFFSET)
+        .then(naive_us - pl.col("_offset_us"))
+    )
+    return frame.with_columns(
+        pl.when(length == _PLAIN_LOCAL)
+        .then(local)
+        .otherwise(instant.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+        .alias(_INSTANT),
+        pl.col("_is_epoch").alias(_PLAIN_EPOCH_FORM),
+    ).drop(*parts, "_is_epoch", "_naive_us", "_offset_us")
+
+
+def _days_from_civil(year: pl.Expr, month: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's ``days_from_civil``)."""
+    shifted = year - (month <= 2).cast(pl.Int64)
+    era = shifted.floordiv(400)
+    year_of_era = shifted - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2).floordiv(5) + day - 1
+    day_of_era = year_of_era * 365 + year_of_era.floordiv(4) - year_of_era.floordiv(100) + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def _general(frame: pl.LazyFrame, default_timezone: str) -> pl.LazyFrame:

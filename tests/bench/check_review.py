@@ -6,7 +6,9 @@ REFERENCE is a git revision (say ``main`` or ``HEAD~1``): its backfill package i
 unpacked to a temporary folder (``git archive``) and run with the same Python.
 Each EXPORT (by default the benchmark's 1,000,000-row export and its shuffled
 copy, see bench_dry_run.py) goes through ``backfill run --dry-run`` with both,
-and the review CSV and rejects CSV must be identical. Exits 1 on a difference.
+and the review CSV, the rejects CSV, the skipped CSV and what the run prints
+(its summary and warnings, with the run's folder left out) must be identical.
+Exits 1 on a difference.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> None:
                 name: _dry_run(workdir / name, export, tree)
                 for name, tree in (("reference", reference), ("current", REPO))
             }
-            for kind in ("review.csv", "review.rejects.csv"):
+            for kind in ("review.csv", "review.rejects.csv", "review.skipped.csv", "printed.txt"):
                 same = filecmp.cmp(outputs["reference"] / kind, outputs["current"] / kind, shallow=False)
                 size = (outputs["current"] / kind).stat().st_size
                 print(f"{export.name}: {kind} {'identical' if same else 'DIFFERENT'} ({size:,} bytes)")
@@ -65,14 +67,16 @@ def _dry_run(folder: Path, export: Path, tree: Path) -> Path:
         'preset = "github-actions"\nentity_id = "shop"\n',
         encoding="utf-8",
     )
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "backfill", "run", "-c", str(config), "--dry-run", str(folder / "review.csv")],
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"},
         cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
         check=False,
     )
+    printed = f"exit {done.returncode}\n{done.stdout}{done.stderr}".replace(str(folder), "<run>")
+    (folder / "printed.txt").write_text(printed, encoding="utf-8")
     return folder
 
 

@@ -2,15 +2,20 @@
 
 polars pads a short row with nulls and, told to, cuts a long one silently: a
 row that lost or gained a field would shift its values into the wrong columns
-and could become a wrong event. So a first, cheap pass streams the file as
-lines and counts each record's fields (quote-aware); rows whose count differs
-from the header's carry a reason, and normalization rejects them.
+and could become a wrong event. So every record's field count is checked
+against the header's; rows whose count differs carry a reason, and
+normalization rejects them.
 
-The file itself is then scanned lazily, so that reading and normalizing stream
-together. Where polars refuses the file (a quote inside an unquoted field) or
-its records do not line up with the line pass, :meth:`CsvFile.read_leniently`
-reads it with Python's csv module instead: slower, exact, and one bad row no
-longer stops the good ones.
+Most files are regular, and :meth:`CsvFile.scan_regular` proves it on the way:
+a cheap pass measures each line (its length and its quotes), and the scan
+itself checks that each record's fields, with the quotes polars took away,
+fill its line exactly (see :func:`_proof`). A record that does not, or a file
+whose quoted fields span lines, takes the exact reading instead:
+:meth:`CsvFile.scan` counts each record's fields from its text (quote-aware)
+before the scan. Where polars refuses the file (a quote inside an unquoted
+field) or its records do not line up with the lines, :meth:`CsvFile.read_leniently`
+reads it with Python's csv module: slower, exact, and one bad row no longer
+stops the good ones.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ RAGGED = "__backfill_ragged"
 _LINE_SEPARATOR = "\x1f"
 # What remains of a line once its quoted text is removed (a quote left open runs to the end).
 _QUOTED = r'"[^"]*"?'
+_LINE_TEXT = "__backfill_line_text"  # a line's bytes that are not quotes
+_UNPROVEN = "a record does not prove regular; read the file exactly"
 
 
 class CsvFile:
@@ -53,6 +60,41 @@ class CsvFile:
             raise self._explain(exc) from exc
         return header.columns
 
+    def scan_regular(self, columns: Sequence[str]) -> pl.LazyFrame:
+        """What :meth:`scan` gives, read in one pass where every record proves regular.
+
+        The query fails (a PolarsError) where a record does not; :meth:`read_exactly`
+        then gives what :meth:`scan` does. A file whose quoted fields span lines, or
+        whose quotes do not pair up, is read by :meth:`scan` at once.
+        """
+        lines = self._line_shapes()
+        quotes = lines.get_column("quotes")
+        continues = (quotes.cum_sum() - quotes) % 2 == 1
+        if continues.any() or quotes.sum() % 2 == 1:
+            return self.scan(columns)
+        # Record 0 is the header.
+        data = lines.slice(1)
+        blank = data.get_column("length").is_null()
+        reasons = pl.select(pl.when(pl.lit(blank)).then(pl.lit("the row is blank", dtype=pl.String))).to_series()
+        expected = len(self.columns)
+        return (
+            self._scan_all()
+            .with_columns(
+                # A different record count than the line pass fails the query (ShapeError).
+                reasons.alias(RAGGED),
+                (data.get_column("length") - data.get_column("quotes")).alias(_LINE_TEXT),
+            )
+            .with_columns(pl.coalesce(pl.col(RAGGED), _fail_unless(_proof(self.columns, expected))).alias(RAGGED))
+            .select(RECORD, *columns, RAGGED)
+        )
+
+    def read_exactly(self, columns: Sequence[str]) -> pl.DataFrame:
+        """What :meth:`scan` gives, collected; Python's csv module reads a file polars refuses."""
+        try:
+            return self.scan(columns).collect()
+        except pl.exceptions.PolarsError:
+            return self.read_leniently(columns)
+
     def scan(self, columns: Sequence[str]) -> pl.LazyFrame:
         """The given columns as text, the record number, and a reason for each ragged row."""
         counts, quotes_balance = self._count_fields_by_line()
@@ -60,17 +102,20 @@ class CsvFile:
             # A quote may open a field that never closes; only the exact reading can tell.
             return self.read_leniently(columns).lazy()
         return (
-            pl.scan_csv(
-                self._source,
-                infer_schema=False,
-                separator=self.separator,
-                truncate_ragged_lines=True,
-                row_index_name=RECORD,
-                row_index_offset=1,
-            )
+            self._scan_all()
             .select(RECORD, *columns)
             # A different record count than the line pass fails the query (ShapeError).
             .with_columns(pl.lit(_ragged_reasons(counts, len(self.columns))))
+        )
+
+    def _scan_all(self) -> pl.LazyFrame:
+        return pl.scan_csv(
+            self._source,
+            infer_schema=False,
+            separator=self.separator,
+            truncate_ragged_lines=True,
+            row_index_name=RECORD,
+            row_index_offset=1,
         )
 
     def values(self, columns: Sequence[str]) -> pl.DataFrame:
@@ -116,12 +161,8 @@ class CsvFile:
         except UnicodeDecodeError as exc:
             raise CsvFormatError(_describe_bad_utf8(self.path)) from exc
 
-    def _count_fields_by_line(self) -> tuple[pl.Series, bool]:
-        """Fields per record (0 for a blank line), and whether the file's quotes pair up.
-
-        A quoted field may span lines.
-        """
-        lines = pl.scan_csv(
+    def _lines(self) -> pl.LazyFrame:
+        return pl.scan_csv(
             self._source,
             has_header=False,
             separator=_LINE_SEPARATOR,
@@ -129,6 +170,25 @@ class CsvFile:
             infer_schema=False,
             new_columns=["line"],
         )
+
+    def _line_shapes(self) -> pl.DataFrame:
+        """Each line's length in bytes (null for a blank line) and its number of quotes."""
+        line = pl.col("line")
+        try:
+            return (
+                self._lines()
+                .select(length=line.str.len_bytes(), quotes=line.str.count_matches('"', literal=True).fill_null(0))
+                .collect()
+            )
+        except pl.exceptions.ComputeError as exc:
+            raise self._explain(exc) from exc
+
+    def _count_fields_by_line(self) -> tuple[pl.Series, bool]:
+        """Fields per record (0 for a blank line), and whether the file's quotes pair up.
+
+        A quoted field may span lines.
+        """
+        lines = self._lines()
         line = pl.col("line")
         try:
             # Streamed: the lines themselves are never all in memory at once.
@@ -209,6 +269,35 @@ def _never_closes(lines: list[str], separator: str) -> bool:
     except csv.Error as exc:
         return "unexpected end of data" in str(exc)
     return False
+
+
+def _proof(header: Sequence[str], expected: int) -> pl.Expr:
+    """Whether a record read from one line has exactly the header's number of fields.
+
+    polars takes only quotes away from a field's text, so a record of k fields
+    fills its line with the fields' other bytes and k - 1 separators: the line's
+    bytes that are not quotes number sum(len(field) - quotes(field)) + k - 1.
+    A short row is padded with empty fields and a long one cut, so the sum is the
+    line's exactly when k is the header's count. One more condition makes the
+    count the exact one's (see :meth:`CsvFile.scan`), which reads a quote as
+    opening or closing a quoted part wherever it stands: an even number of quotes
+    in every field, so that a quote inside an unquoted field cannot hide a
+    separator. A blank line proves nothing (it has its reason already).
+    """
+    fields = [pl.col(name) for name in header]
+    text = pl.sum_horizontal(
+        (field.str.len_bytes() - field.str.count_matches('"', literal=True)).fill_null(0) for field in fields
+    )
+    odd_quotes = pl.any_horizontal(
+        (field.str.count_matches('"', literal=True) % 2 == 1).fill_null(False) for field in fields
+    )
+    line = pl.col(_LINE_TEXT)
+    return line.is_null() | ((text + (expected - 1) == line) & ~odd_quotes)
+
+
+def _fail_unless(proven: pl.Expr) -> pl.Expr:
+    """Null where ``proven``; elsewhere the query fails (polars has no assertion, a strict cast fails)."""
+    return pl.when(~proven).then(pl.lit(_UNPROVEN)).cast(pl.UInt8, strict=True).cast(pl.String)
 
 
 def _ragged_reasons(counts: pl.Series, expected: int) -> pl.Series:
