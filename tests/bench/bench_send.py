@@ -4,7 +4,8 @@ Usage: python tests/bench/bench_send.py [EVENTS] [--ledger ROWS] [--latency-even
 
 1. Sending: EVENTS events (default 100,000) in batches of 15 to a fresh
    `backfill serve` on 127.0.0.1, twice in the same run:
-     bare      an httpx.Client posting the same bodies in a loop, nothing else;
+     bare      an httpx.Client posting the same bodies in a loop, nothing else,
+               in a fresh process (as backfill's is) with backfill's client settings;
      backfill  `backfill run`, with its write-ahead ledger and checkpoint; its
                rate is the delivery phase as the run reports it (--json).
    Target: backfill's rate is at least 80% of the bare loop's.
@@ -58,6 +59,9 @@ WINDOWS = (
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--bare-loop"]:
+        print(_bare_loop_here(sys.argv[2], Path(sys.argv[3])))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events", nargs="?", type=int, default=100_000)
     parser.add_argument("--ledger", type=int, default=1_000_000)
@@ -150,10 +154,20 @@ def _receiver(*arguments: str) -> Iterator[str]:
 
 
 def _bare_loop(export: Path) -> float:
+    """The bare loop's rate, measured in a fresh process, as `backfill run` is."""
+    with _receiver() as url:
+        result = subprocess.run(
+            [sys.executable, __file__, "--bare-loop", url, str(export)], capture_output=True, text=True, check=True
+        )
+    return float(result.stdout)
+
+
+def _bare_loop_here(url: str, export: Path) -> float:
+    """The same bodies as backfill's, POSTed by an httpx.Client with backfill's settings, nothing else."""
     events = events_json(pl.read_csv(export, infer_schema=False))
     bodies = [body_of(events[i : i + 15]).encode() for i in range(0, len(events), 15)]
     headers = {"x-api-key": KEY, "content-type": "application/json"}
-    with _receiver() as url, httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, follow_redirects=False) as client:
         start = time.perf_counter()
         for body in bodies:
             response = client.post(f"{url}/events", content=body, headers=headers)
