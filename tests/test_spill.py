@@ -23,7 +23,7 @@ from receivers import KEY, LocalReceiver
 import backfill.plan.spill
 from backfill.cli import main
 from backfill.config import Planning, load_config
-from backfill.errors import EXIT_OK
+from backfill.errors import EXIT_OK, EXIT_USAGE
 from backfill.job import spills
 
 sys.path.insert(0, str(REPO / "tests" / "bench"))
@@ -207,3 +207,12 @@ def test_only_large_histories_without_enrichment_spill(write: WriteFile) -> None
     demo = load_config(REPO / "configs" / "demo.toml")
     assert demo.enrich
     assert not spills(demo.model_copy(update={"plan": Planning(spill_above_mb=0)}))
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_named(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = workspace / "no such folder"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+    result = _cli("run", "-c", str(_config(workspace, ALWAYS)), "--dry-run", str(workspace / "review.csv"))
+    assert result.exit_code == EXIT_USAGE
+    assert f"{missing}: cannot hold the rows of a large history" in result.stderr
+    assert "set TMPDIR" in result.stderr

@@ -22,6 +22,7 @@ from types import TracebackType
 
 import polars as pl
 
+from backfill.errors import ConfigError
 from backfill.model import TS
 
 SPILL_ROW = "_spill_row"  # a row's position among all spilled rows, sources in config order
@@ -38,7 +39,13 @@ class Spill:
         self._files: list[Path] = []
 
     def __enter__(self) -> Spill:
-        self._folder = Path(tempfile.mkdtemp(prefix="backfill-spill-"))
+        try:
+            self._folder = Path(tempfile.mkdtemp(prefix="backfill-spill-"))
+        except OSError as exc:
+            raise ConfigError(
+                f"{tempfile.gettempdir()}: cannot hold the rows of a large history ({exc.strerror}); "
+                "set TMPDIR to a writable folder on a disk, or raise [plan] spill_above_mb"
+            ) from None
         return self
 
     def __exit__(
