@@ -34,6 +34,8 @@ def test_help_and_usage_errors_import_no_heavy_library(arguments: list[str]) -> 
     report = json.loads(probe.stderr.strip().splitlines()[-1])
     assert report["code"] in (0, 2)  # `run` without -c is a usage error
     assert [name for name in HEAVY if name in report["modules"]] == []
+    # Nor what only a command's work needs: git is run, and randomness drawn, by commands alone.
+    assert [name for name in ("subprocess", "secrets") if name in report["modules"]] == []
 
 
 def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,8 @@ class WorkingCopy:
         """The full SHA of the commit ``name`` names here, or None (no repository, no such commit)."""
         if not name or name.startswith("-"):
             return None
+        import subprocess  # only when git is asked: `backfill --help` does not need it
+
         try:
             done = subprocess.run(
                 ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"],

@@ -16,7 +16,6 @@ which never holds a secret.
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -77,6 +76,8 @@ def _escape_property(text: str) -> str:
 
 def output_lines(outputs: Mapping[str, str]) -> str:
     """Step outputs in the ``name<<DELIMITER`` form, with a delimiter found in no value."""
+    import secrets  # here, not at the top: `backfill --help` imports this module and needs no randomness
+
     lines = []
     for name, value in outputs.items():
         delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
