@@ -31,7 +31,6 @@ from backfill.errors import (
     Interrupted,
 )
 from backfill.json_output import error_document, run_document, status_document
-from backfill.report.github import report_error_to_github, report_to_github
 from backfill.settings_env import CONFIG_VARIABLE, add_env_twins
 from backfill.settings_env import config_path as find_config_path
 
@@ -81,6 +80,8 @@ def _fail(command: str, message: str, exit_code: int, kind: str, as_json: bool, 
     for line in message.splitlines():
         logs.say("error", line, label=label, exit_code=exit_code)
     if label == "error":
+        from backfill.report.github import report_error_to_github
+
         report_error_to_github(message, os.environ)  # on GitHub Actions: an annotation, and outputs that say so
     if as_json:
         click.echo(json.dumps(error_document(command, message, exit_code, kind), indent=2))
@@ -587,6 +588,8 @@ def _stderr_console() -> Console:
 
 
 def _report(summary: RunSummary, as_json: bool, console: Console, *, ok: bool) -> None:
+    from backfill.report.github import report_to_github
+
     report_to_github(summary, os.environ)
     if as_json:
         click.echo(json.dumps(run_document(summary, ok), indent=2, default=str))
