@@ -99,8 +99,9 @@ def review_slices(
 ) -> Iterator[pl.DataFrame]:
     """The review's rows for ``events`` (in their order), a slice at a time, each event's fields from the spill.
 
-    ``events`` carries SPILL_ROW and any column that is not the spilled row's
-    own (``state``); ``timestamp`` is the text form of :data:`TS` the review shows.
+    ``events`` carries SPILL_ROW; a review column it carries (the key, ``state``)
+    is taken from it, the others from the spill. ``timestamp`` is the text form
+    of :data:`TS` the review shows.
     """
     own = [name for name in columns if name in events.columns]
     for start in range(0, events.height, SLICE_EVENTS):
