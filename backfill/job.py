@@ -38,7 +38,7 @@ from backfill.plan.dedupe import RunPlan, make_plan, make_spilled_plan
 from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
 from backfill.plan.spill import Spill
-from backfill.report.outputs import run_outputs
+from backfill.report.outputs import run_outputs, source_paths
 from backfill.report.review import write_rejects, write_review_files
 from backfill.report.summary import RunSummary, build_summary, delivery_summary
 from backfill.secrets import api_key, check_url
@@ -290,12 +290,8 @@ def spills(config: Config) -> bool:
     """Whether a dry run plans from a spill to disk: its files are large and nothing enriches its events."""
     if config.enrich:
         return False
-    sizes = 0
-    for source in config.sources:
-        for key in source.path_keys:
-            path = Path(str(getattr(source, key)))
-            sizes += path.stat().st_size if path.is_file() else 0
-    return sizes > config.plan.spill_above_mb * 1_000_000
+    files = [path for source in config.sources for _, path in source_paths(source) if path.is_file()]
+    return sum(path.stat().st_size for path in files) > config.plan.spill_above_mb * 1_000_000
 
 
 def _empty(rules: Normalization) -> pl.DataFrame:

@@ -89,7 +89,7 @@ def run_inputs(config: Config) -> list[tuple[Path, str]]:
     if config.devgrid.api_key_file:
         inputs.append((Path(config.devgrid.api_key_file), "the API key file"))
     for source in config.sources:
-        inputs += [(path, f"the {key} of source '{source.name}'") for key, path in _source_paths(source)]
+        inputs += [(path, f"the {key} of source '{source.name}'") for key, path in source_paths(source)]
     return inputs
 
 
@@ -101,7 +101,7 @@ def run_folders(config: Config) -> list[tuple[Path, str]]:
             continue
         cache = (Path(config.state.path).parent / "repos", "the cache of cloned repositories")
         folders += [cache] if cache not in folders else []
-        for _, path in _source_paths(source):
+        for _, path in source_paths(source):
             if (path / ".git").is_dir():
                 folders.append((path / ".git", f"the git folder of source '{source.name}'"))
             elif (path / "HEAD").is_file() and (path / "objects").is_dir():
@@ -109,7 +109,8 @@ def run_folders(config: Config) -> list[tuple[Path, str]]:
     return folders
 
 
-def _source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
+def source_paths(source: SourceConfig) -> Iterator[tuple[str, Path]]:
+    """The local paths a source reads (a ``file://`` URL too), by config key; a clone URL names none."""
     for key in source.path_keys:
         value = getattr(source, key)
         if not isinstance(value, str) or not value:
