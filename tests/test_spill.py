@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 from gitrepo import GitRepo
-from helpers import REPO, WriteFile, source_block
+from helpers import FIXTURES, REPO, WriteFile, source_block
 from receivers import KEY, LocalReceiver
 
 import backfill.plan.spill
@@ -216,3 +216,33 @@ def test_a_temporary_folder_that_cannot_be_written_is_named(workspace: Path, mon
     assert result.exit_code == EXIT_USAGE
     assert f"{missing}: cannot hold the rows of a large history" in result.stderr
     assert "set TMPDIR" in result.stderr
+
+
+RECORDED = (
+    # Real CI API answers recorded by public projects (tests/fixtures/SOURCES.md), one source each.
+    ("github_actions_runs_panjf2000_ants.json", "github-actions", 'env = "production"\n'),
+    ("github_actions_runs_pygithub_2020.json", "github-actions", 'env = "production"\n'),
+    ("gitlab_deployments_gitlab_com.json", "gitlab-ci", ""),
+    ("gitlab_pipelines_gitlab_com.json", "gitlab-ci", 'env = "staging"\n'),
+    ("jenkins_builds.json", "jenkins", 'env = "production"\n'),
+    ("circleci_jobs.json", "circleci", 'env = "production"\n'),
+    ("azuredevops_builds.json", "azure-devops", 'env = "production"\n'),
+)
+
+
+def test_recorded_ci_answers_give_the_same_review_either_way(tmp_path: Path) -> None:
+    blocks = "".join(
+        f'[[sources]]\nname = "s{index}"\ntype = "ci-export"\npath = "{FIXTURES / "ci" / name}"\n'
+        f'preset = "{preset}"\nentity_id = "shop"\n{extra}\n'
+        for index, (name, preset, extra) in enumerate(RECORDED)
+    )
+    outputs = []
+    for threshold in (ALWAYS, IN_MEMORY):
+        config = tmp_path / f"recorded-{threshold:g}.toml"
+        config.write_text(f"[plan]\nspill_above_mb = {threshold}\n\n{blocks}", encoding="utf-8")
+        review = tmp_path / f"out-{threshold:g}" / "review.csv"
+        summary = _dry_run(config, review)
+        assert summary["errors"] == []
+        outputs.append((_outputs(review), summary))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][1]["totals"]["events"] > 50
