@@ -253,6 +253,30 @@ def test_bad_repositories_name_the_source_and_other_sources_still_run(write: Wri
     assert result.plan.events.get_column("build_id").to_list() == ["v1"]
 
 
+def test_repo_names_the_repository_itself_not_a_folder_inside_one_nor_a_file(
+    write: WriteFile, shop: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (shop.path / "docs").mkdir()
+    (tmp_path / "notes.txt").write_text("not a repository\n", encoding="utf-8")
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "--bare", "--quiet", str(shop.path), str(bare)], check=True)
+    # Another repository named by the environment does not stand in for the one the config names.
+    monkeypatch.setenv("GIT_DIR", str(shop.path / ".git"))
+    text = (
+        _source(shop.path / "docs").replace('"tags"', '"inside"')
+        + _source(tmp_path / "notes.txt").replace('"tags"', '"file"')
+        + _source(tmp_path).replace('"tags"', '"above"')
+        + _source(bare, pattern="v1.0.0").replace('"tags"', '"bare"')
+    )
+    result = plan_for(write("backfill.toml", text))
+    assert [str(failure) for failure in result.failures] == [
+        f"source 'inside': {shop.path / 'docs'} is not a git repository; point repo at one",
+        f"source 'file': {tmp_path / 'notes.txt'} is not a git repository; point repo at one",
+        f"source 'above': {tmp_path} is not a git repository; point repo at one",
+    ]
+    assert result.plan.events.get_column("build_id").to_list() == ["v1.0.0"]
+
+
 def test_a_clone_url_is_cached_beside_the_state_and_fetched_again(
     write: WriteFile, shop: GitRepo, tmp_path: Path
 ) -> None:

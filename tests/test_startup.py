@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gitrepo import GitRepo
 from helpers import source_block
 
 HEAVY = ("polars", "pydantic", "rich", "httpx", "tenacity", "git", "github", "gitlab")
@@ -54,3 +55,23 @@ def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:
     assert (tmp_path / "review.csv").read_text().count("\n") == 2
     assert "polars" in report["modules"]  # the probe sees what the run imported
     assert [name for name in ("httpx", "tenacity", "boto3") if name in report["modules"]] == []
+
+
+def test_a_git_tags_dry_run_runs_git_itself_and_imports_no_client_library(tmp_path: Path) -> None:
+    """The tags come from one git command's text: no git library, no forge client, no HTTP client."""
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit("First", "2024-01-01T10:00:00Z")
+    repo.tag("v1.0.0", message="Release 1.0.0", date="2024-01-01T11:00:00Z")
+    config = tmp_path / "backfill.toml"
+    config.write_text(
+        f'[[sources]]\nname = "tags"\ntype = "git-tags"\nrepo = "{repo.path}"\nentity_id = "shop"\nenv = "production"\n',
+        encoding="utf-8",
+    )
+    arguments = ["run", "-c", str(config), "--dry-run", str(tmp_path / "review.csv")]
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, *arguments], capture_output=True, text=True, timeout=60, check=False
+    )
+    report = json.loads(probe.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert "v1.0.0" in (tmp_path / "review.csv").read_text(encoding="utf-8")
+    assert [name for name in ("git", "github", "gitlab", "httpx", "tenacity") if name in report["modules"]] == []

@@ -6,9 +6,9 @@ commit it points to (annotated tags peeled), the timestamp the tagger date of
 an annotated tag or the commit date of a lightweight one (``time_source``),
 ``description`` the tag's subject line, ``initiator`` the tagger's email.
 
-All tags are read with one ``git for-each-ref`` through GitPython's command
-interface, not one Python object per tag: resolving thousands of tags object by
-object takes seconds, the one command a fraction of one.
+All tags are read with one ``git for-each-ref``, run as a plain process, not
+one Python object per tag: resolving thousands of tags object by object takes
+seconds, the one command a fraction of one.
 
 Pre-release tags are skipped, told by the version the name carries
 (:mod:`backfill.versions`), unless ``include_prereleases``; a tag the hotfix
@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -62,6 +63,8 @@ _FIELDS = {
     "subject": "%(contents:subject)",
 }
 _FORMAT = "%1f".join(_FIELDS.values())
+# What would point git at another repository than the one asked about.
+_DISCOVERY = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_CEILING_DIRECTORIES")
 
 
 class GitTagsSource(SourceConfig):
@@ -196,13 +199,10 @@ class GitTagsExtractor(Extractor):
         path = Path(location)
         if not path.exists():
             raise ReadError(f"repo {location} does not exist; check repo (relative to the config file)")
-        import git
-
-        try:
-            repository = git.Repo(path, search_parent_directories=False)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise ReadError(f"{location} is not a git repository; point repo at one") from None
-        return Path(repository.git_dir)
+        git_dir = _git_dir(path)
+        if git_dir is None:
+            raise ReadError(f"{location} is not a git repository; point repo at one")
+        return git_dir
 
     def _cached_clone(self, config: GitTagsSource, location: str) -> Path:
         token = None
@@ -393,16 +393,31 @@ def _ancestry(
     return is_ancestor
 
 
-def _git(git_dir: Path, *args: str) -> str:
-    import git
-
+def _git_dir(path: Path) -> Path | None:
+    """The git folder of the repository at ``path`` itself (a work tree or a bare one), not of a folder above it."""
+    environ = {name: value for name, value in os.environ.items() if name not in _DISCOVERY}
     try:
-        output: Any = git.Git().execute(
-            ["git", "--git-dir", str(git_dir), *args], env=GIT_ENV, strip_newline_in_stdout=False
+        found = subprocess.run(
+            ["git", "rev-parse", "--absolute-git-dir"],
+            cwd=path,
+            env={**environ, **GIT_ENV, "GIT_CEILING_DIRECTORIES": str(path.resolve().parent)},
+            capture_output=True,
+            check=False,
         )
-    except git.GitCommandError as exc:
-        raise GitError(f"git {args[0]} failed: {failure_line(str(exc.stderr))}") from None
-    return str(output)
+    except OSError:  # a file, or a folder we may not enter
+        return None
+    output = found.stdout.decode("utf-8", errors="surrogateescape").strip()
+    return Path(output) if found.returncode == 0 and output else None
+
+
+def _git(git_dir: Path, *args: str) -> str:
+    """git's output, run as a plain process: the tags need no more than one command's text."""
+    result = subprocess.run(
+        ["git", "--git-dir", str(git_dir), *args], env={**os.environ, **GIT_ENV}, capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise GitError(f"git {args[0]} failed: {failure_line(result.stderr.decode('utf-8', errors='replace'))}")
+    return result.stdout.decode("utf-8", errors="surrogateescape")
 
 
 def _shown(patterns: str | Sequence[str]) -> str:
