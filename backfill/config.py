@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 import tomllib
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
-from backfill.enrich.settings import ENRICH_TYPES, EnrichConfigs
+from backfill.enrich.settings import ENRICH_MODELS, ENRICH_TYPES, EnrichConfigs
 from backfill.errors import ConfigError
-from backfill.extract import SOURCE_TYPES, SourceConfigs
+from backfill.extract import REGISTRY, SOURCE_TYPES
+from backfill.extract.base import SourceConfig
 from backfill.model import ConfigPath, Model, TimeZoneName
 from backfill.report.settings import ReportSettings
 
@@ -115,6 +117,14 @@ class Planning(Model):
     spill_above_mb: float = Field(default=256.0, ge=0)
 
 
+if TYPE_CHECKING:
+    Sources = list[SourceConfig]
+    Enrichments = list[EnrichConfigs]
+else:
+    # Each entry is checked against the model its ``type`` names (_entries_of_their_types).
+    Sources = Enrichments = list[Any]
+
+
 class Config(Model):
     devgrid: DevGrid = DevGrid()
     delivery: Delivery = Delivery()
@@ -122,11 +132,26 @@ class Config(Model):
     normalize: Normalize = Normalize()
     plan: Planning = Planning()
     report: ReportSettings = ReportSettings()
-    sources: Annotated[list[SourceConfigs], Field(min_length=1)]
+    sources: Sources
     # ServiceNow change requests and incidents joined to the events (backfill.enrich).
-    enrich: list[EnrichConfigs] = Field(default_factory=list)
+    enrich: Enrichments = Field(default_factory=list)
     # Where the config was read from; set by load_config, not by the file.
     path: Path = Path("backfill.toml")
+
+    @field_validator("sources", "enrich", mode="plain")
+    @classmethod
+    def _entries_of_their_types(cls, value: Any, info: ValidationInfo) -> list[Any]:
+        """Each entry as the model its ``type`` names: a discriminated union of the types the file uses.
+
+        Only those types' modules are imported and their models built; an
+        entry with an unknown or no type meets the same union, so its error
+        is the same whichever types the other entries name.
+        """
+        known = SOURCE_TYPES if info.field_name == "sources" else ENRICH_TYPES
+        named = {_type_of(entry) for entry in value} if isinstance(value, list) else set()
+        used = tuple(name for name in known if name in named) or known[:1]
+        entries: list[Any] = _entries(info.field_name or "", used).validate_python(value, context=info.context)
+        return entries
 
     @model_validator(mode="after")
     def _unique_names_and_known_envs(self) -> Config:
@@ -156,6 +181,24 @@ class Config(Model):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _type_of(entry: Any) -> str | None:
+    tag = entry.get("type") if isinstance(entry, dict) else getattr(entry, "type", None)
+    return tag if isinstance(tag, str) else None
+
+
+@cache
+def _entries(field: str, types: tuple[str, ...]) -> TypeAdapter[list[Any]]:
+    """A list of ``[[sources]]`` or ``[[enrich]]`` entries of these types, each told by its ``type``."""
+    if field == "sources":
+        models: tuple[type[Model], ...] = tuple(REGISTRY[name].config_model for name in types)
+    else:
+        models = tuple(ENRICH_MODELS[name] for name in types)
+    entry: Any = Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
+    entries: Any = Annotated[list[entry], Field(min_length=1)] if field == "sources" else list[entry]
+    adapter: TypeAdapter[list[Any]] = TypeAdapter(entries, config=ConfigDict(strict=True))
+    return adapter
 
 
 def allowing_plain_http(config: Config) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from helpers import WriteFile, source_block
@@ -107,3 +108,104 @@ def test_every_example_config_is_valid() -> None:
     assert examples
     for example in examples:
         load_config(example)
+
+
+_TAGS = '[[sources]]\nname = "tags"\ntype = "git-tags"\nrepo = "."\nentity_id = "shop"\nenv = "production"\n'
+_RELEASES = (
+    '[[sources]]\nname = "gh"\ntype = "github-releases"\nrepo = "acme/shop"\nentity_id = "shop"\nenv = "production"\n'
+)
+_KINDS = "use one of ci-export, git-tags, github-releases, github-deployments, gitlab-releases, gitlab-deployments"
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        # Each entry is checked against its own type's model, whatever types the others name.
+        (
+            _TAGS.replace('repo = "."', "repo = 5") + source_block("runs", "runs.csv", preset="nope"),
+            [
+                "sources[0].repo (source 'tags'): must be a string, not an integer 5",
+                "sources[1].preset (source 'runs'): is 'nope'; use one of 'github-actions', 'gitlab-ci', 'jenkins', "
+                "'circleci', 'azure-devops' or 'events'",
+            ],
+        ),
+        (
+            _TAGS.replace('env = "production"', 'env_from_tag = "re:x"')
+            + _RELEASES.replace('repo = "acme/shop"', "repo = 3\nbogus = 1"),
+            [
+                "sources[0].env_from_tag (source 'tags'): must be a regular expression with a group named env, "
+                "like re:^deploy/(?P<env>[a-z]+)/",
+                "sources[1].repo (source 'gh'): must be a string, not an integer 3",
+                "sources[1].bogus (source 'gh'): unknown key; check its spelling against the README's config reference",
+            ],
+        ),
+        # An unknown, missing or misspelt type is named with every type, beside a known one too.
+        (
+            _TAGS + '[[sources]]\nname = "x"\ntype = "svn"\n',
+            [f"sources[1].type (source 'x'): unknown source type 'svn'; {_KINDS}"],
+        ),
+        (
+            _TAGS + '[[sources]]\nname = "x"\ntype = 5\n',
+            [f"sources[1].type (source 'x'): unknown source type '5'; {_KINDS}"],
+        ),
+        (_TAGS + '[[sources]]\nname = "x"\n', [f"sources[1].type (source 'x'): is required; {_KINDS}"]),
+        (
+            '[[sources]]\nname = "a"\ntype = ["git-tags"]\n',
+            [f"sources[0].type (source 'a'): unknown source type '['git-tags']'; {_KINDS}"],
+        ),
+        (
+            'sources = [1, "a"]\n',
+            [f"sources[{i}]: input should be a valid dictionary or object to extract fields from" for i in (0, 1)],
+        ),
+        ("sources = []\n", ["sources: list should have at least 1 item after validation, not 0"]),
+        (
+            "[devgrid]\nbatch_size = 99\n\n"
+            + _TAGS
+            + '[[sources]]\nname = "y"\ntype = "svn"\n[normalize]\nenvironments = ["Prod"]\n',
+            [
+                "devgrid.batch_size: input should be less than or equal to 15",
+                "normalize.environments: 'Prod' must be lowercase with no surrounding spaces (DevGrid matches env exactly)",
+                f"sources[1].type (source 'y'): unknown source type 'svn'; {_KINDS}",
+            ],
+        ),
+        (
+            _TAGS
+            + '[[enrich]]\nname = "c"\ntype = "servicenow-changes"\ninstance = "ftp://x"\n[enrich.exact]\nu = "build_id"\n'
+            + '[[enrich]]\nname = "i"\ntype = "servicenow-incidents"\npath = "i.csv"\npage_size = 0\n',
+            [
+                "enrich[0].instance: must start with https:// (for example https://acme.service-now.com)",
+                "enrich[1].page_size: input should be greater than or equal to 1",
+            ],
+        ),
+        (
+            _TAGS + '[[enrich]]\nname = "e"\ntype = "servicenow-chg"\npath = "a"\n',
+            [
+                "enrich[0].type: unknown enrich type 'servicenow-chg'; use one of servicenow-changes, servicenow-incidents"
+            ],
+        ),
+        (
+            _TAGS + '[[enrich]]\nname = "e"\npath = "a"\n',
+            ["enrich[0].type: is required; use one of servicenow-changes, servicenow-incidents"],
+        ),
+    ],
+)
+def test_entries_of_several_types_each_meet_their_own_model(write: WriteFile, text: str, lines: list[str]) -> None:
+    path = write("backfill.toml", text)
+    assert _error(path).splitlines() == [f"{path}: {line}" for line in lines]
+
+
+def test_every_source_type_is_read_by_the_model_and_extractor_it_names(write: WriteFile) -> None:
+    from backfill.extract import REGISTRY, SOURCE_TYPES
+
+    assert list(REGISTRY) == list(SOURCE_TYPES)
+    for name, extractor in REGISTRY.items():
+        assert extractor.type_name == name
+        assert extractor.config_model.model_fields["type"].annotation == Literal[name]  # type: ignore[valid-type]
+    text = _TAGS + source_block("runs", "runs.csv") + _RELEASES + _TAGS.replace('"tags"', '"more"')
+    config = load_config(write("backfill.toml", text))
+    assert [(type(source).__name__, source.name) for source in config.sources] == [
+        ("GitTagsSource", "tags"),
+        ("CiExportSource", "runs"),
+        ("GithubReleasesSource", "gh"),
+        ("GitTagsSource", "more"),
+    ]

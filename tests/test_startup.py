@@ -14,13 +14,16 @@ from helpers import source_block
 HEAVY = ("polars", "pydantic", "rich", "httpx", "tenacity", "git", "github", "gitlab")
 
 PROBE = """
-import json, sys
+import sys
 from backfill.cli import main
 try:
     main(sys.argv[1:], prog_name="backfill")
 except SystemExit as exit:
     code = exit.code
-print(json.dumps({"code": code, "modules": sorted({name.split(".")[0] for name in sys.modules})}), file=sys.stderr)
+modules = sorted({name.split(".")[0] for name in sys.modules})
+own = sorted(name for name in sys.modules if name.startswith("backfill."))
+import json  # after the modules are listed: the probe's own import is not the command's
+print(json.dumps({"code": code, "modules": modules, "own": own}), file=sys.stderr)
 """
 
 
@@ -75,3 +78,9 @@ def test_a_git_tags_dry_run_runs_git_itself_and_imports_no_client_library(tmp_pa
     assert report["code"] == 0
     assert "v1.0.0" in (tmp_path / "review.csv").read_text(encoding="utf-8")
     assert [name for name in ("git", "github", "gitlab", "httpx", "tenacity") if name in report["modules"]] == []
+    # Nor the modules of the source types the config does not use.
+    unused = ("ci_export", "github_releases", "github_deployments", "gitlab_releases", "gitlab_deployments", "forge")
+    assert [
+        name for name in report["own"] if name.startswith("backfill.extract.") and name.split(".")[2] in unused
+    ] == []
+    assert "backfill.extract.git_tags" in report["own"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from backfill.model import Model, TimeZoneName
 
@@ -20,6 +20,9 @@ ENV_NAME = r"^$|^[A-Za-z_][A-Za-z0-9_]*$"
 
 class EnrichBase(Model):
     """Keys every ``[[enrich]]`` entry accepts."""
+
+    # Built when a config first uses the type (backfill.config), not when the module is imported.
+    model_config = ConfigDict(defer_build=True)
 
     type: str
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -116,4 +119,8 @@ class Incidents(EnrichBase):
 
 
 EnrichConfigs = Annotated[ChangeRequests | Incidents, Field(discriminator="type")]
-ENRICH_TYPES = ("servicenow-changes", "servicenow-incidents")
+ENRICH_MODELS: dict[str, type[ChangeRequests] | type[Incidents]] = {
+    "servicenow-changes": ChangeRequests,
+    "servicenow-incidents": Incidents,
+}
+ENRICH_TYPES = tuple(ENRICH_MODELS)

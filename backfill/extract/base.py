@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from backfill.model import Model, Outcome
 
 
 class SourceConfig(Model):
     """Keys every ``[[sources]]`` entry accepts."""
+
+    # Built when a config first uses the type (backfill.config), not when the module is imported.
+    model_config = ConfigDict(defer_build=True)
 
     # The keys that may name a local file the source reads (a run never writes over one).
     path_keys: ClassVar[tuple[str, ...]] = ()
