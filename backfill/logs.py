@@ -17,11 +17,9 @@ sentences the text format prints.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,11 +34,14 @@ LEVELS = ("error", "warning", "info", "debug")
 _STYLES = {"error": "red", "warning": "yellow"}
 
 
-@dataclass
 class LogSettings:
-    quiet: bool = False
-    verbose: bool = False
-    json: bool = False
+    """What -q, -v and --log-format asked for."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False, json: bool = False) -> None:
+        self.quiet, self.verbose, self.json = quiet, verbose, json
+
+    def __repr__(self) -> str:
+        return f"LogSettings(quiet={self.quiet}, verbose={self.verbose}, json={self.json})"
 
     def shows(self, level: str) -> bool:
         if level in ("error", "warning"):
@@ -104,6 +105,8 @@ def say(level: str, message: str, console: Console | None = None, *, label: str 
     if not current.shows(level):
         return
     if current.json:
+        import json
+
         record = {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "level": level, "message": message}
         sys.stderr.write(json.dumps({**record, **fields}, default=str) + "\n")
         sys.stderr.flush()

@@ -422,3 +422,11 @@ def test_every_value_is_overridden_by_what_is_given() -> None:
     assert attributes["build_url"] == "https://deploys.example.com/7"
     assert (attributes["initiator"], attributes["description"]) == ("release-bot", "Release 7")
     assert attributes["change_id"] == "CHG0012345"
+
+
+def test_the_ci_choices_name_every_system_in_detection_order() -> None:
+    from backfill.emit.ci_names import ALIASES
+    from backfill.emit.ci_names import NAMES as CHOICES
+
+    assert (*(system.name for system in SYSTEMS), "none") == CHOICES == NAMES
+    assert set(ALIASES.values()) <= set(CHOICES)

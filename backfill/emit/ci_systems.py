@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from backfill.emit.ci_names import ALIASES, NAMES
 from backfill.emit.commits import Resolved, WorkingCopy, resolve_commit
 
 Environ = Mapping[str, str]
@@ -327,16 +328,8 @@ SYSTEMS: tuple[CiSystem, ...] = (
     Jenkins(),
 )
 NONE = NoCi()
-NAMES: tuple[str, ...] = (*(system.name for system in SYSTEMS), NONE.name)
-# Other names people give the same systems (the ci-export presets' among them).
-ALIASES: dict[str, str] = {
-    "github-actions": "github",
-    "gitlab-ci": "gitlab",
-    "azure-devops": "azure",
-    "azure-pipelines": "azure",
-    "bitbucket-pipelines": "bitbucket",
-    "local": "none",
-}
+if (*(system.name for system in SYSTEMS), NONE.name) != NAMES:
+    raise AssertionError("ci_names.NAMES must name the systems in SYSTEMS, in order, then none")
 
 
 def detect(environ: Environ, forced: str | None = None) -> CiSystem:

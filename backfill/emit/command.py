@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -12,8 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from backfill import logs
-from backfill.emit.ci_systems import ALIASES, NAMES, detect
-from backfill.emit.commits import WorkingCopy, resolve_commit
+from backfill.emit.ci_names import ALIASES, NAMES
 from backfill.errors import EXIT_OK, EXIT_SIGINT, BackfillError, ConfigError
 from backfill.json_output import SCHEMA_VERSION
 from backfill.settings_env import CONFIG_VARIABLE, find_config
@@ -26,6 +24,13 @@ if TYPE_CHECKING:
     from backfill.emit.event import BuiltEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _echo_json(document: Any, **options: Any) -> None:
+    """``document`` as indented JSON on stdout; json is imported by the commands that print it, not by --help."""
+    import json
+
+    click.echo(json.dumps(document, indent=2, **options))
 
 
 def _twins(name: str, devgrid: str | None = None) -> list[str]:
@@ -156,9 +161,9 @@ def emit(
         for note in notes:
             logs.say("info", note, label="note")
         if as_json:
-            click.echo(json.dumps(_json(Outcome("dry-run", "nothing sent (--dry-run)"), event), indent=2))
+            _echo_json(_json(Outcome("dry-run", "nothing sent (--dry-run)"), event))
         else:
-            click.echo(json.dumps(event.as_dict(), indent=2))
+            _echo_json(event.as_dict())
         return
     assert target is not None
     try:
@@ -188,6 +193,8 @@ def _prepare(
     values: dict[str, str | None],
 ) -> tuple[BuiltEvent, Path | None, Target | None, list[str], Config | None]:
     from backfill.config import DevGrid, Normalize, load_config
+    from backfill.emit.ci_systems import detect
+    from backfill.emit.commits import WorkingCopy, resolve_commit
     from backfill.emit.deliver import Target
     from backfill.emit.event import Given, build_event, matching_source
     from backfill.secrets import api_key, check_url
@@ -282,7 +289,7 @@ def _finish(outcome: Outcome, event: BuiltEvent | None, strict: bool, as_json: b
             "warning", f"{outcome.message} (the pipeline goes on; --strict makes this fail)", result=outcome.result
         )
     if as_json:
-        click.echo(json.dumps(_json(outcome, event), indent=2))
+        _echo_json(_json(outcome, event))
     code = EXIT_OK if outcome.ok or not strict else outcome.exit_code
     # A send abandoned at the deadline is a daemon thread: the process leaves without waiting for it
     # (the state file is written ahead, so a send cut off anywhere is settled by the next run).
