@@ -29,7 +29,7 @@ from backfill.errors import (
     ConfigError,
     Interrupted,
 )
-from backfill.json_output import error_document, run_document, status_document
+from backfill.json_output import echo_json, error_document, run_document, status_document
 from backfill.settings_env import CONFIG_VARIABLE, add_env_twins
 from backfill.settings_env import config_path as find_config_path
 
@@ -83,7 +83,7 @@ def _fail(command: str, message: str, exit_code: int, kind: str, as_json: bool, 
 
         report_error_to_github(message, os.environ)  # on GitHub Actions: an annotation, and outputs that say so
     if as_json:
-        _echo_json(error_document(command, message, exit_code, kind))
+        echo_json(error_document(command, message, exit_code, kind))
     sys.exit(exit_code)
 
 
@@ -96,13 +96,6 @@ def _instant(value: str | None, option: str) -> datetime | None:
         return instant(value)
     except ValueError:
         raise ConfigError(f"{option} '{value}' is not an ISO 8601 date or time, such as 2025-01-31") from None
-
-
-def _echo_json(document: Any, **options: Any) -> None:
-    """``document`` as indented JSON on stdout; json is imported by the commands that print it, not by --help."""
-    import json
-
-    click.echo(json.dumps(document, indent=2, **options))
 
 
 config_option = click.option(
@@ -299,7 +292,7 @@ def report(
             assert page.target is not None
             write_page(result, page.target)
     if as_json:
-        _echo_json(result, default=str)
+        echo_json(result, default=str)
     else:
         render_headline(result, console, str(page.path))
     sys.exit(result["exit_code"])
@@ -320,7 +313,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
     report = status_of(_load_config(config_path), lambda message: _notice(_stderr_console(), message))
     if as_json:
-        _echo_json(status_document(report), default=str)
+        echo_json(status_document(report), default=str)
     elif logs.current.json:
         logs.say("info", "status", status=report)
     elif not logs.current.quiet:
@@ -502,7 +495,7 @@ def received(db_path: Path, as_json: bool) -> None:
     store = EventStore(db_path)
     events, duplicates = store.count(), store.duplicates()
     if as_json:
-        _echo_json({"events": events, "duplicates": duplicates})
+        echo_json({"events": events, "duplicates": duplicates})
         return
     click.echo(f"{events:,} events received; {len(duplicates):,} keys received more than once")
     for duplicate in duplicates:
@@ -598,7 +591,7 @@ def _report(summary: RunSummary, as_json: bool, console: Console, *, ok: bool) -
 
     report_to_github(summary, os.environ)
     if as_json:
-        _echo_json(run_document(summary, ok), default=str)
+        echo_json(run_document(summary, ok), default=str)
     else:
         from backfill.report.summary import render
 

@@ -20,6 +20,15 @@ SCHEMA_VERSION = 1
 COUNTS = ("sent", "refused", "held", "pending", "possibly_duplicated", "unconfirmed")
 
 
+def echo_json(document: Any, **options: Any) -> None:
+    """``document`` as indented JSON on stdout; json is imported by the commands that print it, not by --help."""
+    import json
+
+    import click
+
+    click.echo(json.dumps(document, indent=2, **options))
+
+
 def run_document(summary: Mapping[str, Any], ok: bool) -> dict[str, Any]:
     """The run summary, with the header and (for a sending run) its counts."""
     document: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "command": "run", "ok": ok, **summary}

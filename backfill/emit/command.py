@@ -13,7 +13,7 @@ import click
 from backfill import logs
 from backfill.emit.ci_names import ALIASES, NAMES
 from backfill.errors import EXIT_OK, EXIT_SIGINT, BackfillError, ConfigError
-from backfill.json_output import SCHEMA_VERSION
+from backfill.json_output import SCHEMA_VERSION, echo_json
 from backfill.settings_env import CONFIG_VARIABLE, find_config
 
 if TYPE_CHECKING:
@@ -24,13 +24,6 @@ if TYPE_CHECKING:
     from backfill.emit.event import BuiltEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _echo_json(document: Any, **options: Any) -> None:
-    """``document`` as indented JSON on stdout; json is imported by the commands that print it, not by --help."""
-    import json
-
-    click.echo(json.dumps(document, indent=2, **options))
 
 
 def _twins(name: str, devgrid: str | None = None) -> list[str]:
@@ -161,9 +154,9 @@ def emit(
         for note in notes:
             logs.say("info", note, label="note")
         if as_json:
-            _echo_json(_json(Outcome("dry-run", "nothing sent (--dry-run)"), event))
+            echo_json(_json(Outcome("dry-run", "nothing sent (--dry-run)"), event))
         else:
-            _echo_json(event.as_dict())
+            echo_json(event.as_dict())
         return
     assert target is not None
     try:
@@ -289,7 +282,7 @@ def _finish(outcome: Outcome, event: BuiltEvent | None, strict: bool, as_json: b
             "warning", f"{outcome.message} (the pipeline goes on; --strict makes this fail)", result=outcome.result
         )
     if as_json:
-        _echo_json(_json(outcome, event))
+        echo_json(_json(outcome, event))
     code = EXIT_OK if outcome.ok or not strict else outcome.exit_code
     # A send abandoned at the deadline is a daemon thread: the process leaves without waiting for it
     # (the state file is written ahead, so a send cut off anywhere is settled by the next run).
