@@ -469,21 +469,30 @@ class Store:
                 "answered",
             )
             ahead = self._ahead.pop(batch_id, None) or self._read_ahead(db, batch_id)
+            destination_id = ahead.destination_id
             reasons = {(key.entity_id, key.env, key.build_id): message for key, message in refused}
-            db.executemany(
-                _RECORD,
-                [
+            rows: list[tuple[int, str, str, str, str, int, str, str, str | None]]
+            if not reasons:  # as a rule: one row per event, nothing to look up
+                rows = [
+                    (destination_id, entity, env, build, "sent", batch_id, timestamp, source, None)
+                    for entity, env, build, timestamp, source in ahead.events
+                ]
+            else:
+                rows = [
                     (
-                        ahead.destination_id,
-                        *event[:3],
-                        "refused" if event[:3] in reasons else "sent",
+                        destination_id,
+                        entity,
+                        env,
+                        build,
+                        "refused" if (entity, env, build) in reasons else "sent",
                         batch_id,
-                        *event[3:],
-                        reasons.get(event[:3]),
+                        timestamp,
+                        source,
+                        reasons.get((entity, env, build)),
                     )
-                    for event in ahead.events
-                ],
-            )
+                    for entity, env, build, timestamp, source in ahead.events
+                ]
+            db.executemany(_RECORD, rows)
 
         if later:
             self._later.append(write)
