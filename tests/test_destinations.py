@@ -155,12 +155,13 @@ def test_a_version_1_state_file_migrates_each_event_to_the_url_its_run_recorded(
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
     assert {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
         "meta",
         "destinations",
         "runs",
         "batches",
+        "outgoing",
         "ledger",
         "cursors",
     }

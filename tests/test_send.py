@@ -83,7 +83,7 @@ def test_a_run_sends_every_event_once_oldest_first_and_a_rerun_sends_nothing(
     assert len(receiver.events()) == 40 and receiver.duplicates() == []
     # Request bodies are kept only while their batch is pending.
     db = sqlite3.connect(path.parent / ".backfill" / "state.db")
-    assert db.execute("SELECT count(*) FROM batches WHERE body IS NOT NULL").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM outgoing").fetchone() == (0,)
     db.close()
 
 

@@ -213,11 +213,12 @@ class Delivery:
     def _settle(self) -> None:
         for pending in self._store.pending_batches(self._destination_id):
             events = json.loads(pending.body)["events"]
+            keys = tuple(key_of(event) for event in events)
             batch = OutgoingBatch(
                 body=pending.body,
-                keys=tuple(key_of(event) for event in events),
+                keys=keys,
                 timestamps=tuple(event["timestamp"] for event in events),
-                sources=("",) * len(events),
+                sources=tuple(pending.sources.get(key, "") for key in keys),
             )
             unknown = outcome_unknown(pending.posts, pending.boot_id, self._boot_id)
             self._notice(

@@ -18,9 +18,78 @@ from pathlib import Path
 from backfill.state.destination import normalize_url
 
 APPLICATION_ID = 0x42464C4C  # "BFLL"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
+CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE destinations (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,
+    account TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (url, account)
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    destination_id INTEGER NOT NULL REFERENCES destinations (id),
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT NOT NULL,
+    url TEXT NOT NULL,
+    boot_id TEXT,
+    planned INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,
+    unconfirmed INTEGER NOT NULL DEFAULT 0,
+    possibly_duplicated INTEGER NOT NULL DEFAULT 0,
+    left_to_send INTEGER NOT NULL DEFAULT 0,
+    message TEXT
+);
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'answered', 'split', 'released')),
+    events INTEGER NOT NULL,
+    posts INTEGER NOT NULL DEFAULT 0,
+    possibly_duplicated INTEGER NOT NULL DEFAULT 0,
+    unconfirmed INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    settled_at TEXT
+);
+CREATE INDEX batches_pending ON batches (state) WHERE state = 'pending';
+CREATE TABLE outgoing (
+    batch_id INTEGER PRIMARY KEY REFERENCES batches (id),
+    body TEXT NOT NULL,
+    keys TEXT NOT NULL
+);
+CREATE TABLE ledger (
+    destination_id INTEGER NOT NULL REFERENCES destinations (id),
+    entity_id TEXT NOT NULL,
+    env TEXT NOT NULL,
+    build_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'refused', 'held')),
+    batch_id INTEGER REFERENCES batches (id),
+    timestamp TEXT NOT NULL,
+    source TEXT NOT NULL,
+    message TEXT,
+    PRIMARY KEY (destination_id, entity_id, env, build_id)
+) WITHOUT ROWID;
+CREATE TABLE cursors (
+    destination_id INTEGER NOT NULL REFERENCES destinations (id),
+    source TEXT NOT NULL,
+    position TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (destination_id, source)
+);
+"""
+
+
+# Version 2's tables, as version 1's are first brought to (then on to this version).
+SCHEMA_2 = """
 CREATE TABLE meta (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -119,13 +188,17 @@ def _sync_folder(folder: Path) -> None:
 
 
 def migrate(db: sqlite3.Connection, version: int) -> None:
-    """Bring a state file of an older version up to this one, in one transaction."""
+    """Bring a state file of an older version up to this one, step by step, in one transaction."""
+    steps: list[str] = []
     if version == 1:
         db.create_function("normalize_url", 1, normalize_url, deterministic=True)
-        script = (_RENAME_1, SCHEMA.replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta"), _COPY_1)
+        steps += (_RENAME_1, SCHEMA_2.replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta"), _COPY_1)
         # The salt in the same transaction: a kill can leave the old file or the new one, never one without it.
-        salt = "INSERT OR IGNORE INTO meta (name, value) VALUES ('salt', randomblob(16));"
-        db.executescript("\n".join(("BEGIN;", *script, salt, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;")))
+        steps.append("INSERT OR IGNORE INTO meta (name, value) VALUES ('salt', randomblob(16));")
+    if version <= 2:
+        steps.append(_FROM_2)
+    if steps:
+        db.executescript("\n".join(("BEGIN;", *steps, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;")))
 
 
 # Version 1 kept one ledger for every URL. Its events belong to the URL their runs recorded; the
@@ -171,4 +244,27 @@ DROP TABLE ledger_1;
 DROP TABLE cursors_1;
 DROP TABLE batches_1;
 DROP TABLE runs_1;
+"""
+
+# Version 2 wrote a ledger row per event ahead of its POST (state 'pending'), kept the body in the
+# batch's row, and updated both on the answer. Version 3 writes ahead one row per batch in
+# ``outgoing`` (the body and its events' keys, times and sources), and the ledger rows once, when the
+# answer comes; a batch's own row stays small, so that marking it posted or answered rewrites only
+# that. A batch version 2 left pending (a run killed with batches in flight) keeps its posts; its
+# body and its events' rows move into ``outgoing``, so that it is sent again and recorded exactly
+# as the batches version 3 leaves pending. Settled batches' bodies are dropped, as every run ends.
+_FROM_2 = """
+CREATE TABLE outgoing (
+    batch_id INTEGER PRIMARY KEY REFERENCES batches (id),
+    body TEXT NOT NULL,
+    keys TEXT NOT NULL
+);
+INSERT INTO outgoing (batch_id, body, keys)
+    SELECT b.id, b.body,
+           (SELECT json_group_array(json_array(l.entity_id, l.env, l.build_id, l.timestamp, l.source))
+            FROM ledger AS l WHERE l.batch_id = b.id AND l.state = 'pending')
+    FROM batches AS b WHERE b.state = 'pending' AND b.body IS NOT NULL;
+DELETE FROM ledger WHERE state = 'pending' AND batch_id IN (SELECT batch_id FROM outgoing);
+DROP INDEX IF EXISTS ledger_by_batch;
+ALTER TABLE batches DROP COLUMN body;
 """

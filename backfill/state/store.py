@@ -5,19 +5,28 @@ What the tables hold (the rules that use them live in :mod:`backfill.state.rules
 * ``destinations``: where events went, a normalized DevGrid URL and an account
   fingerprint (:mod:`backfill.state.destination`). Everything below belongs to
   one destination: a rehearsal never changes what a run to DevGrid sends.
-* ``ledger``: one row per event key ``(entity_id, env, build_id)`` ever handed
-  to that destination, with its state: ``pending`` (written ahead, no answer
-  recorded yet), ``sent`` (DevGrid listed it in ``success``, or answered 201
-  with a body that could not be matched: then its batch is *unconfirmed*),
-  ``refused`` (DevGrid refused it, with DevGrid's reason) or ``held`` (never
-  sent, because DevGrid does not know its entity).
-* ``batches``: every POST body, written (with ``synchronous=FULL``) before it is
+* ``ledger``: one row per event key ``(entity_id, env, build_id)`` whose
+  outcome is known at that destination: ``sent`` (DevGrid listed it in
+  ``success``, or answered 201 with a body that could not be matched: then its
+  batch is *unconfirmed*), ``refused`` (DevGrid refused it, with DevGrid's
+  reason) or ``held`` (never sent, because DevGrid does not know its entity).
+* ``batches``: every POST, written (with ``synchronous=FULL``) before it is
   sent: ``pending`` (written, not answered), ``answered``, ``split`` (replaced
   by smaller batches) or ``released`` (certainly never stored; its events were
   forgotten). ``posts`` counts the POSTs of the body that may have reached
   DevGrid; a batch still pending with ``posts > 0`` when a run starts is one
   whose answer never came: it is sent again, and its events are flagged
   possibly duplicated.
+* ``outgoing``: the body of a batch, exactly as sent, and its events' keys,
+  times and sources (``keys``, JSON), written in the same transaction as the
+  batch; kept while the batch is pending (dropped at the end of the run once
+  it is settled).
+
+An event in flight is one row, its batch's ``outgoing`` row: its ledger row is
+written once, in the transaction that records the answer (as a rule together
+with the next batch's posted mark). Every reader sees the events of pending
+batches as the ledger's ``pending`` state (:meth:`Store.known_keys`,
+:meth:`Store.by_source`), exactly as if each had a row of its own.
 * ``cursors``: per destination and source, how far history has been read.
 * ``runs``: one row per run that sends, with its counts and outcome.
 
@@ -30,12 +39,13 @@ it is. No secret is ever written here.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -70,6 +80,19 @@ class PendingBatch:
     body: str
     posts: int
     boot_id: str | None
+    sources: dict[EventKey, str] = field(default_factory=dict, compare=False)  # each event's source
+
+
+# One event of a batch as its ``keys`` column holds it: entity_id, env, build_id, timestamp, source.
+_Written = tuple[str, str, str, str, str]
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A batch this store wrote ahead: where its events' ledger rows go when the answer comes."""
+
+    destination_id: int
+    events: list[_Written]
 
 
 @dataclass(frozen=True)
@@ -143,6 +166,8 @@ class Store:
         self.path = path
         # Writes that go with the next transaction, whatever it is (see record_answer's ``later``).
         self._later: list[Callable[[sqlite3.Connection], None]] = []
+        # The events of the pending batches this store wrote, by batch id (others are read back).
+        self._ahead: dict[int, _Ahead] = {}
 
     # -- opening -------------------------------------------------------------------------
 
@@ -305,7 +330,18 @@ class Store:
 
     @_reads
     def _holds_events(self, destination_id: int) -> bool:
-        return self._scalar("SELECT 1 FROM ledger WHERE destination_id = ? LIMIT 1", (destination_id,)) is not None
+        if self._scalar("SELECT 1 FROM ledger WHERE destination_id = ? LIMIT 1", (destination_id,)) is not None:
+            return True
+        return bool(self._in_flight(destination_id))
+
+    def _in_flight(self, destination_id: int) -> list[_Written]:
+        """The events of the destination's pending batches: the ledger's ``pending`` state."""
+        rows = self._db.execute(
+            "SELECT o.keys FROM batches AS b JOIN runs AS r ON r.id = b.run_id JOIN outgoing AS o ON o.batch_id = b.id "
+            "WHERE b.state = 'pending' AND r.destination_id = ?",
+            (destination_id,),
+        ).fetchall()
+        return [tuple(event) for (keys,) in rows for event in json.loads(keys)]
 
     # -- ledger and batches ----------------------------------------------------------------
 
@@ -325,16 +361,23 @@ class Store:
             (destination_id,),
         ).fetchall()
         self._db.execute("DELETE FROM temp.wanted")
-        return pl.DataFrame(
-            rows,
-            schema={"entityId": pl.String, "env": pl.String, "build_id": pl.String, "ledger_state": pl.String},
-            orient="row",
+        schema = {"entityId": pl.String, "env": pl.String, "build_id": pl.String, "ledger_state": pl.String}
+        known = pl.DataFrame(rows, schema=schema, orient="row")
+        in_flight = self._in_flight(destination_id)
+        if not in_flight:
+            return known
+        # An event is planned only when the ledger holds no row for it, so an event in flight has none.
+        pending = pl.DataFrame([(*event[:3], "pending") for event in in_flight], schema=schema, orient="row").join(
+            keys.select(EVENT_KEY), on=list(EVENT_KEY), how="semi"
         )
+        return pl.concat([known, pending.unique(list(EVENT_KEY), maintain_order=True)])
 
     def write_ahead(self, run_id: int, destination_id: int, batches: Sequence[OutgoingBatch]) -> list[int]:
         """Record batches and their events as pending, durably (one flush for all), before any POST."""
         with self.transaction(durable=True) as db:
-            return [self._insert_batch(db, run_id, destination_id, batch) for batch in batches]
+            written = [self._insert_batch(db, run_id, destination_id, batch) for batch in batches]
+        self._ahead.update(written)
+        return [batch_id for batch_id, _ in written]
 
     def mark_posted(self, batch_id: int, *, durable: bool = False) -> None:
         """The batch is about to be POSTed once more.
@@ -364,34 +407,39 @@ class Store:
         with self.transaction(durable=True) as db:
             _settled(
                 db.execute(
-                    "UPDATE batches SET state = 'split', settled_at = ?, body = NULL "
-                    "WHERE id = ? AND state = 'pending'",
+                    "UPDATE batches SET state = 'split', settled_at = ? WHERE id = ? AND state = 'pending'",
                     (now_text(), batch_id),
                 ),
                 batch_id,
                 "split",
             )
-            ids = [self._insert_batch(db, run_id, destination_id, part) for part in parts]
+            db.execute("DELETE FROM outgoing WHERE batch_id = ?", (batch_id,))
+            written = [self._insert_batch(db, run_id, destination_id, part) for part in parts]
+            ids = [part_id for part_id, _ in written]
             if maybe_stored:
                 db.executemany("UPDATE batches SET posts = 1 WHERE id = ?", [(part_id,) for part_id in ids])
-            return ids
+        self._ahead.pop(batch_id, None)
+        self._ahead.update(written)
+        return ids
 
-    def _insert_batch(self, db: sqlite3.Connection, run_id: int, destination_id: int, batch: OutgoingBatch) -> int:
+    def _insert_batch(
+        self, db: sqlite3.Connection, run_id: int, destination_id: int, batch: OutgoingBatch
+    ) -> tuple[int, _Ahead]:
+        """One row for the batch and its events; the events' ledger rows wait for the answer."""
+        events = [
+            (key.entity_id, key.env, key.build_id, timestamp, source)
+            for key, timestamp, source in zip(batch.keys, batch.timestamps, batch.sources, strict=True)
+        ]
         cursor = db.execute(
-            "INSERT INTO batches (run_id, state, events, created_at, body) VALUES (?, 'pending', ?, ?, ?)",
-            (run_id, len(batch.keys), now_text(), batch.body),
+            "INSERT INTO batches (run_id, state, events, created_at) VALUES (?, 'pending', ?, ?)",
+            (run_id, len(events), now_text()),
         )
         batch_id = int(cursor.lastrowid or 0)
-        db.executemany(
-            "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source) "
-            "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (destination_id, entity_id, env, build_id) "
-            "DO UPDATE SET state = 'pending', batch_id = excluded.batch_id, message = NULL",
-            [
-                (destination_id, key.entity_id, key.env, key.build_id, batch_id, timestamp, source)
-                for key, timestamp, source in zip(batch.keys, batch.timestamps, batch.sources, strict=True)
-            ],
+        db.execute(
+            "INSERT INTO outgoing (batch_id, body, keys) VALUES (?, ?, ?)",
+            (batch_id, batch.body, json.dumps(events, separators=(",", ":"))),
         )
-        return batch_id
+        return batch_id, _Ahead(destination_id, events)
 
     def record_answer(
         self,
@@ -410,7 +458,7 @@ class Store:
         """
 
         def write(db: sqlite3.Connection) -> None:
-            # The body stays until forget_bodies(): freeing its pages here would slow every batch.
+            # The outgoing row stays until forget_bodies(): freeing its pages here would slow every batch.
             _settled(
                 db.execute(
                     "UPDATE batches SET state = 'answered', settled_at = ?, possibly_duplicated = ?, unconfirmed = ? "
@@ -420,20 +468,47 @@ class Store:
                 batch_id,
                 "answered",
             )
-            db.execute("UPDATE ledger SET state = 'sent' WHERE batch_id = ?", (batch_id,))
-            if not refused:
-                return
-            db.executemany(
-                "UPDATE ledger SET state = 'refused', message = ? "
-                "WHERE batch_id = ? AND entity_id = ? AND env = ? AND build_id = ?",
-                [(message, batch_id, key.entity_id, key.env, key.build_id) for key, message in refused],
-            )
+            ahead = self._ahead.pop(batch_id, None) or self._read_ahead(db, batch_id)
+            destination_id = ahead.destination_id
+            reasons = {(key.entity_id, key.env, key.build_id): message for key, message in refused}
+            rows: list[tuple[int, str, str, str, str, int, str, str, str | None]]
+            if not reasons:  # as a rule: one row per event, nothing to look up
+                rows = [
+                    (destination_id, entity, env, build, "sent", batch_id, timestamp, source, None)
+                    for entity, env, build, timestamp, source in ahead.events
+                ]
+            else:
+                rows = [
+                    (
+                        destination_id,
+                        entity,
+                        env,
+                        build,
+                        "refused" if (entity, env, build) in reasons else "sent",
+                        batch_id,
+                        timestamp,
+                        source,
+                        reasons.get((entity, env, build)),
+                    )
+                    for entity, env, build, timestamp, source in ahead.events
+                ]
+            db.executemany(_RECORD, rows)
 
         if later:
             self._later.append(write)
             return
         with self.transaction() as db:
             write(db)
+
+    @staticmethod
+    def _read_ahead(db: sqlite3.Connection, batch_id: int) -> _Ahead:
+        """The events of a pending batch another store wrote (a batch an earlier run left pending)."""
+        row = db.execute(
+            "SELECT r.destination_id, o.keys FROM batches AS b JOIN runs AS r ON r.id = b.run_id "
+            "LEFT JOIN outgoing AS o ON o.batch_id = b.id WHERE b.id = ?",
+            (batch_id,),
+        ).fetchone()
+        return _Ahead(row[0], [tuple(event) for event in json.loads(row[1] or "[]")])
 
     def flush(self) -> None:
         """Commit the writes left for the next transaction, if any."""
@@ -465,30 +540,42 @@ class Store:
     def release(self, batch_id: int) -> None:
         """The batch was certainly not stored (never sent, or refused before reading): forget it."""
         with self.transaction() as db:
+            # Its events have no ledger row yet: with the batch, they are forgotten.
             _settled(
                 db.execute(
-                    "UPDATE batches SET state = 'released', settled_at = ?, body = NULL "
-                    "WHERE id = ? AND state = 'pending'",
+                    "UPDATE batches SET state = 'released', settled_at = ? WHERE id = ? AND state = 'pending'",
                     (now_text(), batch_id),
                 ),
                 batch_id,
                 "released",
             )
-            db.execute("DELETE FROM ledger WHERE batch_id = ?", (batch_id,))
+            db.execute("DELETE FROM outgoing WHERE batch_id = ?", (batch_id,))
+        self._ahead.pop(batch_id, None)
 
     def forget_bodies(self) -> None:
         """Drop the bodies of settled batches: only a pending batch's body can be needed again."""
         with self.transaction() as db:
-            db.execute("UPDATE batches SET body = NULL WHERE state <> 'pending' AND body IS NOT NULL")
+            db.execute("DELETE FROM outgoing WHERE batch_id IN (SELECT id FROM batches WHERE state <> 'pending')")
 
     @_reads
     def pending_batches(self, destination_id: int | None = None) -> list[PendingBatch]:
         rows = self._db.execute(
-            "SELECT b.id, b.run_id, b.body, b.posts, r.boot_id FROM batches AS b JOIN runs AS r ON r.id = b.run_id "
+            "SELECT b.id, b.run_id, o.body, b.posts, r.boot_id, o.keys FROM batches AS b "
+            "JOIN runs AS r ON r.id = b.run_id JOIN outgoing AS o ON o.batch_id = b.id "
             "WHERE b.state = 'pending' AND (? IS NULL OR r.destination_id = ?) ORDER BY b.id",
             (destination_id, destination_id),
         ).fetchall()
-        return [PendingBatch(id=row[0], run_id=row[1], body=row[2], posts=row[3], boot_id=row[4]) for row in rows]
+        return [
+            PendingBatch(
+                id=row[0],
+                run_id=row[1],
+                body=row[2],
+                posts=row[3],
+                boot_id=row[4],
+                sources={EventKey(*event[:3]): event[4] for event in json.loads(row[5] or "[]")},
+            )
+            for row in rows
+        ]
 
     @_reads
     def refused_events(self, destination_id: int) -> pl.DataFrame:
@@ -586,6 +673,8 @@ class Store:
             if state == "sent":
                 entry["possibly_duplicated"] += flagged
                 entry["unconfirmed"] += unconfirmed
+        for event in self._in_flight(destination_id):
+            result.setdefault(event[4], dict.fromkeys(SOURCE_COUNTS, 0))["pending"] += 1
         return result
 
     @_reads
@@ -610,6 +699,14 @@ class Store:
 _SET_CURSOR = (
     "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (destination_id, source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
+)
+# An answered event's ledger row. The write ahead removed any earlier row for its key; should one
+# have been written meanwhile, the answer, being the newer outcome, replaces it.
+_RECORD = (
+    "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination_id, entity_id, env, build_id) DO UPDATE SET "
+    "state = excluded.state, batch_id = excluded.batch_id, timestamp = excluded.timestamp, "
+    "source = excluded.source, message = excluded.message"
 )
 RUN_COUNTS = ("planned", "sent", "rejected", "held", "unconfirmed", "possibly_duplicated", "left_to_send")
 _FLAGGED = {
