@@ -10,10 +10,8 @@ cannot be used; 7 a source failed for a reason that may pass (retry later);
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -37,6 +35,7 @@ from backfill.settings_env import config_path as find_config_path
 # `backfill --help` (and a mistake on the command line) answers at once.
 if TYPE_CHECKING:
     import socketserver
+    from datetime import datetime
 
     from rich.console import Console
 
@@ -561,6 +560,8 @@ add_env_twins(main)
 
 def _serve_until_stopped(server: socketserver.BaseServer, message: str) -> None:
     """Serve until Ctrl-C or SIGTERM, then close the socket."""
+    import signal
+
     signal.signal(signal.SIGTERM, _interrupt)
     click.echo(message, err=True)
     try:

@@ -34,8 +34,10 @@ message quotes text that came from outside.
 
 from __future__ import annotations
 
-import signal
-from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -219,6 +221,8 @@ class Interrupted(BaseException):
     """
 
     def __init__(self, signum: int) -> None:
+        import signal
+
         super().__init__(
             f"interrupted by {'Ctrl-C (SIGINT)' if signum == signal.SIGINT else signal.Signals(signum).name}"
         )

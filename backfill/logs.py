@@ -20,7 +20,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -106,6 +105,7 @@ def say(level: str, message: str, console: Console | None = None, *, label: str 
         return
     if current.json:
         import json
+        from datetime import UTC, datetime
 
         record = {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "level": level, "message": message}
         sys.stderr.write(json.dumps({**record, **fields}, default=str) + "\n")

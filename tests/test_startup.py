@@ -38,8 +38,8 @@ def test_help_and_usage_errors_import_no_heavy_library(arguments: list[str]) -> 
     report = json.loads(probe.stderr.strip().splitlines()[-1])
     assert report["code"] in (0, 2)  # `run` without -c is a usage error
     assert [name for name in HEAVY if name in report["modules"]] == []
-    # Nor what only a command's work needs: git is run, and randomness drawn, by commands alone.
-    assert [name for name in ("subprocess", "secrets") if name in report["modules"]] == []
+    # Nor what only a command's work needs: git is run, signals caught and randomness drawn by commands alone.
+    assert [name for name in ("subprocess", "signal", "secrets") if name in report["modules"]] == []
     # What only printing JSON, or emit's work, needs: the help lists emit's --ci choices from a table of names.
     assert [name for name in ("json", "dataclasses") if name in report["modules"]] == []
     assert [
