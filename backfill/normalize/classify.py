@@ -9,6 +9,7 @@ of :class:`~backfill.normalize.verdicts.Verdict`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ SOURCE_INDEX = "_source_index"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Values as read (trimmed), kept for the sentences and the rejects file.
 RAW_KEPT = ("_raw_timestamp", "_raw_status", "duration_ms", "skip_reason", "reject_reason")
+# Columns whose names start so pass through untouched, after the others: an extractor reads them
+# once the rows are classified (see backfill.extract.mapping.raw_frame), then they are dropped.
+PASSED_THROUGH = "__backfill_passed:"
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ def normalize(
         TS,
         VERDICT,
         *RAW_KEPT,
+        pl.col(f"^{re.escape(PASSED_THROUGH)}.*$"),
     )
 
 
