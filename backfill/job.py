@@ -237,7 +237,9 @@ def plan_run(
         with step(f"reading {source.name}"):
             since = (reading_from or {}).get(source.name)
             try:
-                is_ancestor = _classify_source(source, index, replace(context, since=since), rules, keep)
+                is_ancestor = _classify_source(
+                    source, index, replace(context, since=since), rules, keep, collected=spill is None
+                )
             except SourceError as exc:
                 failures.append(exc)
                 continue
@@ -271,6 +273,8 @@ def _classify_source(
     context: ExtractContext,
     rules: Normalization,
     keep: Callable[[pl.LazyFrame, Finish | None], None],
+    *,
+    collected: bool,
 ) -> IsAncestor | None:
     """Extract and normalize one source into ``keep``; every failure becomes a SourceError naming it (here only)."""
     try:
@@ -278,7 +282,12 @@ def _classify_source(
 
         def classify(raw: pl.LazyFrame, finish: Finish | None) -> None:
             rows = normalize(
-                raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules
+                raw,
+                source=source.name,
+                source_index=index,
+                status_vocab=extracted.status_vocab,
+                rules=rules,
+                collected=collected,
             )
             keep(rows, finish)
 

@@ -49,8 +49,13 @@ def normalize(
     source_index: int,
     status_vocab: Mapping[str, Outcome],
     rules: Normalization,
+    collected: bool = False,
 ) -> pl.LazyFrame:
-    """Give every row of one source's raw frame a verdict, and normalize the events' fields."""
+    """Give every row of one source's raw frame a verdict, and normalize the events' fields.
+
+    ``collected``: the result is collected into memory, not streamed to disk, so the
+    query may hold every row (the rarer timestamp forms are then read apart).
+    """
     # Element by element (when/then, is_in), not replace/replace_strict: those split polars'
     # streaming plan into many phases, and the lookups are a handful of words.
     # Trimmed first, in a step of its own: each value is trimmed once, not once per use.
@@ -71,7 +76,7 @@ def normalize(
             outcome.alias("status"),
         )
     )
-    frame = add_timestamp(frame, rules.default_timezone, rules.now, rules.earliest_epoch_year)
+    frame = add_timestamp(frame, rules.default_timezone, rules.now, rules.earliest_epoch_year, apart=collected)
 
     def code(verdict: Verdict) -> pl.Expr:
         return pl.lit(verdict.value, dtype=pl.UInt8)
