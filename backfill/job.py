@@ -16,6 +16,7 @@ The CLI parses the command line, calls :func:`run` and prints the result.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -33,7 +34,7 @@ from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.interrupts import Interrupts
 from backfill.model import RunOutcome, empty_raw_frame
-from backfill.normalize.classify import Normalization, normalize
+from backfill.normalize.classify import PASSED_THROUGH, Normalization, normalize
 from backfill.plan.dedupe import RunPlan, make_plan, make_spilled_plan
 from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     import httpx
 
 Step = Callable[[str], AbstractContextManager[object]]
+Finish = Callable[[pl.DataFrame | None], None]
+_PASSED_THROUGH = f"^{re.escape(PASSED_THROUGH)}.*$"
 
 
 def no_progress(description: str) -> AbstractContextManager[object]:
@@ -217,19 +220,26 @@ def plan_run(
     )
     frames: list[pl.DataFrame] = []
 
-    def keep(rows: pl.LazyFrame) -> None:
+    def keep(rows: pl.LazyFrame, finish: Finish | None) -> None:
         if spill is not None:
-            spill.add(rows)
-        else:
-            # One chunk: the plan gathers rows from it, which is several times faster than across many.
-            frames.append(rows.collect().rechunk())
+            spill.add(rows.select(pl.exclude(_PASSED_THROUGH)))
+            if finish is not None:
+                finish(None)
+            return
+        # One chunk: the plan gathers rows from it, which is several times faster than across many.
+        frame = rows.collect().rechunk()
+        if finish is not None:
+            finish(frame)
+        frames.append(frame.select(pl.exclude(_PASSED_THROUGH)))
 
     ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):
         with step(f"reading {source.name}"):
             since = (reading_from or {}).get(source.name)
             try:
-                is_ancestor = _classify_source(source, index, replace(context, since=since), rules, keep)
+                is_ancestor = _classify_source(
+                    source, index, replace(context, since=since), rules, keep, collected=spill is None
+                )
             except SourceError as exc:
                 failures.append(exc)
                 continue
@@ -262,23 +272,34 @@ def _classify_source(
     index: int,
     context: ExtractContext,
     rules: Normalization,
-    keep: Callable[[pl.LazyFrame], None],
+    keep: Callable[[pl.LazyFrame, Finish | None], None],
+    *,
+    collected: bool,
 ) -> IsAncestor | None:
     """Extract and normalize one source into ``keep``; every failure becomes a SourceError naming it (here only)."""
     try:
         extracted = make_extractor(source, context).extract()
 
-        def classify(raw: pl.LazyFrame) -> None:
-            keep(
-                normalize(raw, source=source.name, source_index=index, status_vocab=extracted.status_vocab, rules=rules)
+        def classify(raw: pl.LazyFrame, finish: Finish | None) -> None:
+            rows = normalize(
+                raw,
+                source=source.name,
+                source_index=index,
+                status_vocab=extracted.status_vocab,
+                rules=rules,
+                collected=collected,
             )
+            keep(rows, finish)
 
         try:
-            classify(extracted.frame)
+            classify(extracted.frame, extracted.finish)
         except pl.exceptions.PolarsError:
             if extracted.fallback is None:
                 raise
-            classify(extracted.fallback())
+            # The fallback's rows pass nothing through: the extractor finishes from its file, before they are read.
+            if extracted.finish is not None:
+                extracted.finish(None)
+            classify(extracted.fallback(), None)
         return extracted.is_ancestor
     except ReadError as exc:
         raise exc.for_source(source.name) from None

@@ -25,7 +25,11 @@ def parse(
     frame = pl.LazyFrame(
         {"timestamp": [value], "duration_ms": [duration_ms]}, schema={"timestamp": pl.String, "duration_ms": pl.String}
     )
-    parsed = add_timestamp(frame, timezone, now, earliest_epoch_year).with_columns(
+    together = add_timestamp(frame, timezone, now, earliest_epoch_year)
+    # The rarer forms read apart (as a dry run collected into memory reads them) give the same answer.
+    apart = add_timestamp(frame, timezone, now, earliest_epoch_year, apart=True)
+    assert apart.collect().equals(together.collect())
+    parsed = together.with_columns(
         pl.col(TS_VERDICT).alias(VERDICT),
         pl.col("timestamp").alias("_raw_timestamp"),
         *(
@@ -267,3 +271,34 @@ def test_the_plain_shapes_read_by_arithmetic_give_what_the_general_rules_give(ti
     } <= verdicts
     if timezone != "UTC":
         assert Verdict.LOCAL_TIME_GAP in verdicts
+
+
+@pytest.mark.parametrize(
+    "timezone", ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe"]
+)
+def test_the_rarer_forms_read_apart_give_what_reading_every_row_gives(timezone: str) -> None:
+    values = _plain_shaped_values()
+    values += [None, "", "2025-01-15T14:30:00.123456789+05:45", "20250115T143000Z", "2025-01-15 14:30", "60"]
+    values += ["2025-06-30T23:59:60Z", "1736951400123456", "2025-01-15t14:30:00z", "junk", "2025-03-30T02:30:00"]
+    # Mixed, so that rows read apart sit between rows read by the cheaper forms.
+    mixed = [values[(index * 7919) % len(values)] for index in range(len(values) * 3)]
+    durations = [None if index % 3 else str(index % 5000 - 100) for index in range(len(mixed))]
+    frame = pl.LazyFrame(
+        {"timestamp": mixed, "duration_ms": durations, "other": list(range(len(mixed)))},
+        schema={"timestamp": pl.String, "duration_ms": pl.String, "other": pl.Int64},
+    )
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    together = add_timestamp(frame, timezone, now).collect()
+    apart = add_timestamp(frame, timezone, now, apart=True).collect()
+    assert apart.equals(together)
+    assert apart.columns == together.columns
+    # Some rows take each way.
+    assert 0 < together.get_column(TS).is_not_null().sum() < len(mixed)
+
+
+def test_reading_apart_an_empty_frame_or_none_that_needs_it() -> None:
+    schema = {"timestamp": pl.String, "duration_ms": pl.String}
+    for values in ([], ["2025-01-15T14:30:00Z", "1736951400"], ["junk", None]):
+        frame = pl.LazyFrame({"timestamp": values, "duration_ms": [None] * len(values)}, schema=schema)
+        together = add_timestamp(frame, "UTC", NOW).collect()
+        assert add_timestamp(frame, "UTC", NOW, apart=True).collect().equals(together)

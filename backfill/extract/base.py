@@ -66,6 +66,9 @@ class Extracted:
     # For (commit, later commit) pairs: is the first an ancestor of the second? Sources
     # that have the repository offer it to the rollback rule.
     is_ancestor: Callable[[Sequence[tuple[str, str]]], list[bool]] | None = None
+    # Called once the rows are read: with the classified rows where they are in memory (their
+    # passed-through columns included, see backfill.extract.mapping.raw_frame), else with None.
+    finish: Callable[[pl.DataFrame | None], None] | None = None
 
 
 class Extractor(ABC):

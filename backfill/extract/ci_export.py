@@ -10,13 +10,13 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from backfill.errors import CsvFormatError, JsonFormatError, MappingError, ReadError
+from backfill.errors import BackfillError, CsvFormatError, JsonFormatError, MappingError, ReadError
 from backfill.extract.base import Extracted, Extractor, SourceConfig
 from backfill.extract.exports.csv_file import RAGGED, CsvFile
 from backfill.extract.exports.json_file import read_json_records, read_ndjson_records
 from backfill.extract.exports.presets import PRESETS
 from backfill.extract.exports.scope import mixed_scope_warning, scope_columns
-from backfill.extract.mapping import RECORD, FieldSource, match_filter, raw_frame, resolve
+from backfill.extract.mapping import RECORD, FieldSource, match_filter, passed_through, raw_frame, resolve
 from backfill.extract.patterns import patterns_regex
 from backfill.model import ConfigPath, Model, Outcome, unescape_formula
 
@@ -79,7 +79,7 @@ class CiExportExtractor(Extractor):
         vocab: dict[str, Outcome] = dict(preset.statuses)
         vocab.update({word.strip().lower(): outcome for word, outcome in config.status_map.items()})
         with self._source_errors():
-            frame, fallback = self._read_and_map(config)
+            frame, fallback, finish = self._read_and_map(config)
         if fallback is not None:
             read_exactly = fallback
 
@@ -87,8 +87,8 @@ class CiExportExtractor(Extractor):
                 with self._source_errors():
                     return read_exactly()
 
-            return Extracted(frame=frame, status_vocab=vocab, fallback=fallback_with_errors)
-        return Extracted(frame=frame, status_vocab=vocab)
+            return Extracted(frame=frame, status_vocab=vocab, fallback=fallback_with_errors, finish=finish)
+        return Extracted(frame=frame, status_vocab=vocab, finish=finish)
 
     @contextmanager
     def _source_errors(self) -> Iterator[None]:
@@ -99,8 +99,11 @@ class CiExportExtractor(Extractor):
             assert isinstance(config, CiExportSource)
             raise ReadError(f"{config.path}: {exc}") from exc
 
-    def _read_and_map(self, config: CiExportSource) -> tuple[pl.LazyFrame, Callable[[], pl.LazyFrame] | None]:
-        """The raw frame, and for CSV a slower exact reading to fall back on (when a row is not regular)."""
+    def _read_and_map(
+        self, config: CiExportSource
+    ) -> tuple[pl.LazyFrame, Callable[[], pl.LazyFrame] | None, Callable[[pl.DataFrame | None], None] | None]:
+        """The raw frame; for CSV a slower exact reading to fall back on (when a row is not regular), and what
+        finishes the source once its rows are read (the warnings, where the read itself tallies the scope)."""
         path = Path(config.path)
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
@@ -123,19 +126,59 @@ class CiExportExtractor(Extractor):
 
         sources = self._field_sources(config, available)
         scope = scope_columns(preset.scope, available) if not config.match else {}
-        if scope:
-            names = list(dict.fromkeys(scope.values()))
-            values = (
-                csv_file.values(names) if csv_file is not None else table.select(names) if table is not None else None
-            )
-            warning = mixed_scope_warning(config.name, values, scope) if values is not None else None
-            if warning:
-                self.context.warn(warning)
+        scope_names = list(dict.fromkeys(scope.values()))
+        warnings: list[str] = []
         if config.env is not None and sources["env"].columns:
-            self.context.warn(
+            warnings.append(
                 f"source '{config.name}': the file has an environment column "
                 f'({", ".join(sources["env"].columns)}); env = "{config.env}" is not used'
             )
+
+        def warn(values: pl.DataFrame | None) -> None:
+            """The source's warnings, in their order: the scope's (from ``values``, its columns), then the others."""
+            scope_warning = mixed_scope_warning(config.name, values, scope) if values is not None else None
+            for warning in [scope_warning, *warnings]:
+                if warning:
+                    self.context.warn(warning)
+
+        def warn_from_file() -> None:
+            if not scope:
+                warn(None)
+            elif csv_file is not None:
+                warn(csv_file.values(scope_names))
+            else:
+                assert table is not None
+                warn(table.select(scope_names))
+
+        try:
+            frame, fallback, passes_scope = self._map(config, csv_file, table, available, sources, scope_names)
+        except (BackfillError, pl.exceptions.PolarsError):
+            # Said before the failure, as when the scope is read first.
+            warn_from_file()
+            raise
+        if not passes_scope:
+            warn_from_file()
+            return frame, fallback, None
+
+        def finish_with(rows: pl.DataFrame | None) -> None:
+            if rows is None or not scope:
+                warn_from_file()
+            else:
+                warn(rows.select(pl.col(passed_through(name)).alias(name) for name in scope_names))
+
+        return frame, fallback, finish_with
+
+    def _map(
+        self,
+        config: CiExportSource,
+        csv_file: CsvFile | None,
+        table: pl.DataFrame | None,
+        available: list[str],
+        sources: dict[str, FieldSource],
+        scope_names: list[str],
+    ) -> tuple[pl.LazyFrame, Callable[[], pl.LazyFrame] | None, bool]:
+        """The raw frame, a CSV file's exact reading, and whether the rows pass the scope columns through."""
+        preset = PRESETS[config.preset]
         if not sources["env"].columns and config.env is not None:
             sources["env"] = FieldSource(constant=config.env)
         needed = {name for source in sources.values() for name in source.columns} | set(config.match)
@@ -162,13 +205,19 @@ class CiExportExtractor(Extractor):
             expressions["deployment_type"] = pl.coalesce(expressions["deployment_type"], hotfix)
         expressions["reject_reason"] = pl.col(RAGGED) if csv_file is not None else pl.lit(None, dtype=pl.String)
 
-        if csv_file is not None:
-            exact, columns = csv_file, sorted(needed)
-            return raw_frame(csv_file.scan_regular(columns), expressions), lambda: raw_frame(
-                exact.read_exactly(columns), expressions
-            )
-        assert table is not None
-        return raw_frame(table, expressions), None
+        if csv_file is None:
+            assert table is not None
+            return raw_frame(table, expressions), None, False
+        exact, columns = csv_file, sorted(needed)
+
+        def read_exactly() -> pl.LazyFrame:
+            return raw_frame(exact.read_exactly(columns), expressions)
+
+        regular = csv_file.regular_scan(sorted(needed | set(scope_names)))
+        if regular is None:
+            return raw_frame(csv_file.scan(columns), expressions), read_exactly, False
+        # The scope columns pass through, so that the warning needs no read of its own.
+        return raw_frame(regular, expressions, scope_names), read_exactly, True
 
     def _field_sources(self, config: CiExportSource, available: list[str]) -> dict[str, FieldSource]:
         preset = PRESETS[config.preset]

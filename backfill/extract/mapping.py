@@ -15,6 +15,7 @@ import polars as pl
 from backfill.errors import MappingError
 from backfill.extract.patterns import patterns_regex
 from backfill.model import RAW_COLUMNS, ROW
+from backfill.normalize.classify import PASSED_THROUGH
 
 # The record number while a file is read, under a name no export uses: a user's own
 # `row` field stays theirs. raw_frame hands it on as ROW.
@@ -86,11 +87,15 @@ def match_filter(rules: Mapping[str, str | Sequence[str]], available: Sequence[s
     return reason
 
 
-def raw_frame(frame: pl.DataFrame | pl.LazyFrame, fields: Mapping[str, pl.Expr]) -> pl.LazyFrame:
+def raw_frame(
+    frame: pl.DataFrame | pl.LazyFrame, fields: Mapping[str, pl.Expr], passed: Sequence[str] = ()
+) -> pl.LazyFrame:
     """Select the raw event columns, in order; a column with no expression is empty.
 
     The record number comes from :data:`RECORD`, or from ``row`` where a source
-    numbers its own records (git tags).
+    numbers its own records (git tags). The file's columns named in ``passed``
+    follow as they are, renamed by :func:`passed_through`, for the extractor to
+    read once the rows are classified (normalization keeps them).
     """
     missing = pl.lit(None, dtype=pl.String)
     lazy = frame.lazy()
@@ -98,7 +103,13 @@ def raw_frame(frame: pl.DataFrame | pl.LazyFrame, fields: Mapping[str, pl.Expr])
     return lazy.select(
         *(fields.get(name, missing).cast(pl.String).alias(name) for name in RAW_COLUMNS),
         pl.col(record).cast(pl.UInt32).alias(ROW),
+        *(pl.col(name).alias(passed_through(name)) for name in passed),
     )
+
+
+def passed_through(column: str) -> str:
+    """The name a file's column passed through normalization goes by (see :func:`raw_frame`)."""
+    return PASSED_THROUGH + column
 
 
 def _quote(names: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ of :class:`~backfill.normalize.verdicts.Verdict`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ SOURCE_INDEX = "_source_index"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Values as read (trimmed), kept for the sentences and the rejects file.
 RAW_KEPT = ("_raw_timestamp", "_raw_status", "duration_ms", "skip_reason", "reject_reason")
+# Columns whose names start so pass through untouched, after the others: an extractor reads them
+# once the rows are classified (see backfill.extract.mapping.raw_frame), then they are dropped.
+PASSED_THROUGH = "__backfill_passed:"
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,13 @@ def normalize(
     source_index: int,
     status_vocab: Mapping[str, Outcome],
     rules: Normalization,
+    collected: bool = False,
 ) -> pl.LazyFrame:
-    """Give every row of one source's raw frame a verdict, and normalize the events' fields."""
+    """Give every row of one source's raw frame a verdict, and normalize the events' fields.
+
+    ``collected``: the result is collected into memory, not streamed to disk, so the
+    query may hold every row (the rarer timestamp forms are then read apart).
+    """
     # Element by element (when/then, is_in), not replace/replace_strict: those split polars'
     # streaming plan into many phases, and the lookups are a handful of words.
     # Trimmed first, in a step of its own: each value is trimmed once, not once per use.
@@ -67,7 +76,7 @@ def normalize(
             outcome.alias("status"),
         )
     )
-    frame = add_timestamp(frame, rules.default_timezone, rules.now, rules.earliest_epoch_year)
+    frame = add_timestamp(frame, rules.default_timezone, rules.now, rules.earliest_epoch_year, apart=collected)
 
     def code(verdict: Verdict) -> pl.Expr:
         return pl.lit(verdict.value, dtype=pl.UInt8)
@@ -111,6 +120,7 @@ def normalize(
         TS,
         VERDICT,
         *RAW_KEPT,
+        pl.col(f"^{re.escape(PASSED_THROUGH)}.*$"),
     )
 
 

@@ -17,7 +17,16 @@ import polars as pl
 
 from backfill.enrich import Enrichment
 from backfill.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE_RETRY, SourceError
-from backfill.model import ATTRIBUTE_COLUMNS, ENRICHED_COLUMNS, EVENT_COLUMNS, EVENT_KEY, REVIEW_EXTRA_COLUMNS, ROW, TS
+from backfill.model import (
+    ATTRIBUTE_COLUMNS,
+    ENRICHED_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_KEY,
+    FORMULA_START,
+    REVIEW_EXTRA_COLUMNS,
+    ROW,
+    TS,
+)
 from backfill.normalize.classify import RAW_KEPT, SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
 from backfill.plan.keys import may_repeat
@@ -50,6 +59,9 @@ class Plan:
     counts: pl.DataFrame  # source, read, skipped, rejected, duplicates, events (config order)
     # Planned from rows spilled to disk: events then hold SPILLED_EVENT_COLUMNS, TS and SPILL_ROW only.
     spilled: SpilledEvents | None = None
+    # The events' text columns in which some classified row starts like a formula (so may an event);
+    # None: not known, the review checks the events themselves.
+    formula_columns: frozenset[str] | None = None
 
 
 @dataclass
@@ -79,7 +91,11 @@ def make_plan(
     winners = _winners(classified.lazy().with_row_index(POSITION))
     # Columns an enrichment adds (which rule set change_id) travel with their events.
     enriched = [name for name in ENRICHED_COLUMNS if name in classified.columns]
-    kept = classified.select(*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, *enriched, TS)[winners].with_columns(
+    event_columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, *enriched]
+    # Checked on the rows in the order they were read, before the events are gathered: reading
+    # gathered text jumps around memory, and several times more slowly.
+    formula_columns = _may_start_formula(classified, event_columns)
+    kept = classified.select(*event_columns, TS)[winners].with_columns(
         pl.col(TS).dt.strftime(TIMESTAMP_FORMAT).alias("timestamp")
     )
     if rules.infer_rollbacks:
@@ -91,6 +107,7 @@ def make_plan(
         skips=skips,
         skipped=skipped,
         counts=_counts(classified.lazy(), kept, sources),
+        formula_columns=formula_columns,
     )
 
 
@@ -136,6 +153,19 @@ def make_spilled_plan(
         counts=_counts(rows, events, sources),
         spilled=SpilledEvents(spill, rollbacks),
     )
+
+
+def _may_start_formula(classified: pl.DataFrame, columns: Sequence[str]) -> frozenset[str]:
+    """The text columns of ``columns`` in which some row starts like a spreadsheet formula.
+
+    Rollback inference only writes text that starts with a letter, so the events'
+    cells that start like a formula are among these rows'.
+    """
+    text = [name for name in columns if classified.schema[name] == pl.String]
+    if not text:
+        return frozenset()
+    found = classified.select(pl.col(text).str.contains(FORMULA_START).any())
+    return frozenset(name for name in text if found.get_column(name).item())
 
 
 def _winners(rows: pl.LazyFrame) -> pl.Series:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -52,20 +52,28 @@ def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
     write_csv_atomically(skipped.select("source", ROW, "reason", *EVENT_COLUMNS), path)
 
 
-def write_review(events: pl.DataFrame, to: Path | BinaryIO, spilled: SpilledEvents | None = None) -> None:
+def write_review(
+    events: pl.DataFrame,
+    to: Path | BinaryIO,
+    spilled: SpilledEvents | None = None,
+    formula_columns: Collection[str] | None = None,
+) -> None:
     """The review CSV, to a file (replaced only once complete) or to a stream such as stdout.
 
     With ``spilled``, the events' other fields come from the spill, a slice at a time.
+    ``formula_columns``, where known, are the only columns that may hold a cell
+    starting like a formula (see :attr:`backfill.plan.dedupe.Plan.formula_columns`).
     """
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
     columns.extend(name for name in ENRICHED_COLUMNS if name in events.columns)
     if "state" in events.columns:
         columns.append("state")
     if spilled is None:
+        safe = formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns)
         if isinstance(to, Path):
-            write_csv_atomically(events.select(columns), to, WRITTEN_BY_THE_PLAN)
+            _write_atomically(to, safe.write_csv)
         else:
-            _write_slices([events.select(columns)], columns, to)
+            _write_slices([safe], columns, to, checked=True)
         return
     slices = review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT))
     if isinstance(to, Path):
@@ -79,20 +87,22 @@ def _write_slices_to(slices: Iterable[pl.DataFrame], columns: list[str], path: s
         _write_slices(slices, columns, out)
 
 
-def _write_slices(slices: Iterable[pl.DataFrame], columns: list[str], to: BinaryIO) -> None:
+def _write_slices(slices: Iterable[pl.DataFrame], columns: list[str], to: BinaryIO, *, checked: bool = False) -> None:
     written = False
     for part in slices:
-        formula_safe(part, WRITTEN_BY_THE_PLAN).write_csv(to, include_header=not written)
+        (part if checked else formula_safe(part, WRITTEN_BY_THE_PLAN)).write_csv(to, include_header=not written)
         written = True
     if not written:
         pl.DataFrame(schema=dict.fromkeys(columns, pl.String)).write_csv(to)
 
 
-def write_review_to_stdout(events: pl.DataFrame, spilled: SpilledEvents | None = None) -> None:
+def write_review_to_stdout(
+    events: pl.DataFrame, spilled: SpilledEvents | None = None, formula_columns: Collection[str] | None = None
+) -> None:
     """The review CSV on stdout (``--dry-run -``); a reader that stops early (``| head``) is not a failure."""
     sys.stdout.flush()
     try:
-        write_review(events, sys.stdout.buffer, spilled)
+        write_review(events, sys.stdout.buffer, spilled, formula_columns)
         sys.stdout.buffer.flush()
     except OSError as exc:
         # polars reports a closed pipe as a plain OSError naming it.
@@ -110,9 +120,18 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
 WRITTEN_BY_THE_PLAN = ("timestamp", "status", "state")
 
 
-def formula_safe(frame: pl.DataFrame, written: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Every text cell a spreadsheet would run as a formula, quoted (``written``: columns known not to hold one)."""
+def formula_safe(
+    frame: pl.DataFrame, written: tuple[str, ...] = (), may_hold: Collection[str] | None = None
+) -> pl.DataFrame:
+    """Every text cell a spreadsheet would run as a formula, quoted.
+
+    ``written``: columns known not to hold one; ``may_hold``: where given, the
+    only columns that may (a cell that does not start like a formula is left as
+    it is, so a column named there needlessly comes out the same).
+    """
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String and name not in written]
+    if may_hold is not None:
+        return frame.with_columns(escape_formula(pl.col(name)) for name in text if name in may_hold)
     # Checking the first character is cheap; rewriting a column only pays where one needs it.
     risky = frame.select(pl.col(text).str.contains(FORMULA_START).any())
     return frame.with_columns(escape_formula(pl.col(name)) for name in text if risky.get_column(name).item())
@@ -157,11 +176,11 @@ def write_review_files(
     review, rejects, skipped = outputs.review, outputs.rejects, outputs.skipped
     assert review is not None, "a dry run has a review"
     events = ledger.marked if ledger.compared else ledger.marked.drop("state")
-    spilled = planned.plan.spilled
+    spilled, formula_columns = planned.plan.spilled, planned.plan.formula_columns
     if review.target is None:
-        write_review_to_stdout(events, spilled)
+        write_review_to_stdout(events, spilled, formula_columns)
     else:
-        write_review(events, review.target, spilled)
+        write_review(events, review.target, spilled, formula_columns)
     if rejects is not None:
         write_rejects(planned.plan.rejects, rejects.target or rejects.path)
     if skipped is not None:

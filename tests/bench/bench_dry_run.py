@@ -12,7 +12,8 @@ file, in the same run, every one a fresh process, fastest of N (default 3):
   backfill         the complete `backfill run --dry-run` (imports, config, the
                    field-count check, read, normalize, dedupe, order, rollback
                    inference, review CSV, rejects CSV, summary).
-Prints each ratio and each process's peak RSS. Targets: backfill at most 1.5x
+Prints each ratio, each process's peak RSS and its CPU time (user + system,
+the fastest round's: less sensitive than wall time to a shared machine's load). Targets: backfill at most 1.5x
 the read+sort+write floor on both files, its peak RSS at most 1.5x that floor's.
 With --memory-rows M (default 5,000,000; 0 skips it), the dry run on an export
 of M rows (above [plan] spill_above_mb, so planned from disk): its peak RSS
@@ -60,7 +61,7 @@ def main() -> None:
             _compare(workdir, label, path, args.repeat)
         if args.memory_rows:
             big = _export(args.memory_rows)
-            seconds, rss = _run(_dry_run(workdir, big))
+            seconds, rss, _ = _run(_dry_run(workdir, big))
             verdict = "met" if rss < TARGET_MEMORY_MB else "NOT met"
             size_mb = big.stat().st_size / 1e6
             print(
@@ -97,22 +98,27 @@ def _compare(workdir: Path, label: str, export: Path, repeat: int) -> None:
         "backfill": _dry_run(workdir, export),
     }
     # Rounds alternate the three, so that the machine's other load touches them alike.
-    best: dict[str, tuple[float, float]] = {}
+    best: dict[str, tuple[float, float, float]] = {}
     for _ in range(repeat):
         for name, command in commands.items():
-            seconds, rss = _run(command)
+            seconds, rss, cpu = _run(command)
             previous = best.get(name)
-            best[name] = (min(seconds, previous[0]), max(rss, previous[1])) if previous else (seconds, rss)
+            best[name] = (
+                (min(seconds, previous[0]), max(rss, previous[1]), min(cpu, previous[2]))
+                if previous
+                else (seconds, rss, cpu)
+            )
     size_mb = export.stat().st_size / 1e6
     print(f"{label}: {export.name}, {size_mb:.0f} MB")
-    for name, (seconds, rss) in best.items():
-        print(f"  {name:<16} {seconds:6.2f} s  peak RSS {rss:6,.0f} MB")
-    floor_s, floor_rss = best["read+sort+write"]
-    ours_s, ours_rss = best["backfill"]
+    for name, (seconds, rss, cpu) in best.items():
+        print(f"  {name:<16} {seconds:6.2f} s  peak RSS {rss:6,.0f} MB  CPU {cpu:6.2f} s")
+    floor_s, floor_rss, floor_cpu = best["read+sort+write"]
+    ours_s, ours_rss, ours_cpu = best["backfill"]
     plain = ours_s / best["read+write"][0]
     ratio, rss_ratio = ours_s / floor_s, ours_rss / floor_rss
     print(f"  backfill / read+write:      {plain:.2f}x")
     print(f"  backfill / read+sort+write: {ratio:.2f}x (target <= {TARGET_RATIO}x: {_met(ratio <= TARGET_RATIO)})")
+    print(f"  CPU time / the floor's:     {ours_cpu / floor_cpu:.2f}x")
     print(
         f"  peak RSS / the floor's:     {rss_ratio:.2f}x (target <= {TARGET_RSS_RATIO}x: {_met(rss_ratio <= TARGET_RSS_RATIO)})"
     )
@@ -129,8 +135,8 @@ def _dry_run(workdir: Path, export: Path) -> list[str]:
     return [sys.executable, "-m", "backfill", "run", "-c", str(config), "--dry-run", str(workdir / "review.csv")]
 
 
-def _run(command: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of one fresh process."""
+def _run(command: list[str]) -> tuple[float, float, float]:
+    """Seconds, peak RSS (MB) and CPU seconds (user + system) of one fresh process."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
@@ -138,7 +144,7 @@ def _run(command: list[str]) -> tuple[float, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 1):  # 1: some rows could not be read, as the generator means them to
         raise SystemExit(f"{command[:3]} exited {process.returncode}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def _met(condition: bool) -> str:

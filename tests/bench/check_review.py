@@ -6,8 +6,9 @@ REFERENCE is a git revision (say ``main`` or ``HEAD~1``): its backfill package i
 unpacked to a temporary folder (``git archive``) and run with the same Python.
 Each EXPORT (by default the benchmark's 1,000,000-row export and its shuffled
 copy, see bench_dry_run.py) goes through ``backfill run --dry-run`` with both,
-and the review CSV, the rejects CSV, the skipped CSV and what the run prints
-(its summary and warnings, with the run's folder left out) must be identical.
+and the review CSV, the rejects CSV, the skipped CSV, what the run prints
+(its summary and warnings, with the run's folder left out) and, from a second
+run with ``--json``, its JSON summary must be identical.
 Exits 1 on a difference.
 """
 
@@ -42,7 +43,7 @@ def main() -> None:
                 name: _dry_run(workdir / name, export, tree)
                 for name, tree in (("reference", reference), ("current", REPO))
             }
-            for kind in ("review.csv", "review.rejects.csv", "review.skipped.csv", "printed.txt"):
+            for kind in ("review.csv", "review.rejects.csv", "review.skipped.csv", "printed.txt", "json/printed.txt"):
                 same = filecmp.cmp(outputs["reference"] / kind, outputs["current"] / kind, shallow=False)
                 size = (outputs["current"] / kind).stat().st_size
                 print(f"{export.name}: {kind} {'identical' if same else 'DIFFERENT'} ({size:,} bytes)")
@@ -59,6 +60,12 @@ def _unpack(revision: str, folder: Path) -> None:
 
 
 def _dry_run(folder: Path, export: Path, tree: Path) -> Path:
+    _run_once(folder, export, tree, [])
+    _run_once(folder / "json", export, tree, ["--json"])
+    return folder
+
+
+def _run_once(folder: Path, export: Path, tree: Path, flags: list[str]) -> None:
     folder.mkdir(exist_ok=True)
     config = folder / f"{export.stem}.toml"
     config.write_text(
@@ -68,7 +75,7 @@ def _dry_run(folder: Path, export: Path, tree: Path) -> Path:
         encoding="utf-8",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "backfill", "run", "-c", str(config), "--dry-run", str(folder / "review.csv")],
+        [sys.executable, "-m", "backfill", "run", "-c", str(config), "--dry-run", str(folder / "review.csv"), *flags],
         env={**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"},
         cwd=folder,
         capture_output=True,
@@ -77,7 +84,6 @@ def _dry_run(folder: Path, export: Path, tree: Path) -> Path:
     )
     printed = f"exit {done.returncode}\n{done.stdout}{done.stderr}".replace(str(folder), "<run>")
     (folder / "printed.txt").write_text(printed, encoding="utf-8")
-    return folder
 
 
 if __name__ == "__main__":

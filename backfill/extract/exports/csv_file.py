@@ -67,11 +67,19 @@ class CsvFile:
         then gives what :meth:`scan` does. A file whose quoted fields span lines, or
         whose quotes do not pair up, is read by :meth:`scan` at once.
         """
+        regular = self.regular_scan(columns)
+        return self.scan(columns) if regular is None else regular
+
+    def regular_scan(self, columns: Sequence[str]) -> pl.LazyFrame | None:
+        """:meth:`scan_regular`'s one pass; None for a file whose quoted fields span lines or do not pair up.
+
+        Where the query succeeds, its columns are what :meth:`values` reads.
+        """
         lines = self._line_shapes()
         quotes = lines.get_column("quotes")
         continues = (quotes.cum_sum() - quotes) % 2 == 1
         if continues.any() or quotes.sum() % 2 == 1:
-            return self.scan(columns)
+            return None
         # Record 0 is the header.
         data = lines.slice(1)
         blank = data.get_column("length").is_null()
