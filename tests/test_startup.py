@@ -22,8 +22,9 @@ except SystemExit as exit:
     code = exit.code
 modules = sorted({name.split(".")[0] for name in sys.modules})
 own = sorted(name for name in sys.modules if name.startswith("backfill."))
-import json  # after the modules are listed: the probe's own import is not the command's
-print(json.dumps({"code": code, "modules": modules, "own": own}), file=sys.stderr)
+import gc, json  # after the modules are listed: the probe's own imports are not the command's
+collector = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+print(json.dumps({"code": code, "modules": modules, "own": own, "gc": collector}), file=sys.stderr)
 """
 
 
@@ -63,6 +64,24 @@ def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:
     assert (tmp_path / "review.csv").read_text().count("\n") == 2
     assert "polars" in report["modules"]  # the probe sees what the run imported
     assert [name for name in ("httpx", "tenacity", "boto3") if name in report["modules"]] == []
+
+
+@pytest.mark.parametrize("config_text", [None, "[[sources]]\nname = 'runs'\ntype = 'no-such-type'\n"])
+def test_a_run_loads_with_the_collector_paused_and_leaves_it_running(tmp_path: Path, config_text: str | None) -> None:
+    """The modules and the config load without cyclic collection, which runs again after, a bad config or not."""
+    (tmp_path / "runs.csv").write_text(
+        "id,updated_at,conclusion,environment\n1,2025-01-01T00:00:00Z,success,production\n"
+    )
+    config = tmp_path / "backfill.toml"
+    config.write_text(config_text or source_block("runs", "runs.csv"), encoding="utf-8")
+    arguments = ["run", "-c", str(config), "--dry-run", str(tmp_path / "review.csv")]
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, *arguments], capture_output=True, text=True, timeout=60, check=False
+    )
+    report = json.loads(probe.stderr.strip().splitlines()[-1])
+    assert report["code"] == (0 if config_text is None else 2)
+    assert report["gc"]["enabled"] is True
+    assert report["gc"]["frozen"] > 10_000  # what loading made is kept out of later collections
 
 
 def test_a_git_tags_dry_run_runs_git_itself_and_imports_no_client_library(tmp_path: Path) -> None:
