@@ -8,21 +8,20 @@ Each a fresh process, fastest of N (default 20): `python -c pass`, `python -c
 baselines of the same run.
 
 backfill's own modules are compiled to bytecode first, as `pip install .`
-leaves them (click's are): an editable install run with
-PYTHONDONTWRITEBYTECODE set would otherwise compile every module on every start.
+leaves them (installed.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from installed import compile_backfill
 
 TARGET_SECONDS = 0.1
 
@@ -32,9 +31,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     backfill = shutil.which("backfill") or sys.exit("backfill is not installed in this environment")
-    import backfill as package
-
-    compileall.compile_dir(Path(package.__file__).parent, quiet=1)
+    compile_backfill()
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "python -c 'import click'": [sys.executable, "-c", "import click"],

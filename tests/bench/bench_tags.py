@@ -17,14 +17,12 @@ rounds, fastest of N (wall clock, and CPU time with the git processes):
 Target: backfill at most 1.5x the baseline.
 
 backfill's own modules are compiled to bytecode first, as `pip install .`
-leaves them (the libraries of the baseline are): an editable install run with
-PYTHONDONTWRITEBYTECODE set would otherwise compile every module on every start.
+leaves them (installed.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import platform
 import resource
 import subprocess
@@ -32,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from installed import compile_backfill
 
 HERE = Path(__file__).parent
 TARGET = 1.5
@@ -88,10 +88,9 @@ def main() -> None:
     if not repo.exists():
         build(repo, args.tags)
 
-    import backfill
     from backfill.extract.git_tags import _FORMAT
 
-    compileall.compile_dir(Path(backfill.__file__).parent, quiet=1)
+    compile_backfill()
 
     baseline_script = (
         f"{DEPENDENCIES}\nimport subprocess\n"
