@@ -16,7 +16,6 @@ The CLI parses the command line, calls :func:`run` and prints the result.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -33,8 +32,8 @@ from backfill.errors import Interrupted, ReadError, SourceError, StateError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.interrupts import Interrupts
-from backfill.model import RunOutcome, empty_raw_frame
-from backfill.normalize.classify import PASSED_THROUGH, Normalization, normalize
+from backfill.model import PASSED_THROUGH_COLUMNS, RunOutcome, empty_raw_frame
+from backfill.normalize.classify import Normalization, normalize
 from backfill.plan.dedupe import RunPlan, make_plan, make_spilled_plan
 from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 
 Step = Callable[[str], AbstractContextManager[object]]
 Finish = Callable[[pl.DataFrame | None], None]
-_PASSED_THROUGH = f"^{re.escape(PASSED_THROUGH)}.*$"
 
 
 def no_progress(description: str) -> AbstractContextManager[object]:
@@ -222,7 +220,7 @@ def plan_run(
 
     def keep(rows: pl.LazyFrame, finish: Finish | None) -> None:
         if spill is not None:
-            spill.add(rows.select(pl.exclude(_PASSED_THROUGH)))
+            spill.add(rows.select(pl.exclude(PASSED_THROUGH_COLUMNS)))
             if finish is not None:
                 finish(None)
             return
@@ -230,7 +228,7 @@ def plan_run(
         frame = rows.collect().rechunk()
         if finish is not None:
             finish(frame)
-        frames.append(frame.select(pl.exclude(_PASSED_THROUGH)))
+        frames.append(frame.select(pl.exclude(PASSED_THROUGH_COLUMNS)))
 
     ancestry: dict[str, IsAncestor] = {}
     for index, source in enumerate(config.sources):

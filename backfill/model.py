@@ -8,6 +8,7 @@ imports nothing of backfill's own, so any step may use it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,16 @@ ENRICHED_COLUMNS: Final = ("change_id_rule",)
 #  - row: the 1-based record number within the source, for the rejects file.
 RAW_COLUMNS: Final = (*EVENT_COLUMNS, "duration_ms", "skip_reason", "reject_reason")
 ROW = "row"
+# A file's columns an extractor passes through normalization untouched, under this prefix, to read
+# once the rows are classified (backfill.extract.mapping.raw_frame); then they are dropped.
+PASSED_THROUGH: Final = "__backfill_passed:"
+PASSED_THROUGH_COLUMNS: Final = f"^{re.escape(PASSED_THROUGH)}.*$"  # as polars selects columns by pattern
+
+
+def passed_through(column: str) -> str:
+    """The name a file's column passed through normalization goes by."""
+    return PASSED_THROUGH + column
+
 
 # The key that identifies one deployment: the same run exported twice is one event.
 EVENT_KEY: Final = ("entityId", "env", "build_id")

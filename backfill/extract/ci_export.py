@@ -16,9 +16,9 @@ from backfill.extract.exports.csv_file import RAGGED, CsvFile
 from backfill.extract.exports.json_file import read_json_records, read_ndjson_records
 from backfill.extract.exports.presets import PRESETS
 from backfill.extract.exports.scope import mixed_scope_warning, scope_columns
-from backfill.extract.mapping import RECORD, FieldSource, match_filter, passed_through, raw_frame, resolve
+from backfill.extract.mapping import RECORD, FieldSource, match_filter, raw_frame, resolve
 from backfill.extract.patterns import patterns_regex
-from backfill.model import ConfigPath, Model, Outcome, unescape_formula
+from backfill.model import ConfigPath, Model, Outcome, passed_through, unescape_formula
 
 PresetName = Literal["github-actions", "gitlab-ci", "jenkins", "circleci", "azure-devops", "events"]
 ColumnNames = str | list[str]

@@ -14,8 +14,7 @@ import polars as pl
 
 from backfill.errors import MappingError
 from backfill.extract.patterns import patterns_regex
-from backfill.model import RAW_COLUMNS, ROW
-from backfill.normalize.classify import PASSED_THROUGH
+from backfill.model import RAW_COLUMNS, ROW, passed_through
 
 # The record number while a file is read, under a name no export uses: a user's own
 # `row` field stays theirs. raw_frame hands it on as ROW.
@@ -94,8 +93,8 @@ def raw_frame(
 
     The record number comes from :data:`RECORD`, or from ``row`` where a source
     numbers its own records (git tags). The file's columns named in ``passed``
-    follow as they are, renamed by :func:`passed_through`, for the extractor to
-    read once the rows are classified (normalization keeps them).
+    follow as they are, renamed by :func:`backfill.model.passed_through`, for
+    the extractor to read once the rows are classified (normalization keeps them).
     """
     missing = pl.lit(None, dtype=pl.String)
     lazy = frame.lazy()
@@ -105,11 +104,6 @@ def raw_frame(
         pl.col(record).cast(pl.UInt32).alias(ROW),
         *(pl.col(name).alias(passed_through(name)) for name in passed),
     )
-
-
-def passed_through(column: str) -> str:
-    """The name a file's column passed through normalization goes by (see :func:`raw_frame`)."""
-    return PASSED_THROUGH + column
 
 
 def _quote(names: Sequence[str]) -> str:

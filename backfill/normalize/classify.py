@@ -9,14 +9,13 @@ of :class:`~backfill.normalize.verdicts.Verdict`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
 
-from backfill.model import EVENT_COLUMNS, RAW_COLUMNS, ROW, TS, Outcome
+from backfill.model import EVENT_COLUMNS, PASSED_THROUGH_COLUMNS, RAW_COLUMNS, ROW, TS, Outcome
 from backfill.normalize.timestamps import EARLIEST_EPOCH_YEAR, TS_VERDICT, add_timestamp
 from backfill.normalize.verdicts import VERDICT, Verdict
 
@@ -24,9 +23,6 @@ SOURCE_INDEX = "_source_index"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Values as read (trimmed), kept for the sentences and the rejects file.
 RAW_KEPT = ("_raw_timestamp", "_raw_status", "duration_ms", "skip_reason", "reject_reason")
-# Columns whose names start so pass through untouched, after the others: an extractor reads them
-# once the rows are classified (see backfill.extract.mapping.raw_frame), then they are dropped.
-PASSED_THROUGH = "__backfill_passed:"
 
 
 @dataclass(frozen=True)
@@ -120,7 +116,7 @@ def normalize(
         TS,
         VERDICT,
         *RAW_KEPT,
-        pl.col(f"^{re.escape(PASSED_THROUGH)}.*$"),
+        pl.col(PASSED_THROUGH_COLUMNS),  # untouched, after the others
     )
 
 
