@@ -21,14 +21,14 @@ What the tables hold (the rules that use them live in :mod:`backfill.state.rules
   times and sources (``keys``, JSON), written in the same transaction as the
   batch; kept while the batch is pending (dropped at the end of the run once
   it is settled).
+* ``cursors``: per destination and source, how far history has been read.
+* ``runs``: one row per run that sends, with its counts and outcome.
 
 An event in flight is one row, its batch's ``outgoing`` row: its ledger row is
 written once, in the transaction that records the answer (as a rule together
 with the next batch's posted mark). Every reader sees the events of pending
 batches as the ledger's ``pending`` state (:meth:`Store.known_keys`,
 :meth:`Store.by_source`), exactly as if each had a row of its own.
-* ``cursors``: per destination and source, how far history has been read.
-* ``runs``: one row per run that sends, with its counts and outcome.
 
 The file is marked as backfill's (``PRAGMA application_id``) and versioned
 (``PRAGMA user_version``); a file that is not ours, is empty, corrupt, or comes
@@ -471,27 +471,20 @@ class Store:
             ahead = self._ahead.pop(batch_id, None) or self._read_ahead(db, batch_id)
             destination_id = ahead.destination_id
             reasons = {(key.entity_id, key.env, key.build_id): message for key, message in refused}
-            rows: list[tuple[int, str, str, str, str, int, str, str, str | None]]
-            if not reasons:  # as a rule: one row per event, nothing to look up
-                rows = [
-                    (destination_id, entity, env, build, "sent", batch_id, timestamp, source, None)
-                    for entity, env, build, timestamp, source in ahead.events
-                ]
-            else:
-                rows = [
-                    (
-                        destination_id,
-                        entity,
-                        env,
-                        build,
-                        "refused" if (entity, env, build) in reasons else "sent",
-                        batch_id,
-                        timestamp,
-                        source,
-                        reasons.get((entity, env, build)),
-                    )
-                    for entity, env, build, timestamp, source in ahead.events
-                ]
+            rows = [
+                (
+                    destination_id,
+                    entity,
+                    env,
+                    build,
+                    "refused" if (entity, env, build) in reasons else "sent",
+                    batch_id,
+                    timestamp,
+                    source,
+                    reasons.get((entity, env, build)),
+                )
+                for entity, env, build, timestamp, source in ahead.events
+            ]
             db.executemany(_RECORD, rows)
 
         if later:
@@ -700,8 +693,9 @@ _SET_CURSOR = (
     "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (destination_id, source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
 )
-# An answered event's ledger row. The write ahead removed any earlier row for its key; should one
-# have been written meanwhile, the answer, being the newer outcome, replaces it.
+# An answered event's ledger row. A key is sent only when the ledger holds no row for it
+# (--retry-rejected forgets refused and held ones first); should one be there all the same, the
+# answer, being the newer outcome, replaces it.
 _RECORD = (
     "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination_id, entity_id, env, build_id) DO UPDATE SET "
