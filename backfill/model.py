@@ -9,6 +9,7 @@ imports nothing of backfill's own, so any step may use it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +134,14 @@ FORMULA_START = r"^([=+\-@\t\r'])"
 
 def escape_formula(column: pl.Expr) -> pl.Expr:
     return column.str.replace(FORMULA_START, "'${1}")
+
+
+def starting_like_a_formula(frame: pl.DataFrame, columns: Sequence[str]) -> frozenset[str]:
+    """Those of the text ``columns`` in which some cell starts like a formula (the first character is cheap)."""
+    if not columns:
+        return frozenset()
+    found = frame.select(pl.col(columns).str.contains(FORMULA_START).any())
+    return frozenset(name for name in columns if found.get_column(name).item())
 
 
 def unescape_formula(column: pl.Expr) -> pl.Expr:

@@ -22,10 +22,10 @@ from backfill.model import (
     ENRICHED_COLUMNS,
     EVENT_COLUMNS,
     EVENT_KEY,
-    FORMULA_START,
     REVIEW_EXTRA_COLUMNS,
     ROW,
     TS,
+    starting_like_a_formula,
 )
 from backfill.normalize.classify import RAW_KEPT, SOURCE_INDEX, TIMESTAMP_FORMAT, Normalization
 from backfill.normalize.verdicts import REJECT_FIRST, VERDICT, Verdict, reason
@@ -161,11 +161,7 @@ def _may_start_formula(classified: pl.DataFrame, columns: Sequence[str]) -> froz
     Rollback inference only writes text that starts with a letter, so the events'
     cells that start like a formula are among these rows'.
     """
-    text = [name for name in columns if classified.schema[name] == pl.String]
-    if not text:
-        return frozenset()
-    found = classified.select(pl.col(text).str.contains(FORMULA_START).any())
-    return frozenset(name for name in text if found.get_column(name).item())
+    return starting_like_a_formula(classified, [name for name in columns if classified.schema[name] == pl.String])
 
 
 def _winners(rows: pl.LazyFrame) -> pl.Series:

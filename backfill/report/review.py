@@ -21,11 +21,11 @@ from backfill.errors import BackfillError, ConfigError
 from backfill.model import (
     ENRICHED_COLUMNS,
     EVENT_COLUMNS,
-    FORMULA_START,
     REVIEW_EXTRA_COLUMNS,
     ROW,
     TS,
     escape_formula,
+    starting_like_a_formula,
 )
 from backfill.normalize.classify import TIMESTAMP_FORMAT
 from backfill.plan.spill import SpilledEvents, review_slices
@@ -132,9 +132,9 @@ def formula_safe(
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String and name not in written]
     if may_hold is not None:
         return frame.with_columns(escape_formula(pl.col(name)) for name in text if name in may_hold)
-    # Checking the first character is cheap; rewriting a column only pays where one needs it.
-    risky = frame.select(pl.col(text).str.contains(FORMULA_START).any())
-    return frame.with_columns(escape_formula(pl.col(name)) for name in text if risky.get_column(name).item())
+    # Rewriting a column only pays where one needs it.
+    risky = starting_like_a_formula(frame, text)
+    return frame.with_columns(escape_formula(pl.col(name)) for name in text if name in risky)
 
 
 def write_csv_atomically(frame: pl.DataFrame, path: Path, written: tuple[str, ...] = ()) -> None:
