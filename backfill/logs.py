@@ -39,9 +39,6 @@ class LogSettings:
     def __init__(self, quiet: bool = False, verbose: bool = False, json: bool = False) -> None:
         self.quiet, self.verbose, self.json = quiet, verbose, json
 
-    def __repr__(self) -> str:
-        return f"LogSettings(quiet={self.quiet}, verbose={self.verbose}, json={self.json})"
-
     def shows(self, level: str) -> bool:
         if level in ("error", "warning"):
             return True
