@@ -95,10 +95,10 @@ def _loopback(workdir: Path, events: int, rounds: int) -> None:
     bare_cpu = our_cpu = float("inf")
     batches = -(-events // 15)
     for round_number in range(rounds):
-        bare = max(bare, _bare_loop(export))
-        bare_cpu = min(bare_cpu, _SENDER_CPU[0] / batches)
-        ours = max(ours, _backfill(workdir, export, f"send{round_number}"))
-        our_cpu = min(our_cpu, _SENDER_CPU[0] / batches)
+        rate, cpu = _bare_loop(export)
+        bare, bare_cpu = max(bare, rate), min(bare_cpu, cpu / batches)
+        rate, cpu = _backfill(workdir, export, f"send{round_number}")
+        ours, our_cpu = max(ours, rate), min(our_cpu, cpu / batches)
     print(f"send:   {events:,} events in batches of 15 to backfill serve on 127.0.0.1")
     print(f"  bare httpx loop: {bare:,.0f} events/s, process CPU {bare_cpu * 1000:.2f} ms per batch")
     print(
@@ -115,7 +115,7 @@ def _latency(workdir: Path, events: int) -> None:
     print(f"send:   {events:,} events, 2 entities x 2 environments, to backfill serve --latency-ms {LATENCY_MS}")
     rates: dict[str, float] = {}
     for name, delivery, flags, target in WINDOWS:
-        rates[name] = _backfill(
+        rates[name], _ = _backfill(
             workdir, export, f"latency-{name}", delivery=delivery, flags=flags, serve=("--latency-ms", str(LATENCY_MS))
         )
         ratio = rates[name] / rates["one"]
@@ -146,17 +146,12 @@ def _write_events(path: Path, count: int, offset: int = 0, *, streams: bool = Fa
     frame.write_csv(path)
 
 
-# CPU seconds of the last sender process run (the receiver, still running then, is not counted).
-_SENDER_CPU = [0.0]
-
-
-def _sender(command: list[str], env: dict[str, str] | None = None) -> str:
-    """Run a sender to its end; its standard output."""
+def _sender(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
+    """Run a sender to its end: its standard output, and its CPU seconds (the receiver, still running, not counted)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    _SENDER_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return result.stdout
+    return result.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 @contextmanager
@@ -176,11 +171,11 @@ def _receiver(*arguments: str) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def _bare_loop(export: Path) -> float:
-    """The bare loop's rate, measured in a fresh process, as `backfill run` is."""
+def _bare_loop(export: Path) -> tuple[float, float]:
+    """The bare loop's rate, measured in a fresh process, as `backfill run` is, and that process's CPU seconds."""
     with _receiver() as url:
-        output = _sender([sys.executable, __file__, "--bare-loop", url, str(export)])
-    return float(output)
+        output, cpu = _sender([sys.executable, __file__, "--bare-loop", url, str(export)])
+    return float(output), cpu
 
 
 def _bare_loop_here(url: str, export: Path) -> float:
@@ -205,14 +200,15 @@ def _backfill(
     delivery: str = "",
     flags: tuple[str, ...] = (),
     serve: tuple[str, ...] = (),
-) -> float:
+) -> tuple[float, float]:
+    """The delivery phase's rate as the run reports it, and the run's CPU seconds."""
     config = _config(workdir, name, export, delivery)
     with _receiver(*serve) as url:
-        output = _sender(
+        output, cpu = _sender(
             [sys.executable, "-m", "backfill", "run", "-c", str(config), "--url", url, "--json", *flags],
             env={**os.environ, "DEVGRID_API_KEY": KEY},
         )
-    return float(json.loads(output)["delivery"]["events_per_second"])
+    return float(json.loads(output)["delivery"]["events_per_second"]), cpu
 
 
 def _catch_up(workdir: Path, ledger_rows: int) -> float:
