@@ -155,7 +155,7 @@ def test_a_version_1_state_file_migrates_each_event_to_the_url_its_run_recorded(
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    assert db.execute("PRAGMA user_version").fetchone() == (4,)
     assert {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
         "meta",
         "destinations",

@@ -1,9 +1,11 @@
-"""The state file's layout: a batch in flight is one row, and files of the earlier layout carry on.
+"""The state file's layout: a batch in flight is one row, and files of the earlier layouts carry on.
 
 Version 2 wrote a ledger row per event ahead of its POST and updated it on the answer; version 3
-writes one ``outgoing`` row per batch (its body and its events' keys) and the ledger rows once,
-when the answer comes. A version-2 file is built here from that version's own DDL, as a run killed
-with batches in flight left it, and then used by today's code.
+wrote one ``outgoing`` row per batch (its body and its events' keys) and the ledger rows when the
+answer came; version 4 records the answer in the batch's row (refusals in ``outgoing.refused``) and
+writes the ledger rows later, in bulk. Files of versions 2 and 3 are built here as runs killed with
+batches in flight left them, and then used by today's code; so is a version-4 file killed between
+an answer and its ledger rows.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def test_a_version_2_file_killed_with_batches_in_flight_resends_exactly_those_ba
     }
     db = sqlite3.connect(state)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
         assert db.execute("SELECT count(*) FROM ledger WHERE state = 'pending'").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM outgoing").fetchone() == (0,)
         assert "body" not in [row[1] for row in db.execute("PRAGMA table_info(batches)")]
@@ -282,3 +284,137 @@ def test_a_released_batch_leaves_nothing_of_its_events_behind(tmp_path: Path) ->
         assert store.pending_batches() == []
     finally:
         store.close()
+
+
+def _answered_not_recorded(state: Path, url: str) -> None:
+    """What a kill -9 leaves between an answer and its ledger rows: builds 0-3 answered, 1 and 3 refused."""
+    state.parent.mkdir(parents=True, exist_ok=True)
+    store = Store.open(state, create=True)
+    assert store is not None
+    try:
+        batch_id = _write_ahead(store, url, range(4), posted=True)
+        refused = [
+            (EventKey("shop", "production", "1"), "invalid status"),
+            (EventKey("shop", "production", "3"), "bad"),
+        ]
+        store.record_answer(batch_id, refused, possibly_duplicated=True)
+    finally:
+        store.close()
+
+
+def test_an_answered_batch_whose_ledger_rows_are_not_written_reads_as_sent_and_refused_everywhere(
+    write: WriteFile, receiver: LocalReceiver
+) -> None:
+    write("runs.csv", HEADER + runs(0, 6))
+    path = config(write)
+    state = path.parent / ".backfill" / "state.db"
+    _answered_not_recorded(state, receiver.url)
+    db = sqlite3.connect(state)
+    assert db.execute("SELECT count(*) FROM ledger").fetchone() == (0,)
+    assert db.execute("SELECT state FROM batches").fetchall() == [("answered",)]
+    assert [json.loads(refused) for (refused,) in db.execute("SELECT refused FROM outgoing")] == [
+        [None, "invalid status", None, "bad"]
+    ]
+    db.close()
+    before = hashlib.sha256(state.read_bytes()).hexdigest()
+    report = status(path)
+    assert hashlib.sha256(state.read_bytes()).hexdigest() == before  # reading writes nothing
+    source = report["sources"][0]
+    assert {name: source[name] for name in ("sent", "refused", "pending", "possibly_duplicated")} == {
+        "sent": 2,
+        "refused": 2,
+        "pending": 0,
+        "possibly_duplicated": 2,
+    }
+    assert [(event["build_id"], event["state"], event["message"]) for event in report["refused_events"]] == [
+        ("1", "refused", "invalid status"),
+        ("3", "refused", "bad"),
+    ]
+    assert [event["build_id"] for event in report["possibly_duplicated"]] == ["0", "2"]
+    assert [(entity["entityId"], entity["sent"]) for entity in report["entities"]] == [("shop", 2)]
+    assert report["pending_batches"] == []
+    review = cli("run", "-c", str(path), "--dry-run", str(path.parent / "review.csv"), "--json", "--url", receiver.url)
+    assert json.loads(review.stdout)["ledger"]["new"] == 2
+    # A run sends only builds 4 and 5, and the answered batch's ledger rows are written on the way.
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK, result.output
+    assert _builds(receiver) == ["4", "5"]
+    assert summary["delivery"]["sent"] == 2
+    db = sqlite3.connect(state)
+    try:
+        assert db.execute("SELECT count(*) FROM outgoing").fetchone() == (0,)
+        rows = db.execute("SELECT build_id, state, message FROM ledger ORDER BY CAST(build_id AS INTEGER)").fetchall()
+        assert rows[:4] == [
+            ("0", "sent", None),
+            ("1", "refused", "invalid status"),
+            ("2", "sent", None),
+            ("3", "refused", "bad"),
+        ]
+    finally:
+        db.close()
+    assert status(path)["refused_events"] == report["refused_events"]
+
+
+def test_refused_events_whose_ledger_rows_are_not_written_are_sent_again_with_retry_rejected(
+    write: WriteFile, receiver: LocalReceiver
+) -> None:
+    write("runs.csv", HEADER + runs(0, 4))
+    path = config(write)
+    state = path.parent / ".backfill" / "state.db"
+    _answered_not_recorded(state, receiver.url)
+    result, summary = send(path, receiver, "--retry-rejected")
+    assert result.exit_code == EXIT_OK, result.output
+    assert _builds(receiver) == ["1", "3"] and summary["delivery"]["sent"] == 2
+    report = status(path)
+    assert report["refused_events"] == [] and report["sources"][0]["sent"] == 4
+
+
+def _version_3_killed_in_flight(path: Path, url: str) -> None:
+    """A version-3 file: builds 0-4 answered (ledger rows written, outgoing row kept, as version 3 did
+    until the run ended), 5-7 POSTed and never answered. Version 3's tables are version 4's without
+    ``outgoing.refused``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store.open(path, create=True)
+    assert store is not None
+    try:
+        answered = _write_ahead(store, url, range(5), posted=True)
+        _write_ahead(store, url, range(5, 8), posted=True)
+    finally:
+        store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "BEGIN; ALTER TABLE outgoing DROP COLUMN refused; PRAGMA user_version = 3; "
+        f"UPDATE batches SET state = 'answered' WHERE id = {answered}; COMMIT;"
+    )
+    for i in range(5):
+        db.execute(
+            "INSERT INTO ledger VALUES (1, 'shop', 'production', ?, 'sent', ?, ?, 'runs', NULL)",
+            (str(i), answered, _stamp(i)),
+        )
+    db.close()
+
+
+def test_a_version_3_file_killed_with_a_batch_in_flight_counts_each_event_once_and_resends_only_that_batch(
+    write: WriteFile, receiver: LocalReceiver
+) -> None:
+    write("runs.csv", HEADER + runs(0, 10))
+    path = config(write)
+    state = path.parent / ".backfill" / "state.db"
+    _version_3_killed_in_flight(state, receiver.url)
+    report = status(path)
+    assert {name: report["sources"][0][name] for name in ("sent", "pending")} == {"sent": 5, "pending": 3}
+    assert [(batch["id"], batch["events"]) for batch in report["pending_batches"]] == [(2, 3)]
+    result, summary = send(path, receiver)
+    assert result.exit_code == EXIT_OK, result.output
+    assert _builds(receiver) == [str(i) for i in range(5, 10)]
+    assert (summary["delivery"]["sent"], summary["delivery"]["already_sent"]) == (5, 8)
+    report = status(path)
+    assert report["sources"][0]["sent"] == 10 and report["pending_batches"] == []
+    assert sorted(event["build_id"] for event in report["possibly_duplicated"]) == ["5", "6", "7"]
+    db = sqlite3.connect(state)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert db.execute("SELECT count(*) FROM ledger").fetchone() == (10,)
+        assert db.execute("SELECT count(*) FROM outgoing").fetchone() == (0,)
+    finally:
+        db.close()

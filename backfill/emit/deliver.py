@@ -191,7 +191,7 @@ def _send(
         maybe_stored = any(batch.run_id == run_id for batch in store.pending_batches(destination.id))
         outcome = _outcome(event, report.stopped, report.sent, report.rejected, shared, maybe_stored)
         outcome.possibly_duplicated = bool(report.possibly_duplicated) or maybe_stored
-        store.forget_bodies()
+        store.write_ledger_rows()
         counts = report.counts()
         store.finish_run(
             run_id, _run_outcome(outcome), {"planned": 1, **counts}, None if outcome.ok else outcome.message

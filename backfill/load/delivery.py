@@ -18,10 +18,12 @@ entity's events are not sent (they would all be refused): they are recorded as
 *held*, and the other entities go on. ``--retry-rejected`` sends them once the
 entity exists.
 
-Batches are written ahead a few at a time (one disk flush for
+Batches are written ahead several at a time (one disk flush for
 :data:`WRITE_AHEAD` batches), and each is marked *posted* just before its POST;
 a batch's answer is committed together with that mark for the next batch (one
-commit per batch), never later than anything that waits. A crash at any
+commit per batch, of the batch's own row), never later than anything that
+waits; its events' ledger rows follow in bulk, in the next write ahead (see
+:mod:`backfill.state.store`). A crash at any
 instant leaves pending at most the batches in flight and those written ahead;
 the next run sends them again first (:meth:`Delivery.settle`), and counts as
 possibly duplicated the events of those that may have been stored. No other
@@ -62,7 +64,7 @@ from backfill.state.rules import outcome_unknown
 from backfill.state.store import OutgoingBatch, Store
 
 # Batches written ahead per disk flush: fewer flushes, and at most this many to settle after a crash.
-WRITE_AHEAD = 8
+WRITE_AHEAD = 32
 
 
 @dataclass(frozen=True)

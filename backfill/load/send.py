@@ -229,7 +229,7 @@ class SendSession:
                 store.set_cursors(result.destination.id, advanced_cursors(marked, self.cursors, held_back))
         else:
             delivery.report.left_to_send += new.height
-        store.forget_bodies()
+        store.write_ledger_rows()
         stopped = result.stopped
         store.finish_run(result.run_id, result.outcome, result.counts(), str(stopped) if stopped else None)
         return result

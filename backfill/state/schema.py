@@ -18,7 +18,7 @@ from pathlib import Path
 from backfill.state.destination import normalize_url
 
 APPLICATION_ID = 0x42464C4C  # "BFLL"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE meta (
@@ -64,7 +64,8 @@ CREATE INDEX batches_pending ON batches (state) WHERE state = 'pending';
 CREATE TABLE outgoing (
     batch_id INTEGER PRIMARY KEY REFERENCES batches (id),
     body TEXT NOT NULL,
-    keys TEXT NOT NULL
+    keys TEXT NOT NULL,
+    refused TEXT
 );
 CREATE TABLE ledger (
     destination_id INTEGER NOT NULL REFERENCES destinations (id),
@@ -197,6 +198,8 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
         steps.append("INSERT OR IGNORE INTO meta (name, value) VALUES ('salt', randomblob(16));")
     if version <= 2:
         steps.append(_FROM_2)
+    if version <= 3:
+        steps.append(_FROM_3)
     if steps:
         db.executescript("\n".join(("BEGIN;", *steps, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;")))
 
@@ -267,4 +270,15 @@ INSERT INTO outgoing (batch_id, body, keys)
 DELETE FROM ledger WHERE state = 'pending' AND batch_id IN (SELECT batch_id FROM outgoing);
 DROP INDEX IF EXISTS ledger_by_batch;
 ALTER TABLE batches DROP COLUMN body;
+"""
+
+# Version 3 wrote an answered batch's ledger rows in the commit that recorded its answer, and kept
+# its ``outgoing`` row until the run ended. Version 4 records the answer in the batch's row alone
+# (and which events DevGrid refused, with its reasons, in ``outgoing.refused``); the ledger rows
+# follow in bulk, with the next write ahead, and the ``outgoing`` row goes with them. An answered
+# batch that still has an ``outgoing`` row is one whose ledger rows are not written yet, so the
+# settled batches' rows version 3 kept (their ledger rows are written) are dropped.
+_FROM_3 = """
+DELETE FROM outgoing WHERE batch_id IN (SELECT id FROM batches WHERE state <> 'pending');
+ALTER TABLE outgoing ADD COLUMN refused TEXT;
 """

@@ -19,16 +19,20 @@ What the tables hold (the rules that use them live in :mod:`backfill.state.rules
   possibly duplicated.
 * ``outgoing``: the body of a batch, exactly as sent, and its events' keys,
   times and sources (``keys``, JSON), written in the same transaction as the
-  batch; kept while the batch is pending (dropped at the end of the run once
-  it is settled).
+  batch; once DevGrid answers, which events it refused and why (``refused``,
+  JSON, one entry per event, null for a stored one). Kept until the batch's
+  events have their ledger rows.
 * ``cursors``: per destination and source, how far history has been read.
 * ``runs``: one row per run that sends, with its counts and outcome.
 
-An event in flight is one row, its batch's ``outgoing`` row: its ledger row is
-written once, in the transaction that records the answer (as a rule together
-with the next batch's posted mark). Every reader sees the events of pending
-batches as the ledger's ``pending`` state (:meth:`Store.known_keys`,
-:meth:`Store.by_source`), exactly as if each had a row of its own.
+An event in flight is one row, its batch's ``outgoing`` row. DevGrid's answer
+is recorded in the batch's row alone (and its refusals in ``outgoing``), as a
+rule in one commit with the next batch's posted mark; the events' ledger rows
+are written later in bulk, with the next write ahead or at the end of the run,
+and the ``outgoing`` row is dropped with them. Every reader sees the events of
+a pending batch as the ledger's ``pending`` state and those of an answered
+batch as ``sent`` or ``refused`` (:data:`_LEDGER`), exactly as if each had a
+row of its own: a kill at any instant changes nothing anyone reads.
 
 The file is marked as backfill's (``PRAGMA application_id``) and versioned
 (``PRAGMA user_version``); a file that is not ours, is empty, corrupt, or comes
@@ -81,18 +85,6 @@ class PendingBatch:
     posts: int
     boot_id: str | None
     sources: dict[EventKey, str] = field(default_factory=dict, compare=False)  # each event's source
-
-
-# One event of a batch as its ``keys`` column holds it: entity_id, env, build_id, timestamp, source.
-_Written = tuple[str, str, str, str, str]
-
-
-@dataclass(frozen=True)
-class _Ahead:
-    """A batch this store wrote ahead: where its events' ledger rows go when the answer comes."""
-
-    destination_id: int
-    events: list[_Written]
 
 
 @dataclass(frozen=True)
@@ -166,8 +158,6 @@ class Store:
         self.path = path
         # Writes that go with the next transaction, whatever it is (see record_answer's ``later``).
         self._later: list[Callable[[sqlite3.Connection], None]] = []
-        # The events of the pending batches this store wrote, by batch id (others are read back).
-        self._ahead: dict[int, _Ahead] = {}
 
     # -- opening -------------------------------------------------------------------------
 
@@ -232,6 +222,8 @@ class Store:
                 self._db.close()
                 self._db = memory
             migrate(self._db, version)
+        for view in _VIEWS:
+            self._db.execute(view)
 
     def close(self) -> None:
         self._db.close()
@@ -330,18 +322,8 @@ class Store:
 
     @_reads
     def _holds_events(self, destination_id: int) -> bool:
-        if self._scalar("SELECT 1 FROM ledger WHERE destination_id = ? LIMIT 1", (destination_id,)) is not None:
-            return True
-        return bool(self._in_flight(destination_id))
-
-    def _in_flight(self, destination_id: int) -> list[_Written]:
-        """The events of the destination's pending batches: the ledger's ``pending`` state."""
-        rows = self._db.execute(
-            "SELECT o.keys FROM batches AS b JOIN runs AS r ON r.id = b.run_id JOIN outgoing AS o ON o.batch_id = b.id "
-            "WHERE b.state = 'pending' AND r.destination_id = ?",
-            (destination_id,),
-        ).fetchall()
-        return [tuple(event) for (keys,) in rows for event in json.loads(keys)]
+        row = self._scalar("SELECT 1 FROM temp.ledger_now WHERE destination_id = ? LIMIT 1", (destination_id,))
+        return row is not None
 
     # -- ledger and batches ----------------------------------------------------------------
 
@@ -360,24 +342,26 @@ class Store:
             "ON l.destination_id = ? AND l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id",
             (destination_id,),
         ).fetchall()
+        # The events of batches whose ledger rows are not written yet (an event is planned only when
+        # the ledger holds no row for it, so these have none): few, so read whole.
+        rows += self._db.execute(
+            "SELECT DISTINCT u.entity_id, u.env, u.build_id, u.state FROM temp.unrecorded AS u "
+            "WHERE u.destination_id = ? AND EXISTS (SELECT 1 FROM temp.wanted AS w "
+            "WHERE w.entity_id = u.entity_id AND w.env = u.env AND w.build_id = u.build_id)",
+            (destination_id,),
+        ).fetchall()
         self._db.execute("DELETE FROM temp.wanted")
         schema = {"entityId": pl.String, "env": pl.String, "build_id": pl.String, "ledger_state": pl.String}
-        known = pl.DataFrame(rows, schema=schema, orient="row")
-        in_flight = self._in_flight(destination_id)
-        if not in_flight:
-            return known
-        # An event is planned only when the ledger holds no row for it, so an event in flight has none.
-        pending = pl.DataFrame([(*event[:3], "pending") for event in in_flight], schema=schema, orient="row").join(
-            keys.select(EVENT_KEY), on=list(EVENT_KEY), how="semi"
-        )
-        return pl.concat([known, pending.unique(list(EVENT_KEY), maintain_order=True)])
+        return pl.DataFrame(rows, schema=schema, orient="row")
 
     def write_ahead(self, run_id: int, destination_id: int, batches: Sequence[OutgoingBatch]) -> list[int]:
-        """Record batches and their events as pending, durably (one flush for all), before any POST."""
+        """Record batches and their events as pending, durably (one flush for all), before any POST.
+
+        The same flush writes the ledger rows of the batches answered since the last one.
+        """
         with self.transaction(durable=True) as db:
-            written = [self._insert_batch(db, run_id, destination_id, batch) for batch in batches]
-        self._ahead.update(written)
-        return [batch_id for batch_id, _ in written]
+            _write_ledger_rows(db)
+            return [self._insert_batch(db, run_id, batch) for batch in batches]
 
     def mark_posted(self, batch_id: int, *, durable: bool = False) -> None:
         """The batch is about to be POSTed once more.
@@ -414,17 +398,13 @@ class Store:
                 "split",
             )
             db.execute("DELETE FROM outgoing WHERE batch_id = ?", (batch_id,))
-            written = [self._insert_batch(db, run_id, destination_id, part) for part in parts]
-            ids = [part_id for part_id, _ in written]
+            ids = [self._insert_batch(db, run_id, part) for part in parts]
             if maybe_stored:
                 db.executemany("UPDATE batches SET posts = 1 WHERE id = ?", [(part_id,) for part_id in ids])
-        self._ahead.pop(batch_id, None)
-        self._ahead.update(written)
         return ids
 
-    def _insert_batch(
-        self, db: sqlite3.Connection, run_id: int, destination_id: int, batch: OutgoingBatch
-    ) -> tuple[int, _Ahead]:
+    @staticmethod
+    def _insert_batch(db: sqlite3.Connection, run_id: int, batch: OutgoingBatch) -> int:
         """One row for the batch and its events; the events' ledger rows wait for the answer."""
         events = [
             (key.entity_id, key.env, key.build_id, timestamp, source)
@@ -439,7 +419,7 @@ class Store:
             "INSERT INTO outgoing (batch_id, body, keys) VALUES (?, ?, ?)",
             (batch_id, batch.body, json.dumps(events, separators=(",", ":"))),
         )
-        return batch_id, _Ahead(destination_id, events)
+        return batch_id
 
     def record_answer(
         self,
@@ -458,7 +438,6 @@ class Store:
         """
 
         def write(db: sqlite3.Connection) -> None:
-            # The outgoing row stays until forget_bodies(): freeing its pages here would slow every batch.
             _settled(
                 db.execute(
                     "UPDATE batches SET state = 'answered', settled_at = ?, possibly_duplicated = ?, unconfirmed = ? "
@@ -468,40 +447,14 @@ class Store:
                 batch_id,
                 "answered",
             )
-            ahead = self._ahead.pop(batch_id, None) or self._read_ahead(db, batch_id)
-            destination_id = ahead.destination_id
-            reasons = {(key.entity_id, key.env, key.build_id): message for key, message in refused}
-            rows = [
-                (
-                    destination_id,
-                    entity,
-                    env,
-                    build,
-                    "refused" if (entity, env, build) in reasons else "sent",
-                    batch_id,
-                    timestamp,
-                    source,
-                    reasons.get((entity, env, build)),
-                )
-                for entity, env, build, timestamp, source in ahead.events
-            ]
-            db.executemany(_RECORD, rows)
+            if refused:
+                _record_refusals(db, batch_id, refused)
 
         if later:
             self._later.append(write)
             return
         with self.transaction() as db:
             write(db)
-
-    @staticmethod
-    def _read_ahead(db: sqlite3.Connection, batch_id: int) -> _Ahead:
-        """The events of a pending batch another store wrote (a batch an earlier run left pending)."""
-        row = db.execute(
-            "SELECT r.destination_id, o.keys FROM batches AS b JOIN runs AS r ON r.id = b.run_id "
-            "LEFT JOIN outgoing AS o ON o.batch_id = b.id WHERE b.id = ?",
-            (batch_id,),
-        ).fetchone()
-        return _Ahead(row[0], [tuple(event) for event in json.loads(row[1] or "[]")])
 
     def flush(self) -> None:
         """Commit the writes left for the next transaction, if any."""
@@ -543,12 +496,11 @@ class Store:
                 "released",
             )
             db.execute("DELETE FROM outgoing WHERE batch_id = ?", (batch_id,))
-        self._ahead.pop(batch_id, None)
 
-    def forget_bodies(self) -> None:
-        """Drop the bodies of settled batches: only a pending batch's body can be needed again."""
+    def write_ledger_rows(self) -> None:
+        """Write the ledger rows of every answered batch (and drop their bodies), as a run ends."""
         with self.transaction() as db:
-            db.execute("DELETE FROM outgoing WHERE batch_id IN (SELECT id FROM batches WHERE state <> 'pending')")
+            _write_ledger_rows(db)
 
     @_reads
     def pending_batches(self, destination_id: int | None = None) -> list[PendingBatch]:
@@ -574,8 +526,8 @@ class Store:
     def refused_events(self, destination_id: int) -> pl.DataFrame:
         """Events DevGrid refused, and those held back because it does not know their entity."""
         rows = self._db.execute(
-            "SELECT l.entity_id, l.env, l.build_id, l.timestamp, l.source, l.state, l.message FROM ledger AS l "
-            "WHERE l.destination_id = ? AND l.state IN ('refused', 'held') "
+            "SELECT l.entity_id, l.env, l.build_id, l.timestamp, l.source, l.state, l.message "
+            "FROM temp.ledger_now AS l WHERE l.destination_id = ? AND l.state IN ('refused', 'held') "
             "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id",
             (destination_id,),
         ).fetchall()
@@ -588,6 +540,7 @@ class Store:
     def forget_refused(self, destination_id: int) -> int:
         """Let events DevGrid refused (or that were held back) be planned again, after the cause was fixed."""
         with self.transaction() as db:
+            _write_ledger_rows(db)
             return db.execute(
                 "DELETE FROM ledger WHERE destination_id = ? AND state IN ('refused', 'held')", (destination_id,)
             ).rowcount
@@ -655,7 +608,7 @@ class Store:
     def by_source(self, destination_id: int) -> dict[str, dict[str, int]]:
         rows = self._db.execute(
             "SELECT l.source, l.state, count(*), coalesce(sum(b.possibly_duplicated), 0), "
-            "coalesce(sum(b.unconfirmed), 0) FROM ledger AS l LEFT JOIN batches AS b ON b.id = l.batch_id "
+            "coalesce(sum(b.unconfirmed), 0) FROM temp.ledger_now AS l LEFT JOIN batches AS b ON b.id = l.batch_id "
             "WHERE l.destination_id = ? GROUP BY l.source, l.state",
             (destination_id,),
         ).fetchall()
@@ -666,14 +619,12 @@ class Store:
             if state == "sent":
                 entry["possibly_duplicated"] += flagged
                 entry["unconfirmed"] += unconfirmed
-        for event in self._in_flight(destination_id):
-            result.setdefault(event[4], dict.fromkeys(SOURCE_COUNTS, 0))["pending"] += 1
         return result
 
     @_reads
     def sent_ranges(self, destination_id: int) -> list[dict[str, Any]]:
         cursor = self._db.execute(
-            "SELECT entity_id, env, min(timestamp), max(timestamp), count(*) FROM ledger "
+            "SELECT entity_id, env, min(timestamp), max(timestamp), count(*) FROM temp.ledger_now "
             "WHERE destination_id = ? AND state = 'sent' GROUP BY entity_id, env ORDER BY entity_id, env",
             (destination_id,),
         )
@@ -689,22 +640,68 @@ class Store:
         return [EventKey(*row) for row in rows]
 
 
+# The events of the batches whose ledger rows are not written yet, as ledger rows: ``pending`` while
+# the batch is, then ``sent`` or ``refused`` (with DevGrid's reason) as its answer says; and the
+# ledger as every reader sees it, its rows and those. Views of this connection alone (in ``temp``,
+# so that opening a file to read writes nothing). The few ``outgoing`` rows are read first: CROSS
+# JOIN keeps SQLite from walking every batch ever sent.
+_VIEWS = (
+    """CREATE TEMP VIEW IF NOT EXISTS unrecorded AS
+    SELECT r.destination_id AS destination_id,
+           json_extract(e.value, '$[0]') AS entity_id,
+           json_extract(e.value, '$[1]') AS env,
+           json_extract(e.value, '$[2]') AS build_id,
+           CASE WHEN b.state = 'pending' THEN 'pending'
+                WHEN json_extract(o.refused, '$[' || e.key || ']') IS NULL THEN 'sent'
+                ELSE 'refused' END AS state,
+           b.id AS batch_id,
+           json_extract(e.value, '$[3]') AS timestamp,
+           json_extract(e.value, '$[4]') AS source,
+           json_extract(o.refused, '$[' || e.key || ']') AS message
+    FROM main.outgoing AS o CROSS JOIN main.batches AS b ON b.id = o.batch_id
+         CROSS JOIN main.runs AS r ON r.id = b.run_id CROSS JOIN json_each(o.keys) AS e
+    WHERE b.state IN ('pending', 'answered')""",
+    """CREATE TEMP VIEW IF NOT EXISTS ledger_now AS
+    SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message FROM main.ledger
+    UNION ALL
+    SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message FROM unrecorded""",
+)
+# A key is sent only when the ledger holds no row for it (--retry-rejected forgets refused and held
+# ones first); should one be there all the same, the answer, being the newer outcome, replaces it.
+_WRITE_LEDGER_ROWS = (
+    "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message) "
+    "SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message "
+    "FROM temp.unrecorded WHERE state <> 'pending' "
+    "ON CONFLICT (destination_id, entity_id, env, build_id) DO UPDATE SET "
+    "state = excluded.state, batch_id = excluded.batch_id, timestamp = excluded.timestamp, "
+    "source = excluded.source, message = excluded.message"
+)
+
+
+def _write_ledger_rows(db: sqlite3.Connection) -> None:
+    """The ledger rows of every answered batch, in bulk; their ``outgoing`` rows go with them."""
+    db.execute(_WRITE_LEDGER_ROWS)
+    db.execute(
+        "DELETE FROM outgoing WHERE batch_id IN (SELECT o.batch_id FROM outgoing AS o "
+        "CROSS JOIN batches AS b ON b.id = o.batch_id WHERE b.state = 'answered')"
+    )
+
+
+def _record_refusals(db: sqlite3.Connection, batch_id: int, refused: Sequence[tuple[EventKey, str]]) -> None:
+    """Which events of the batch DevGrid refused, and why: one entry per event, in the batch's order."""
+    (keys,) = db.execute("SELECT keys FROM outgoing WHERE batch_id = ?", (batch_id,)).fetchone()
+    reasons = {(key.entity_id, key.env, key.build_id): message for key, message in refused}
+    entries = [reasons.get((event[0], event[1], event[2])) for event in json.loads(keys)]
+    db.execute("UPDATE outgoing SET refused = ? WHERE batch_id = ?", (json.dumps(entries), batch_id))
+
+
 _SET_CURSOR = (
     "INSERT INTO cursors (destination_id, source, position, updated_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (destination_id, source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
 )
-# An answered event's ledger row. A key is sent only when the ledger holds no row for it
-# (--retry-rejected forgets refused and held ones first); should one be there all the same, the
-# answer, being the newer outcome, replaces it.
-_RECORD = (
-    "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination_id, entity_id, env, build_id) DO UPDATE SET "
-    "state = excluded.state, batch_id = excluded.batch_id, timestamp = excluded.timestamp, "
-    "source = excluded.source, message = excluded.message"
-)
 RUN_COUNTS = ("planned", "sent", "rejected", "held", "unconfirmed", "possibly_duplicated", "left_to_send")
 _FLAGGED = {
-    flag: "SELECT l.entity_id, l.env, l.build_id FROM ledger AS l JOIN batches AS b ON b.id = l.batch_id "  # noqa: S608 - one of two column names
+    flag: "SELECT l.entity_id, l.env, l.build_id FROM temp.ledger_now AS l JOIN batches AS b ON b.id = l.batch_id "  # noqa: S608 - one of two column names
     f"WHERE l.destination_id = ? AND l.state = 'sent' AND b.{flag} = 1 "
     "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id"
     for flag in ("possibly_duplicated", "unconfirmed")
