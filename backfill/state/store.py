@@ -606,12 +606,7 @@ class Store:
 
     @_reads
     def by_source(self, destination_id: int) -> dict[str, dict[str, int]]:
-        rows = self._db.execute(
-            "SELECT l.source, l.state, count(*), coalesce(sum(b.possibly_duplicated), 0), "
-            "coalesce(sum(b.unconfirmed), 0) FROM temp.ledger_now AS l LEFT JOIN batches AS b ON b.id = l.batch_id "
-            "WHERE l.destination_id = ? GROUP BY l.source, l.state",
-            (destination_id,),
-        ).fetchall()
+        rows = self._db.execute(_BY_SOURCE, (destination_id, destination_id)).fetchall()
         result: dict[str, dict[str, int]] = {}
         for source, state, count, flagged, unconfirmed in rows:
             entry = result.setdefault(source, dict.fromkeys(SOURCE_COUNTS, 0))
@@ -623,11 +618,7 @@ class Store:
 
     @_reads
     def sent_ranges(self, destination_id: int) -> list[dict[str, Any]]:
-        cursor = self._db.execute(
-            "SELECT entity_id, env, min(timestamp), max(timestamp), count(*) FROM temp.ledger_now "
-            "WHERE destination_id = ? AND state = 'sent' GROUP BY entity_id, env ORDER BY entity_id, env",
-            (destination_id,),
-        )
+        cursor = self._db.execute(_SENT_RANGES, (destination_id, destination_id))
         return [
             {"entityId": entity, "env": env, "first": first, "last": last, "sent": count}
             for entity, env, first, last, count in cursor.fetchall()
@@ -636,7 +627,7 @@ class Store:
     @_reads
     def flagged(self, destination_id: int, flag: Literal["possibly_duplicated", "unconfirmed"]) -> list[EventKey]:
         """Sent events whose batch carries the flag: possibly stored twice, or sent on an answer not understood."""
-        rows = self._db.execute(_FLAGGED[flag], (destination_id,)).fetchall()
+        rows = self._db.execute(_FLAGGED[flag], (destination_id, destination_id)).fetchall()
         return [EventKey(*row) for row in rows]
 
 
@@ -700,10 +691,38 @@ _SET_CURSOR = (
     "ON CONFLICT (destination_id, source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
 )
 RUN_COUNTS = ("planned", "sent", "rejected", "held", "unconfirmed", "possibly_duplicated", "left_to_send")
+
+
+def _combined(outer: str, part: str) -> str:
+    """``outer`` over ``{parts}``: ``part`` over the ledger's rows, and then over those not written yet.
+
+    Each part keeps its own plan (a view over both would make SQLite copy a million-row
+    ledger before grouping it); ``outer`` combines the parts' rows.
+    """
+    parts = " UNION ALL ".join(part.replace("{rows}", rows) for rows in ("main.ledger", "temp.unrecorded"))
+    return outer.replace("{parts}", parts)
+
+
+_BY_SOURCE = _combined(
+    "SELECT source, state, sum(events), sum(flagged), sum(unconfirmed) FROM ({parts}) GROUP BY source, state",
+    "SELECT l.source AS source, l.state AS state, count(*) AS events, "
+    "coalesce(sum(b.possibly_duplicated), 0) AS flagged, coalesce(sum(b.unconfirmed), 0) AS unconfirmed "
+    "FROM {rows} AS l LEFT JOIN batches AS b ON b.id = l.batch_id WHERE l.destination_id = ? "
+    "GROUP BY l.source, l.state",
+)
+_SENT_RANGES = _combined(
+    "SELECT entity_id, env, min(first), max(last), sum(sent) FROM ({parts}) "
+    "GROUP BY entity_id, env ORDER BY entity_id, env",
+    "SELECT entity_id, env, min(timestamp) AS first, max(timestamp) AS last, count(*) AS sent FROM {rows} "
+    "WHERE destination_id = ? AND state = 'sent' GROUP BY entity_id, env",
+)
 _FLAGGED = {
-    flag: "SELECT l.entity_id, l.env, l.build_id FROM temp.ledger_now AS l JOIN batches AS b ON b.id = l.batch_id "  # noqa: S608 - one of two column names
-    f"WHERE l.destination_id = ? AND l.state = 'sent' AND b.{flag} = 1 "
-    "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id"
+    flag: _combined(
+        "SELECT entity_id, env, build_id FROM ({parts}) ORDER BY timestamp, entity_id, env, build_id",
+        "SELECT l.entity_id AS entity_id, l.env AS env, l.build_id AS build_id, l.timestamp AS timestamp "
+        "FROM {rows} AS l JOIN batches AS b ON b.id = l.batch_id "
+        "WHERE l.destination_id = ? AND l.state = 'sent' AND b.{flag} = 1",
+    ).replace("{flag}", flag)
     for flag in ("possibly_duplicated", "unconfirmed")
 }
 SOURCE_COUNTS = ("sent", "pending", "refused", "held", "possibly_duplicated", "unconfirmed")
