@@ -31,8 +31,9 @@ rule in one commit with the next batch's posted mark; the events' ledger rows
 are written later in bulk, with the next write ahead or at the end of the run,
 and the ``outgoing`` row is dropped with them. Every reader sees the events of
 a pending batch as the ledger's ``pending`` state and those of an answered
-batch as ``sent`` or ``refused`` (:data:`_LEDGER`), exactly as if each had a
-row of its own: a kill at any instant changes nothing anyone reads.
+batch as ``sent`` or ``refused`` (the views ``unrecorded`` and ``ledger_now``),
+exactly as if each had a row of its own: a kill at any instant changes nothing
+anyone reads.
 
 The file is marked as backfill's (``PRAGMA application_id``) and versioned
 (``PRAGMA user_version``); a file that is not ours, is empty, corrupt, or comes
@@ -680,7 +681,10 @@ def _write_ledger_rows(db: sqlite3.Connection) -> None:
 
 def _record_refusals(db: sqlite3.Connection, batch_id: int, refused: Sequence[tuple[EventKey, str]]) -> None:
     """Which events of the batch DevGrid refused, and why: one entry per event, in the batch's order."""
-    (keys,) = db.execute("SELECT keys FROM outgoing WHERE batch_id = ?", (batch_id,)).fetchone()
+    row = db.execute("SELECT keys FROM outgoing WHERE batch_id = ?", (batch_id,)).fetchone()
+    if row is None:
+        raise StateError(f"batch {batch_id} has no events recorded to answer for; the state file was changed meanwhile")
+    (keys,) = row
     reasons = {(key.entity_id, key.env, key.build_id): message for key, message in refused}
     entries = [reasons.get((event[0], event[1], event[2])) for event in json.loads(keys)]
     db.execute("UPDATE outgoing SET refused = ? WHERE batch_id = ?", (json.dumps(entries), batch_id))
