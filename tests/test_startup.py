@@ -108,3 +108,22 @@ def test_a_git_tags_dry_run_runs_git_itself_and_imports_no_client_library(tmp_pa
         name for name in report["own"] if name.startswith("backfill.extract.") and name.split(".")[2] in unused
     ] == []
     assert "backfill.extract.git_tags" in report["own"]
+
+
+def test_the_config_imports_the_enrich_settings_alone() -> None:
+    """Every run loads the config, whose [[enrich]] models live in the enrich package: not its readers or matchers."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, backfill.config; print(' '.join(name for name in sys.modules if name.startswith('backfill.')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = probe.stdout.split()
+    assert "backfill.enrich.settings" in loaded
+    workers = ("changes", "change_match", "incidents", "servicenow_export", "table_api", "dates")
+    assert [name for name in loaded if name.startswith("backfill.enrich.") and name.split(".")[2] in workers] == []
