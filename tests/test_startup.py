@@ -64,6 +64,8 @@ def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:
     assert (tmp_path / "review.csv").read_text().count("\n") == 2
     assert "polars" in report["modules"]  # the probe sees what the run imported
     assert [name for name in ("httpx", "tenacity", "boto3") if name in report["modules"]] == []
+    # Nor what only a sending run does: catch signals to stop cleanly between batches.
+    assert "backfill.interrupts" not in report["own"]
 
 
 @pytest.mark.parametrize("config_text", [None, "[[sources]]\nname = 'runs'\ntype = 'no-such-type'\n"])
