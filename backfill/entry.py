@@ -10,10 +10,13 @@ so that ``backfill`` and :data:`backfill.cli.main` behave alike.
 
 from __future__ import annotations
 
+import os
+import sys
 from gettext import gettext
 from typing import TYPE_CHECKING, Any
 
 import click
+from click import formatting
 
 from backfill import __version__
 
@@ -48,6 +51,14 @@ class _Commands(click.Group):
     def commands(self, value: Any) -> None:
         """click.Group sets an empty table of its own: backfill.cli holds the real one."""
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        # The help's width, as click would work it out, without importing shutil (and its compression modules).
+        if parent is None and "terminal_width" not in extra and formatting.FORCED_WIDTH is None:
+            extra["terminal_width"] = help_width()
+        return super().make_context(info_name, args, parent, **extra)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(SUMMARIES)
 
@@ -70,3 +81,18 @@ def main() -> None:
 
         backfill run -c configs/demo.toml --dry-run review.csv
     """
+
+
+def help_width() -> int:
+    """click's help width: the terminal's columns (shutil.get_terminal_size's rules), at most 80, less 2; 50 or more."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            columns = (os.get_terminal_size(stdout.fileno()).columns if stdout is not None else 0) or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(min(columns, 80) - 2, 50)

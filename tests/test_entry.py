@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -53,7 +58,7 @@ def test_the_group_help_and_the_version_import_no_command(tmp_path: Path) -> Non
         "import sys\nfrom backfill.entry import main\n"
         "try:\n    main(sys.argv[1:], prog_name='backfill')\nexcept SystemExit:\n    pass\n"
         "own = sorted(name for name in sys.modules if name.startswith('backfill'))\n"
-        "heavy = sorted(name for name in ('pathlib', 'json', 'subprocess', 'dataclasses') if name in sys.modules)\n"
+        "heavy = sorted(name for name in ('pathlib', 'json', 'subprocess', 'dataclasses', 'shutil') if name in sys.modules)\n"
         "import json\nprint(json.dumps([own, heavy]), file=sys.stderr)\n"
     )
     for arguments in (["--help"], ["-h"], ["--version"], []):
@@ -77,3 +82,43 @@ def test_python_dash_m_is_the_installed_command() -> None:
         [sys.executable, "-m", "backfill", "--version"], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout == "backfill, version 0.1.0\n"
+
+
+def _output(module: str, arguments: list[str], columns: str | None, terminal: int | None) -> bytes:
+    """What `backfill ARGUMENTS` prints from ``module``'s group, with $COLUMNS and on a terminal that wide, or a pipe."""
+    environ = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
+    if columns is not None:
+        environ["COLUMNS"] = columns
+    command = [sys.executable, "-c", f"import sys\nfrom {module} import main\nmain(sys.argv[1:], prog_name='backfill')"]
+    if terminal is None:
+        done = subprocess.run([*command, *arguments], env=environ, capture_output=True, timeout=60, check=False)
+        return done.stdout + done.stderr + bytes([done.returncode])
+    main_end, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, terminal, 0, 0))
+    done = subprocess.run(
+        [*command, *arguments], env=environ, stdout=child_end, stderr=child_end, timeout=60, check=False
+    )
+    os.close(child_end)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_end, 65536)
+        except OSError:  # the terminal's other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_end)
+    return b"".join(chunks) + bytes([done.returncode])
+
+
+@pytest.mark.parametrize(
+    ("columns", "terminal"),
+    [(None, None), ("57", None), ("abc", None), ("0", None), ("300", None), (None, 63), (None, 120), ("70", 100)],
+)
+def test_the_help_is_as_wide_as_click_makes_it(columns: str | None, terminal: int | None) -> None:
+    """The installed group works out the help's width itself (shutil stays out), as click does: $COLUMNS, the terminal."""
+    for arguments in (["--help"], ["run", "--help"], ["rn"]):
+        assert _output("backfill.entry", arguments, columns, terminal) == _output(
+            "backfill.cli", arguments, columns, terminal
+        )
