@@ -1,3 +1,3 @@
-from backfill.cli import main
+from backfill.entry import main
 
 main()

@@ -31,7 +31,6 @@ from backfill.enrich import Enrichment, enrich_events, link_incident_entries
 from backfill.errors import Interrupted, ReadError, SourceError, StateError
 from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
-from backfill.interrupts import Interrupts
 from backfill.model import PASSED_THROUGH_COLUMNS, RunOutcome, empty_raw_frame
 from backfill.normalize.classify import Normalization, normalize
 from backfill.plan.dedupe import RunPlan, make_plan, make_spilled_plan
@@ -41,12 +40,12 @@ from backfill.plan.spill import Spill
 from backfill.report.outputs import run_outputs, source_paths
 from backfill.report.review import write_rejects, write_review_files
 from backfill.report.summary import RunSummary, build_summary, delivery_summary
-from backfill.secrets import api_key, check_url
-from backfill.state.store import KeyChange, state_folder_problem
 from backfill.state.view import LedgerView
 
 if TYPE_CHECKING:
     import httpx
+
+    from backfill.state.store import KeyChange
 
 Step = Callable[[str], AbstractContextManager[object]]
 Finish = Callable[[pl.DataFrame | None], None]
@@ -113,6 +112,8 @@ def run(
     url = (request.url or config.devgrid.url).rstrip("/")
     window = (request.since, request.until)
     if request.review is None:
+        from backfill.state.store import state_folder_problem
+
         # A sending run writes beside its state file first of all: say so before any output is checked.
         problem = state_folder_problem(Path(config.state.path).resolve())
         if problem:
@@ -134,7 +135,9 @@ def run(
     # Only a sending run needs the HTTP client and the delivery: a dry run does not import them.
     import httpx
 
+    from backfill.interrupts import Interrupts
     from backfill.load.send import SendOptions, SendSession
+    from backfill.secrets import api_key, check_url
 
     check_url(url, allow_http=request.allow_http)
     key_file = Path(config.devgrid.api_key_file) if config.devgrid.api_key_file else None

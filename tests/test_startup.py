@@ -64,6 +64,8 @@ def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:
     assert (tmp_path / "review.csv").read_text().count("\n") == 2
     assert "polars" in report["modules"]  # the probe sees what the run imported
     assert [name for name in ("httpx", "tenacity", "boto3") if name in report["modules"]] == []
+    # Nor what only a sending run does: catch signals to stop cleanly between batches.
+    assert "backfill.interrupts" not in report["own"]
 
 
 @pytest.mark.parametrize("config_text", [None, "[[sources]]\nname = 'runs'\ntype = 'no-such-type'\n"])
@@ -108,3 +110,22 @@ def test_a_git_tags_dry_run_runs_git_itself_and_imports_no_client_library(tmp_pa
         name for name in report["own"] if name.startswith("backfill.extract.") and name.split(".")[2] in unused
     ] == []
     assert "backfill.extract.git_tags" in report["own"]
+
+
+def test_the_config_imports_the_enrich_settings_alone() -> None:
+    """Every run loads the config, whose [[enrich]] models live in the enrich package: not its readers or matchers."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, backfill.config; print(' '.join(name for name in sys.modules if name.startswith('backfill.')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = probe.stdout.split()
+    assert "backfill.enrich.settings" in loaded
+    workers = ("changes", "change_match", "incidents", "servicenow_export", "table_api", "dates")
+    assert [name for name in loaded if name.startswith("backfill.enrich.") and name.split(".")[2] in workers] == []

@@ -20,17 +20,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import polars as pl
 
-from backfill.enrich.change_match import CANDIDATES, INDEX, RULE, match
-from backfill.enrich.changes import NUMBER, SYS_ID, Changes, prepare_changes, wanted_fields, window_pairs
-from backfill.enrich.incidents import IncidentLinks, link_incidents, load_incidents, reject_lines
-from backfill.enrich.servicenow_export import read_records
 from backfill.enrich.settings import ENRICH_TYPES, ChangeRequests, EnrichConfigs, Incidents
-from backfill.model import TS
-from backfill.normalize.verdicts import VERDICT, Verdict
+
+# The modules that read, match and link are imported by the functions that use them: every run imports
+# this package (the config's models live in it), most runs have no [[enrich]].
+if TYPE_CHECKING:
+    from backfill.enrich.changes import Changes
+    from backfill.enrich.incidents import IncidentLinks
 
 REGISTRY: Final[dict[str, type[ChangeRequests] | type[Incidents]]] = {
     "servicenow-changes": ChangeRequests,
@@ -69,6 +69,10 @@ class Enrichment:
     incidents: list[IncidentReport] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
+        if not self.changes and not self.incidents:
+            return []
+        from backfill.enrich.incidents import reject_lines
+
         lines: list[str] = []
         for report in self.changes:
             lines.extend(reject_lines(report.name, report.origin, report.rejects))
@@ -89,6 +93,9 @@ def load_changes(
     notice: Callable[[str], None] = lambda message: None,
     updated_since: datetime | None = None,
 ) -> Changes:
+    from backfill.enrich.changes import prepare_changes, wanted_fields, window_pairs
+    from backfill.enrich.servicenow_export import read_records
+
     required, optional = wanted_fields(config)
     records = read_records(
         config,
@@ -126,6 +133,11 @@ def enrich_events(
     enrichment = Enrichment(envs=envs)
     if not entries:
         return classified, enrichment
+    from backfill.enrich.change_match import CANDIDATES, INDEX, RULE, match
+    from backfill.enrich.changes import NUMBER, SYS_ID
+    from backfill.model import TS
+    from backfill.normalize.verdicts import VERDICT, Verdict
+
     environ = os.environ if environ is None else environ
     is_event = pl.col(VERDICT) == Verdict.EVENT
     frame = classified.with_row_index(INDEX).with_columns(
@@ -172,6 +184,12 @@ def link_incident_entries(
     notice: Callable[[str], None] = lambda message: None,
 ) -> None:
     """Read every ``servicenow-incidents`` entry and link its incidents to the planned events."""
+    if not any(isinstance(config, Incidents) for config in configs):
+        return
+    from backfill.enrich.changes import NUMBER, SYS_ID
+    from backfill.enrich.incidents import link_incidents, load_incidents
+    from backfill.model import TS
+
     envs = enrichment.envs or ("production",)
     # An incident exported without display values names its change by sys_id.
     sys_ids = (

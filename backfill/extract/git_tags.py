@@ -375,11 +375,17 @@ def _ancestry(
     """
 
     def is_ancestor(pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        def plausible(commit: str, later: str) -> bool:
-            when, later_when = commit_times.get(commit), commit_times.get(later)
-            return commit != later and when is not None and later_when is not None and when <= later_when
-
-        asked = [pair for pair in pairs if plausible(*pair)]
+        times = commit_times.get  # one comprehension, no call per pair: a tag history asks about every tag
+        asked = [
+            (commit, later)
+            for commit, later in pairs
+            if commit != later
+            and (when := times(commit)) is not None
+            and (later_when := times(later)) is not None
+            and when <= later_when
+        ]
+        if not asked:
+            return [False] * len(pairs)
         try:
             answers = dict(zip(asked, ancestors(git_dir, asked, {**os.environ, **GIT_ENV}), strict=True))
         except (AncestryError, OSError) as exc:

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import polars as pl
 
 from backfill.plan.keys import may_repeat
-from backfill.versions import TagVersion, tag_version
+from backfill.versions import FINAL, TagVersion, tag_version
 
 IsAncestor = Callable[[Sequence[tuple[str, str]]], list[bool]]
 PLACE = ["entityId", "env"]
@@ -136,21 +135,47 @@ class _Deployed:
                 self.newest[prefix] = version.order
 
 
-def _moved(sha: str | None, before: str | None) -> bool:
-    return sha is not None and before is not None and sha != before
+# A name that is a prefix without digits and dotted numbers (v1.2.3, deploy/production/42), in ASCII: its
+# version is those numbers, a final release, read here for every tag at once (the others by backfill.versions).
+_PLAIN_TAG = r"^[ -/:-~]*([0-9]+(?:\.[0-9]+)*)$"
+_FINAL_KEY = f"|{FINAL}||"
 
 
-def _same_version(version: TagVersion | None, tag: str | None) -> bool:
-    other = tag_version(tag) if tag is not None else None
-    return version is not None and other is not None and version.identity == other.identity
+def _version_key(version: TagVersion | None) -> str | None:
+    """A version's identity as one string: equal exactly where the identities are (see TagVersion.identity)."""
+    if version is None:
+        return None
+    label = version.identity[-1]
+    release, detail = ".".join(map(str, version.release)), ".".join(map(str, version.detail))
+    return f"{release}|{version.stage}|{detail}|{label}"
+
+
+def _version_keys(tags: pl.Expr, others: Mapping[str, str | None]) -> pl.Expr:
+    """The identity key of the version each tag names (null: none); ``others`` holds those of the non-plain tags."""
+    release = (
+        tags.str.extract(_PLAIN_TAG, 1)
+        .str.replace_all(r"(^|\.)0+([0-9])", "${1}${2}")  # 007 is 7
+        .str.replace(r"(\.0)+$", "")  # trailing zeros dropped: 1.4.0 is 1.4
+        .str.replace(r"^0$", "")  # and 0.0 is no numbers at all
+    )
+    looked_up = tags.replace_strict(dict(others), default=None, return_dtype=pl.String) if others else None
+    plain = release + pl.lit(_FINAL_KEY)
+    return plain if looked_up is None else pl.coalesce(plain, looked_up)
+
+
+def _keys_of_others(tags: pl.Series) -> dict[str, str | None]:
+    """The identity keys of the tags the plain pattern does not read, by the ecosystems' rules (few tags)."""
+    others = tags.filter(tags.is_not_null() & ~tags.str.contains(_PLAIN_TAG)).unique().to_list()
+    return {tag: _version_key(tag_version(tag)) for tag in others}
 
 
 def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> list[pl.DataFrame]:
     """Rules 2 and 3, for the sources with a repository (tags: thousands of rows at most).
 
-    Rule 3 asks git first, about every row whose commit moved; which versions
-    an answer's place had deployed by then is only worked out where git says
-    yes (few rows), not for every tag.
+    Versions are compared by their identity keys, columns computed for all
+    rows at once. Rule 3 asks git first, about every row whose commit moved;
+    which versions an answer's place had deployed by then is only worked out
+    where git says yes (few rows), not for every tag.
     """
     found = [pl.DataFrame(schema=_FOUND_SCHEMA)]
     if not ancestry:
@@ -161,45 +186,57 @@ def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> l
     previous = frame.select("build_commit_sha", "build_id")[mine.get_column("_previous").fill_null(0)]
     rows = mine.select(
         "_position",
-        pl.struct("entityId", "env").alias("_place"),
+        *PLACE,
         "source",
-        pl.col("status") == "success",
+        (pl.col("status") == "success").fill_null(False).alias("_success"),
         "build_id",
         "build_commit_sha",
-        pl.col("_previous").is_not_null(),
+        pl.col("_previous").is_not_null().alias("_has_previous"),
+    ).with_columns(
         previous.get_column("build_commit_sha").alias("_previous_sha"),
         previous.get_column("build_id").alias("_previous_build"),
-    ).rows()
-    versions = [tag_version(row[4]) if row[4] is not None else None for row in rows]
-    tags: dict[tuple[object, object], dict[tuple[object, ...], str]] = {}
-    same_version: list[tuple[int, str]] = []
-    moved: dict[str, list[int]] = {}
-    for index, (position, place, source, success, build_id, sha, has_previous, before_sha, before_build) in enumerate(
-        rows
-    ):
-        version, place_tags = versions[index], tags.setdefault(tuple(place.values()), {})
-        earlier = place_tags.get(version.identity) if version is not None and has_previous else None
-        if earlier is not None and not _same_version(version, before_build):
-            same_version.append((position, f"Rollback to {earlier}"))
-        elif has_previous and _moved(sha, before_sha):
-            moved.setdefault(source, []).append(index)
-        if success and version is not None:
-            place_tags[version.identity] = build_id
-    if same_version:
-        found.append(pl.DataFrame(same_version, schema=_FOUND_SCHEMA, orient="row"))
-    older_code = {
-        index
-        for source, indexes in moved.items()
-        for index, answer in zip(indexes, ancestry[source]([(rows[i][5], rows[i][7]) for i in indexes]), strict=True)
-        if answer
-    }
+    )
+    others = _keys_of_others(pl.concat([rows.get_column("build_id"), rows.get_column("_previous_build")]))
+    rows = rows.with_columns(
+        _version_keys(pl.col("build_id"), others).alias("_key"),
+        _version_keys(pl.col("_previous_build"), others).alias("_previous_key"),
+    ).with_row_index("_index")
+    # Rule 2, looked at only where a version appears more than once in a place (few rows): the build id of
+    # the last successful deployment of the same version there, unless the one just before is that version.
+    key, previous_key = pl.col("_key"), pl.col("_previous_key")
+    earlier = pl.when(pl.col("_success")).then(pl.col("build_id")).shift(1).forward_fill().over([*PLACE, "_key"])
+    repeated = rows.filter(key.is_not_null() & pl.lit(may_repeat(rows, [*PLACE, "_key"])))
+    same_version = (
+        repeated.with_columns(earlier.alias("_earlier"))
+        .filter(pl.col("_has_previous") & pl.col("_earlier").is_not_null())
+        .filter(~(previous_key.is_not_null() & (key == previous_key)).fill_null(False))
+    )
+    if same_version.height:
+        found.append(
+            same_version.select("_position", pl.format("Rollback to {}", pl.col("_earlier")).alias("_rollback_to"))
+        )
+    # Rule 3's question, for every other row whose commit moved since the previous successful deployment.
+    sha, before = pl.col("build_commit_sha"), pl.col("_previous_sha")
+    moved = pl.col("_has_previous") & sha.is_not_null() & before.is_not_null() & (sha != before)
+    asked = rows.filter(moved & ~pl.col("_index").is_in(same_version.get_column("_index").implode())).select(
+        "_index", "source", "build_commit_sha", "_previous_sha"
+    )
+    older_code: set[int] = set()
+    for source in asked.get_column("source").unique(maintain_order=True).to_list():
+        pairs = asked.filter(pl.col("source") == source)
+        answers = ancestry[source](pairs.select("build_commit_sha", "_previous_sha").rows())
+        indexes = pairs.get_column("_index").to_list()
+        older_code.update(index for index, answer in zip(indexes, answers, strict=True) if answer)
     if older_code:
-        maintenance = _maintenance_releases(rows, versions, older_code)
+        maintenance = _maintenance_releases(rows, older_code)
+        marked = rows.filter(pl.col("_index").is_in(sorted(older_code - maintenance)))
         found.append(
             pl.DataFrame(
                 [
-                    (rows[i][0], f"Rollback to {rows[i][5][:12]} (an ancestor of {rows[i][8]})")
-                    for i in sorted(older_code - maintenance)
+                    (position, f"Rollback to {commit[:12]} (an ancestor of {before_build})")
+                    for position, commit, before_build in marked.select(
+                        "_position", "build_commit_sha", "_previous_build"
+                    ).iter_rows()
                 ],
                 schema=_FOUND_SCHEMA,
                 orient="row",
@@ -208,19 +245,22 @@ def _release_rules(frame: pl.DataFrame, ancestry: Mapping[str, IsAncestor]) -> l
     return found
 
 
-def _maintenance_releases(rows: list[tuple[Any, ...]], versions: list[TagVersion | None], asked: set[int]) -> set[int]:
-    """Of the ``asked`` rows, those whose tag names a new version of an older line, given what came before."""
-    places = {tuple(rows[i][1].values()) for i in asked}
+def _maintenance_releases(rows: pl.DataFrame, asked: set[int]) -> set[int]:
+    """Of the ``asked`` rows, those whose tag names a new version of an older line, given what came before.
+
+    Only the rows up to the last one asked are read, and of those only the asked rows' places.
+    """
+    history = rows.head(max(asked) + 1).select("_index", *PLACE, "_success", "build_id")
+    places = {(entity, env) for index, entity, env, _, _ in history.iter_rows() if index in asked}
     deployed: dict[tuple[object, ...], _Deployed] = {}
     found = set()
-    for index, row in enumerate(rows):
-        place = tuple(row[1].values())
-        if place not in places:
+    for index, entity, env, success, build_id in history.iter_rows():
+        if (entity, env) not in places:
             continue
-        history = deployed.setdefault(place, _Deployed())
-        version = versions[index]
-        if index in asked and version is not None and history.is_maintenance(version):
+        place = deployed.setdefault((entity, env), _Deployed())
+        version = tag_version(build_id) if build_id is not None else None
+        if index in asked and version is not None and place.is_maintenance(version):
             found.add(index)
-        if row[3] and version is not None:
-            history.deployed(version)
+        if success and version is not None:
+            place.deployed(version)
     return found
