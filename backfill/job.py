@@ -33,7 +33,7 @@ from backfill.extract import ExtractContext, make_extractor
 from backfill.extract.base import SourceConfig
 from backfill.model import PASSED_THROUGH_COLUMNS, RunOutcome, empty_raw_frame
 from backfill.normalize.classify import Normalization, normalize
-from backfill.plan.dedupe import RunPlan, make_plan, make_spilled_plan
+from backfill.plan.dedupe import GATHERED_COLUMNS, RunPlan, make_plan, make_spilled_plan
 from backfill.plan.ledger import diff
 from backfill.plan.rollbacks import IsAncestor
 from backfill.plan.spill import Spill
@@ -227,8 +227,10 @@ def plan_run(
             if finish is not None:
                 finish(None)
             return
-        # One chunk: the plan gathers rows from it, which is several times faster than across many.
-        frame = rows.collect().rechunk()
+        frame = rows.collect()
+        # One chunk for the columns the plan gathers rows from, which is several times faster than across
+        # many; the others are only filtered and counted, and copying them into one chunk does not pay.
+        frame = frame.with_columns(frame.select(GATHERED_COLUMNS).rechunk().get_columns())
         if finish is not None:
             finish(frame)
         frames.append(frame.select(pl.exclude(PASSED_THROUGH_COLUMNS)))

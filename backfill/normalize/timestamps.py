@@ -216,27 +216,23 @@ def _days_from_civil(year: pl.Expr, month: pl.Expr, day: pl.Expr) -> pl.Expr:
 def _general_apart(frame: pl.LazyFrame, default_timezone: str) -> pl.LazyFrame:
     """What :func:`_general` adds, from the rules run on the rows whose text is in none of the cheaper forms.
 
-    The rules are elementwise, so each row gets what running them on every row
-    gives it; the others get what the rules give a null text.
+    The rows are collected here, the rules run on those few rows alone, and their
+    answers are put back in place (a join on a row number would cost more than
+    the rules saved). The rules are elementwise, so each row gets what running
+    them on every row gives it; the others get what the rules give a null text.
     """
-    numbered = frame.with_row_index(_APART_ROW)
-    others = _general(numbered.filter(pl.col(_OTHER_FORM).is_not_null()), default_timezone).select(
-        _APART_ROW, pl.col(_INSTANT).alias(_APART_INSTANT), _READABLE, _BAD_OFFSET, _EPOCH_FORM
-    )
-    return (
-        numbered.join(others, on=_APART_ROW, how="left", maintain_order="left")
-        .with_columns(
-            pl.coalesce(pl.col(_INSTANT), pl.col(_APART_INSTANT)).alias(_INSTANT),
-            (pl.col(_INSTANT).is_not_null() | pl.col(_READABLE).fill_null(False)).alias(_READABLE),
-            pl.col(_BAD_OFFSET).fill_null(False),
-            pl.col(_EPOCH_FORM).fill_null(False),
-        )
-        .drop(_APART_ROW, _APART_INSTANT)
-    )
+    rows = frame.collect()
+    others = rows.get_column(_OTHER_FORM).is_not_null().arg_true()
+    answers = _general(rows.select(_INSTANT, _OTHER_FORM)[others].lazy(), default_timezone).collect()
+    instant = rows.get_column(_INSTANT).clone().scatter(others, answers.get_column(_INSTANT))
+    readable = instant.is_not_null().scatter(others, answers.get_column(_READABLE))
 
+    def only_others(name: str) -> pl.Series:
+        return pl.repeat(False, rows.height, eager=True).scatter(others, answers.get_column(name)).alias(name)
 
-_APART_ROW = "_apart_row"
-_APART_INSTANT = "_apart_instant"
+    return rows.with_columns(
+        instant, readable.alias(_READABLE), only_others(_BAD_OFFSET), only_others(_EPOCH_FORM)
+    ).lazy()
 
 
 def _general(frame: pl.LazyFrame, default_timezone: str) -> pl.LazyFrame:

@@ -35,6 +35,8 @@ from backfill.plan.spill import ROLLBACKS_SCHEMA, SPILL_ROW, Spill, SpilledEvent
 
 COUNT_COLUMNS = ("read", "skipped", "rejected", "duplicates", "events")
 POSITION = "_i"  # a classified row's position, sources in config order
+# The classified columns whose rows the plan gathers into events (the others it filters and counts).
+GATHERED_COLUMNS = (*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS, TS)
 # What a spilled plan's events carry besides TS and SPILL_ROW: the key, and what the summary reads.
 SPILLED_EVENT_COLUMNS = (
     "entityId",
