@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 from helpers import WriteFile
 from receivers import KEY, LocalReceiver
+from test_emit_send import CATCH_UP_SOURCE, emit, state_config
 from test_send import HEADER, cli, config, runs, send, status
 
 from backfill.errors import EXIT_OK
@@ -418,3 +419,90 @@ def test_a_version_3_file_killed_with_a_batch_in_flight_counts_each_event_once_a
         assert db.execute("SELECT count(*) FROM outgoing").fetchone() == (0,)
     finally:
         db.close()
+
+
+def test_a_write_ahead_writes_the_ledger_rows_of_the_batches_answered_before_it(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "state.db", create=True)
+    assert store is not None
+    try:
+        first = _write_ahead(store, "http://127.0.0.1:9", range(3), posted=True)
+        store.record_answer(first, [(EventKey("shop", "production", "1"), "invalid status")], later=True)
+        second = _write_ahead(store, "http://127.0.0.1:9", range(3, 5), posted=False)
+        db = sqlite3.connect(tmp_path / "state.db")
+        try:
+            # The answer went with the second write ahead, and so did its events' rows; the outgoing row is gone.
+            assert db.execute("SELECT build_id, state, message FROM ledger ORDER BY build_id").fetchall() == [
+                ("0", "sent", None),
+                ("1", "refused", "invalid status"),
+                ("2", "sent", None),
+            ]
+            assert db.execute("SELECT batch_id FROM outgoing").fetchall() == [(second,)]
+        finally:
+            db.close()
+    finally:
+        store.close()
+
+
+def test_every_key_is_known_once_whether_in_the_ledger_in_flight_or_answered(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "state.db", create=True)
+    assert store is not None
+    url = "http://127.0.0.1:9"
+    try:
+        recorded = _write_ahead(store, url, range(2), posted=True)
+        store.record_answer(recorded)
+        answered = _write_ahead(store, url, range(2, 4), posted=True)  # writes the first batch's rows
+        store.record_answer(answered, [(EventKey("shop", "production", "3"), "bad")])
+        _write_ahead(store, url, range(4, 6), posted=True)  # writes the second's; this one stays in flight
+        answered = _write_ahead(store, url, range(6, 8), posted=True)
+        store.record_answer(answered)  # answered, its rows not written yet
+        # Keys asked for twice, and one no batch holds.
+        builds = [str(i) for i in (*range(9), 0, 7)]
+        keys = pl.DataFrame(
+            {"entityId": ["shop"] * len(builds), "env": ["production"] * len(builds), "build_id": builds}
+        )
+        known = store.known_keys(1, keys)
+        assert known.height == known.unique(["entityId", "env", "build_id"]).height == 8
+        assert dict(known.select("build_id", "ledger_state").iter_rows()) == {
+            "0": "sent",
+            "1": "sent",
+            "2": "sent",
+            "3": "refused",
+            "4": "pending",
+            "5": "pending",
+            "6": "sent",
+            "7": "sent",
+        }
+        # Another destination sees none of it.
+        other = store.resolve_destination("http://127.0.0.1:10", account_of(KEY, store.salt))
+        assert store.known_keys(other.id, keys).height == 0
+        assert store.by_source(other.id) == {} and store.sent_ranges(other.id) == []
+        assert store.by_source(1)["runs"] == {
+            "sent": 5,
+            "pending": 2,
+            "refused": 1,
+            "held": 0,
+            "possibly_duplicated": 0,
+            "unconfirmed": 0,
+        }
+    finally:
+        store.close()
+
+
+def test_emit_knows_an_event_whose_answer_came_but_whose_ledger_row_is_not_written(
+    write: WriteFile, receiver: LocalReceiver
+) -> None:
+    path = state_config(write, CATCH_UP_SOURCE)
+    args = ("-c", str(path), "--entity", "ants", "--env", "production", "--status", "success", "--url", receiver.url)
+    assert emit(*args).exit_code == EXIT_OK
+    # As a kill between the answer and the ledger rows leaves it: the event only in its answered batch's row.
+    db = sqlite3.connect(path.parent / "state.db", isolation_level=None)
+    row = db.execute("SELECT entity_id, env, build_id, timestamp, source, batch_id FROM ledger").fetchone()
+    db.execute("DELETE FROM ledger")
+    db.execute("UPDATE batches SET state = 'answered' WHERE id = ?", (row[5],))
+    db.execute(
+        "INSERT OR REPLACE INTO outgoing (batch_id, body, keys) VALUES (?, '{}', ?)", (row[5], json.dumps([row[:5]]))
+    )
+    db.close()
+    again = emit(*args)
+    assert again.exit_code == EXIT_OK
+    assert "already sent" in again.stderr and len(receiver.events()) == 1

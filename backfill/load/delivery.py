@@ -63,8 +63,10 @@ from backfill.model import EventKey
 from backfill.state.rules import outcome_unknown
 from backfill.state.store import OutgoingBatch, Store
 
-# Batches written ahead per disk flush: fewer flushes, and at most this many to settle after a crash.
-WRITE_AHEAD = 32
+# Batches written ahead per disk flush. Fewer flushes, but after a machine restart (which may lose
+# the commits made since the last flush) every batch written ahead since then counts as possibly
+# duplicated: a group, or two where several streams fly at once.
+WRITE_AHEAD = 8
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def status_report(config: Config, store: Store | None) -> dict[str, Any]:
     report: dict[str, Any] = {"state": config.state.path, "exists": store is not None, "destinations": []}
     if store is None:
         return report
-    report["destinations"] = [_destination(config, store, destination) for destination in store.destinations()]
+    with store.snapshot():  # one moment of the file, though a run may be writing it
+        report["destinations"] = [_destination(config, store, destination) for destination in store.destinations()]
     return report
 
 

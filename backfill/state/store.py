@@ -6,7 +6,8 @@ What the tables hold (the rules that use them live in :mod:`backfill.state.rules
   fingerprint (:mod:`backfill.state.destination`). Everything below belongs to
   one destination: a rehearsal never changes what a run to DevGrid sends.
 * ``ledger``: one row per event key ``(entity_id, env, build_id)`` whose
-  outcome is known at that destination: ``sent`` (DevGrid listed it in
+  outcome is known at that destination (once its batch's answer is recorded,
+  written in bulk; see below): ``sent`` (DevGrid listed it in
   ``success``, or answered 201 with a body that could not be matched: then its
   batch is *unconfirmed*), ``refused`` (DevGrid refused it, with DevGrid's
   reason) or ``held`` (never sent, because DevGrid does not know its entity).
@@ -274,6 +275,15 @@ class Store:
 
     # -- destinations ----------------------------------------------------------------------
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that all see one moment of the file, whatever a run writes to it meanwhile."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
     @_reads
     def destinations(self) -> list[Destination]:
         rows = self._db.execute("SELECT id, url, account FROM destinations ORDER BY id").fetchall()
@@ -335,21 +345,23 @@ class Store:
         Looked up through the primary key, so the cost follows the plan, not the ledger:
         a catch-up run of a thousand events costs the same over a ledger of a million.
         """
-        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (entity_id TEXT, env TEXT, build_id TEXT)")
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS wanted (entity_id TEXT, env TEXT, build_id TEXT, "
+            "PRIMARY KEY (entity_id, env, build_id)) WITHOUT ROWID"
+        )
         self._db.execute("DELETE FROM temp.wanted")
-        self._db.executemany("INSERT INTO temp.wanted VALUES (?, ?, ?)", keys.select(EVENT_KEY).iter_rows())
+        self._db.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?, ?, ?)", keys.select(EVENT_KEY).iter_rows())
+        # The ledger's rows, then the events of batches whose ledger rows are not written yet (an event
+        # is planned only when the ledger holds no row for it, so these have none): one statement, so
+        # that a run writing its ledger rows meanwhile cannot hide a key from both.
         rows = self._db.execute(
             "SELECT l.entity_id, l.env, l.build_id, l.state FROM temp.wanted AS w JOIN ledger AS l "
-            "ON l.destination_id = ? AND l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id",
-            (destination_id,),
-        ).fetchall()
-        # The events of batches whose ledger rows are not written yet (an event is planned only when
-        # the ledger holds no row for it, so these have none): few, so read whole.
-        rows += self._db.execute(
+            "ON l.destination_id = ? AND l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id "
+            "UNION ALL "
             "SELECT DISTINCT u.entity_id, u.env, u.build_id, u.state FROM temp.unrecorded AS u "
-            "WHERE u.destination_id = ? AND EXISTS (SELECT 1 FROM temp.wanted AS w "
-            "WHERE w.entity_id = u.entity_id AND w.env = u.env AND w.build_id = u.build_id)",
-            (destination_id,),
+            "CROSS JOIN temp.wanted AS w ON w.entity_id = u.entity_id AND w.env = u.env AND w.build_id = u.build_id "
+            "WHERE u.destination_id = ?",
+            (destination_id, destination_id),
         ).fetchall()
         self._db.execute("DELETE FROM temp.wanted")
         schema = {"entityId": pl.String, "env": pl.String, "build_id": pl.String, "ledger_state": pl.String}
@@ -671,11 +683,11 @@ _WRITE_LEDGER_ROWS = (
 
 
 def _write_ledger_rows(db: sqlite3.Connection) -> None:
-    """The ledger rows of every answered batch, in bulk; their ``outgoing`` rows go with them."""
+    """The ledger rows of every answered batch, in bulk; the ``outgoing`` rows they came from go with them."""
     db.execute(_WRITE_LEDGER_ROWS)
     db.execute(
-        "DELETE FROM outgoing WHERE batch_id IN (SELECT o.batch_id FROM outgoing AS o "
-        "CROSS JOIN batches AS b ON b.id = o.batch_id WHERE b.state = 'answered')"
+        "DELETE FROM outgoing WHERE batch_id IN "
+        "(SELECT DISTINCT batch_id FROM temp.unrecorded WHERE state <> 'pending')"
     )
 
 
@@ -724,7 +736,7 @@ _FLAGGED = {
     flag: _combined(
         "SELECT entity_id, env, build_id FROM ({parts}) ORDER BY timestamp, entity_id, env, build_id",
         "SELECT l.entity_id AS entity_id, l.env AS env, l.build_id AS build_id, l.timestamp AS timestamp "
-        "FROM {rows} AS l JOIN batches AS b ON b.id = l.batch_id "
+        "FROM {rows} AS l CROSS JOIN batches AS b ON b.id = l.batch_id "
         "WHERE l.destination_id = ? AND l.state = 'sent' AND b.{flag} = 1",
     ).replace("{flag}", flag)
     for flag in ("possibly_duplicated", "unconfirmed")
