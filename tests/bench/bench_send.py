@@ -20,6 +20,11 @@ Usage: python tests/bench/bench_send.py [EVENTS] [--ledger ROWS] [--latency-even
 3. Ledger: a catch-up run of 1,000 new events against a state file holding
    ROWS sent events (default 1,000,000), next to the same run against an empty
    state file. Target: seconds, not minutes, and about the same either way.
+4. In process: the same EVENTS events sent by backfill's delivery (state file
+   and all) over an httpx transport in the process that answers every batch at
+   once, next to a bare httpx loop posting the same bodies over the same
+   transport: the CPU each takes per batch, and the difference, which is what
+   backfill itself costs per batch, with no receiver to share the machine with.
 
 Nothing here reaches anything but 127.0.0.1.
 """
@@ -43,7 +48,8 @@ from pathlib import Path
 import httpx
 import polars as pl
 
-from backfill.load.client import body_of, events_json
+from backfill.load.client import DevGridClient, body_of, events_json
+from backfill.load.delivery import Delivery, RetryPolicy
 from backfill.state.destination import account_of
 from backfill.state.store import Store
 
@@ -70,7 +76,7 @@ def main() -> None:
     parser.add_argument("--ledger", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3, help="alternate the two senders this many times")
     parser.add_argument("--latency-events", type=int, default=20_000)
-    parser.add_argument("--skip", action="append", default=[], choices=["loopback", "latency", "ledger"])
+    parser.add_argument("--skip", action="append", default=[], choices=["loopback", "latency", "ledger", "process"])
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as work:
@@ -79,12 +85,69 @@ def main() -> None:
             _loopback(workdir, args.events, args.rounds)
         if "latency" not in args.skip:
             _latency(workdir, args.latency_events)
-        if "ledger" in args.skip:
-            return
-        empty, full = _catch_up(workdir, 0), _catch_up(workdir, args.ledger)
-        print("catch-up of 1,000 new events (whole `backfill run` process):")
-        print(f"  empty ledger:            {empty:.2f} s")
-        print(f"  ledger of {args.ledger:>9,} events: {full:.2f} s")
+        if "ledger" not in args.skip:
+            empty, full = _catch_up(workdir, 0), _catch_up(workdir, args.ledger)
+            print("catch-up of 1,000 new events (whole `backfill run` process):")
+            print(f"  empty ledger:            {empty:.2f} s")
+            print(f"  ledger of {args.ledger:>9,} events: {full:.2f} s")
+        if "process" not in args.skip:
+            _in_process(workdir, args.events, args.rounds)
+
+
+def _in_process(workdir: Path, events: int, rounds: int) -> None:
+    export = workdir / "process.csv"
+    _write_events(export, events)
+    frame = pl.read_csv(export, infer_schema=False).with_columns(pl.lit("events").alias("source"))
+    batches = -(-events // 15)
+    bare = ours = float("inf")
+    for round_number in range(rounds):
+        bare = min(bare, _bare_in_process(frame) / batches)
+        ours = min(ours, _delivery_in_process(workdir / f"process{round_number}.db", frame) / batches)
+    print(f"in process: {events:,} events in batches of 15 over a transport that answers at once")
+    print(f"  bare httpx loop: {bare * 1000:.2f} ms CPU per batch")
+    print(f"  backfill:        {ours * 1000:.2f} ms CPU per batch (state file included)")
+    print(f"  backfill's own:  {(ours - bare) * 1000:.2f} ms CPU per batch")
+
+
+def _answer_at_once(request: httpx.Request) -> httpx.Response:
+    count = request.content.count(b'"type":')
+    return httpx.Response(201, json={"success": [{"index": i} for i in range(count)], "failures": []})
+
+
+def _bare_in_process(frame: pl.DataFrame) -> float:
+    events = events_json(frame)
+    bodies = [body_of(events[i : i + 15]).encode() for i in range(0, len(events), 15)]
+    headers = {"x-api-key": KEY, "content-type": "application/json"}
+    with httpx.Client(transport=httpx.MockTransport(_answer_at_once)) as client:
+        start = time.process_time()
+        for body in bodies:
+            client.post("http://127.0.0.1:9/events", content=body, headers=headers).raise_for_status()
+        return time.process_time() - start
+
+
+def _delivery_in_process(path: Path, frame: pl.DataFrame) -> float:
+    store = Store.open(path, create=True)
+    assert store is not None
+    url = "http://127.0.0.1:9"
+    destination = store.resolve_destination(url, account_of(KEY, store.salt))
+    run_id = store.start_run(destination.id, url, None)
+    with httpx.Client(transport=httpx.MockTransport(_answer_at_once)) as http:
+        delivery = Delivery(
+            store,
+            DevGridClient(http, url, KEY, "DEVGRID_API_KEY"),
+            destination_id=destination.id,
+            run_id=run_id,
+            batch_size=15,
+            policy=RetryPolicy(),
+            boot_id=None,
+        )
+        start = time.process_time()
+        delivery.send(frame)
+        store.write_ledger_rows()
+        seconds = time.process_time() - start
+    assert delivery.report.sent == frame.height, delivery.report
+    store.close()
+    return seconds
 
 
 def _loopback(workdir: Path, events: int, rounds: int) -> None:
