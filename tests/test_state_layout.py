@@ -26,7 +26,7 @@ from backfill.errors import EXIT_OK
 from backfill.load.client import body_of, events_json
 from backfill.model import EventKey
 from backfill.state.destination import account_of, normalize_url
-from backfill.state.store import OutgoingBatch, Store, current_boot_id
+from backfill.state.store import KNOWN_KEYS, OutgoingBatch, Store, current_boot_id
 
 # The tables of state version 2, exactly as that version created them.
 _VERSION_2 = """
@@ -506,3 +506,21 @@ def test_emit_knows_an_event_whose_answer_came_but_whose_ledger_row_is_not_writt
     again = emit(*args)
     assert again.exit_code == EXIT_OK
     assert "already sent" in again.stderr and len(receiver.events()) == 1
+
+
+def test_known_keys_look_each_planned_key_up_in_the_ledger_and_never_walk_it(tmp_path: Path) -> None:
+    """A catch-up run's lookup costs what the plan holds, not what the ledger does."""
+    store = Store.open(tmp_path / "state.db", create=True)
+    assert store is not None
+    try:
+        for builds in (range(0, 15), range(15, 30)):
+            store.record_answer(_write_ahead(store, "http://127.0.0.1:9", builds, posted=True))
+        store.write_ledger_rows()
+        keys = pl.DataFrame({"entityId": ["shop"] * 3, "env": ["production"] * 3, "build_id": ["1", "29", "x"]})
+        assert store.known_keys(1, keys).height == 2
+        plan = [row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + KNOWN_KEYS, (1, 1))]
+    finally:
+        store.close()
+    ledger_part = plan[: plan.index("UNION ALL")]
+    assert "SEARCH l USING PRIMARY KEY (destination_id=? AND entity_id=? AND env=? AND build_id=?)" in ledger_part
+    assert not any(step.startswith("SCAN l") or "(destination_id=?)" in step for step in ledger_part), plan

@@ -351,18 +351,7 @@ class Store:
         )
         self._db.execute("DELETE FROM temp.wanted")
         self._db.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?, ?, ?)", keys.select(EVENT_KEY).iter_rows())
-        # The ledger's rows, then the events of batches whose ledger rows are not written yet (an event
-        # is planned only when the ledger holds no row for it, so these have none): one statement, so
-        # that a run writing its ledger rows meanwhile cannot hide a key from both.
-        rows = self._db.execute(
-            "SELECT l.entity_id, l.env, l.build_id, l.state FROM temp.wanted AS w JOIN ledger AS l "
-            "ON l.destination_id = ? AND l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id "
-            "UNION ALL "
-            "SELECT DISTINCT u.entity_id, u.env, u.build_id, u.state FROM temp.unrecorded AS u "
-            "CROSS JOIN temp.wanted AS w ON w.entity_id = u.entity_id AND w.env = u.env AND w.build_id = u.build_id "
-            "WHERE u.destination_id = ?",
-            (destination_id, destination_id),
-        ).fetchall()
+        rows = self._db.execute(KNOWN_KEYS, (destination_id, destination_id)).fetchall()
         self._db.execute("DELETE FROM temp.wanted")
         schema = {"entityId": pl.String, "env": pl.String, "build_id": pl.String, "ledger_state": pl.String}
         return pl.DataFrame(rows, schema=schema, orient="row")
@@ -672,6 +661,18 @@ _VIEWS = (
 )
 # A key is sent only when the ledger holds no row for it (--retry-rejected forgets refused and held
 # ones first); should one be there all the same, the answer, being the newer outcome, replaces it.
+# The ledger's rows for the wanted keys, then the events of batches whose ledger rows are not
+# written yet (an event is planned only when the ledger holds no row for it, so these have none):
+# one statement, so that a run writing its ledger rows meanwhile cannot hide a key from both.
+# CROSS JOIN: the planned keys first, each looked up in the ledger, never the ledger walked for them.
+KNOWN_KEYS = (
+    "SELECT l.entity_id, l.env, l.build_id, l.state FROM temp.wanted AS w CROSS JOIN ledger AS l "
+    "ON l.destination_id = ? AND l.entity_id = w.entity_id AND l.env = w.env AND l.build_id = w.build_id "
+    "UNION ALL "
+    "SELECT DISTINCT u.entity_id, u.env, u.build_id, u.state FROM temp.unrecorded AS u "
+    "CROSS JOIN temp.wanted AS w ON w.entity_id = u.entity_id AND w.env = u.env AND w.build_id = u.build_id "
+    "WHERE u.destination_id = ?"
+)
 _WRITE_LEDGER_ROWS = (
     "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message) "
     "SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message "
