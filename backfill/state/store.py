@@ -32,9 +32,9 @@ rule in one commit with the next batch's posted mark; the events' ledger rows
 are written later in bulk, with the next write ahead or at the end of the run,
 and the ``outgoing`` row is dropped with them. Every reader sees the events of
 a pending batch as the ledger's ``pending`` state and those of an answered
-batch as ``sent`` or ``refused`` (the views ``unrecorded`` and ``ledger_now``),
-exactly as if each had a row of its own: a kill at any instant changes nothing
-anyone reads.
+batch as ``sent`` or ``refused`` (the view ``unrecorded``, read beside the
+ledger), exactly as if each had a row of its own: a kill at any instant changes
+nothing anyone reads.
 
 The file is marked as backfill's (``PRAGMA application_id``) and versioned
 (``PRAGMA user_version``); a file that is not ours, is empty, corrupt, or comes
@@ -224,8 +224,7 @@ class Store:
                 self._db.close()
                 self._db = memory
             migrate(self._db, version)
-        for view in _VIEWS:
-            self._db.execute(view)
+        self._db.execute(_UNRECORDED)
 
     def close(self) -> None:
         self._db.close()
@@ -273,8 +272,6 @@ class Store:
         except sqlite3.Error as exc:
             raise StateError(_write_problem(self.path, exc)) from exc
 
-    # -- destinations ----------------------------------------------------------------------
-
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads that all see one moment of the file, whatever a run writes to it meanwhile."""
@@ -283,6 +280,8 @@ class Store:
             yield
         finally:
             self._db.execute("COMMIT")
+
+    # -- destinations ----------------------------------------------------------------------
 
     @_reads
     def destinations(self) -> list[Destination]:
@@ -333,8 +332,7 @@ class Store:
 
     @_reads
     def _holds_events(self, destination_id: int) -> bool:
-        row = self._scalar("SELECT 1 FROM temp.ledger_now WHERE destination_id = ? LIMIT 1", (destination_id,))
-        return row is not None
+        return self._scalar(_HOLDS_EVENTS, (destination_id, destination_id)) is not None
 
     # -- ledger and batches ----------------------------------------------------------------
 
@@ -527,12 +525,7 @@ class Store:
     @_reads
     def refused_events(self, destination_id: int) -> pl.DataFrame:
         """Events DevGrid refused, and those held back because it does not know their entity."""
-        rows = self._db.execute(
-            "SELECT l.entity_id, l.env, l.build_id, l.timestamp, l.source, l.state, l.message "
-            "FROM temp.ledger_now AS l WHERE l.destination_id = ? AND l.state IN ('refused', 'held') "
-            "ORDER BY l.timestamp, l.entity_id, l.env, l.build_id",
-            (destination_id,),
-        ).fetchall()
+        rows = self._db.execute(_REFUSED_EVENTS, (destination_id, destination_id)).fetchall()
         return pl.DataFrame(
             rows,
             schema=dict.fromkeys(("entityId", "env", "build_id", "timestamp", "source", "state", "message"), pl.String),
@@ -634,12 +627,11 @@ class Store:
 
 
 # The events of the batches whose ledger rows are not written yet, as ledger rows: ``pending`` while
-# the batch is, then ``sent`` or ``refused`` (with DevGrid's reason) as its answer says; and the
-# ledger as every reader sees it, its rows and those. Views of this connection alone (in ``temp``,
-# so that opening a file to read writes nothing). The few ``outgoing`` rows are read first: CROSS
+# the batch is, then ``sent`` or ``refused`` (with DevGrid's reason) as its answer says. A view of
+# this connection alone (in ``temp``, so that opening a file to read writes nothing); every reader
+# reads it beside the ledger (:func:`_combined`). The few ``outgoing`` rows are read first: CROSS
 # JOIN keeps SQLite from walking every batch ever sent.
-_VIEWS = (
-    """CREATE TEMP VIEW IF NOT EXISTS unrecorded AS
+_UNRECORDED = """CREATE TEMP VIEW IF NOT EXISTS unrecorded AS
     SELECT r.destination_id AS destination_id,
            json_extract(e.value, '$[0]') AS entity_id,
            json_extract(e.value, '$[1]') AS env,
@@ -653,14 +645,7 @@ _VIEWS = (
            json_extract(o.refused, '$[' || e.key || ']') AS message
     FROM main.outgoing AS o CROSS JOIN main.batches AS b ON b.id = o.batch_id
          CROSS JOIN main.runs AS r ON r.id = b.run_id CROSS JOIN json_each(o.keys) AS e
-    WHERE b.state IN ('pending', 'answered')""",
-    """CREATE TEMP VIEW IF NOT EXISTS ledger_now AS
-    SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message FROM main.ledger
-    UNION ALL
-    SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message FROM unrecorded""",
-)
-# A key is sent only when the ledger holds no row for it (--retry-rejected forgets refused and held
-# ones first); should one be there all the same, the answer, being the newer outcome, replaces it.
+    WHERE b.state IN ('pending', 'answered')"""
 # The ledger's rows for the wanted keys, then the events of batches whose ledger rows are not
 # written yet (an event is planned only when the ledger holds no row for it, so these have none):
 # one statement, so that a run writing its ledger rows meanwhile cannot hide a key from both.
@@ -673,6 +658,8 @@ KNOWN_KEYS = (
     "CROSS JOIN temp.wanted AS w ON w.entity_id = u.entity_id AND w.env = u.env AND w.build_id = u.build_id "
     "WHERE u.destination_id = ?"
 )
+# A key is sent only when the ledger holds no row for it (--retry-rejected forgets refused and held
+# ones first); should one be there all the same, the answer, being the newer outcome, replaces it.
 _WRITE_LEDGER_ROWS = (
     "INSERT INTO ledger (destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message) "
     "SELECT destination_id, entity_id, env, build_id, state, batch_id, timestamp, source, message "
@@ -720,6 +707,13 @@ def _combined(outer: str, part: str) -> str:
     return outer.replace("{parts}", parts)
 
 
+_HOLDS_EVENTS = _combined("SELECT 1 FROM ({parts}) LIMIT 1", "SELECT 1 FROM {rows} WHERE destination_id = ?")
+_REFUSED_EVENTS = _combined(
+    "SELECT entity_id, env, build_id, timestamp, source, state, message FROM ({parts}) "
+    "ORDER BY timestamp, entity_id, env, build_id",
+    "SELECT entity_id, env, build_id, timestamp, source, state, message FROM {rows} "
+    "WHERE destination_id = ? AND state IN ('refused', 'held')",
+)
 _BY_SOURCE = _combined(
     "SELECT source, state, sum(events), sum(flagged), sum(unconfirmed) FROM ({parts}) GROUP BY source, state",
     "SELECT l.source AS source, l.state AS state, count(*) AS events, "
