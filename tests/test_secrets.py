@@ -207,23 +207,33 @@ def _echo_groups(limit: int = 280) -> list[list[str]]:
 
 
 class EchoingServer:
-    """Answers every POST with ``status`` and a text body quoting the x-api-key it received in ``forms``."""
+    """Answers every POST with ``status`` and a text body quoting the x-api-key it received in ``forms``.
+
+    With ``refusing``, a 201 instead, refusing every event with that quote as the reason.
+    """
 
     def __init__(self) -> None:
         self.status = 500
         self.forms: list[str] = ["raw"]
         self.requests = 0
         self.padding = ""
+        self.refusing = False
         echoing = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
+                request = self.rfile.read(int(self.headers.get("content-length", "0")))
                 echoing.requests += 1
                 forms = _forms(self.headers["x-api-key"])
-                body = f"echo: {echoing.padding}{' | '.join(forms[form] for form in echoing.forms)}".encode()
-                self.send_response(echoing.status)
-                self.send_header("content-type", "text/plain; charset=utf-8")
+                quote = f"echo: {echoing.padding}{' | '.join(forms[form] for form in echoing.forms)}"
+                status, body, kind = echoing.status, quote.encode(), "text/plain; charset=utf-8"
+                if echoing.refusing:
+                    events = json.loads(request)["events"]
+                    failures = [{"index": index, "reason": quote} for index in range(len(events))]
+                    status, kind = 201, "application/json"
+                    body = json.dumps({"success": [], "failures": failures}).encode()
+                self.send_response(status)
+                self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -271,6 +281,31 @@ def test_a_key_echoed_back_in_any_form_is_in_no_output_and_no_file(
     files = written_bytes(tmp_path)
     assert any(file.name == "state.db" for file, _ in files)
     for file, data in files:
+        for quoted in everything:
+            assert quoted.encode() not in data, (file, quoted)
+
+
+@pytest.mark.parametrize("forms", _echo_groups(), ids="+".join)
+def test_a_key_echoed_back_as_the_reason_devgrid_refused_an_event_is_in_no_output_and_no_file(
+    write: WriteFile, tmp_path: Path, echoing: EchoingServer, forms: list[str]
+) -> None:
+    """The reasons inside a 201 go to the state file, the summary, status and --retry-rejected's run."""
+    echoing.refusing, echoing.forms = True, forms
+    path = config(write)
+    env = {"DEVGRID_API_KEY": SPECIAL}
+    runs = [
+        cli("run", "-c", str(path), "--url", echoing.url, *extra, env=env)
+        for extra in (["--json"], ["--retry-rejected"])
+    ]
+    assert all(result.exit_code == EXIT_INCOMPLETE for result in runs)
+    results = [*runs, cli("status", "-c", str(path), "--json", env=env)]
+    refused = json.loads(results[-1].stdout)["destinations"][0]["refused_events"]
+    assert refused and all(event["message"].count(REDACTED) == len(forms) for event in refused)
+    everything = _forms(SPECIAL).values()
+    for result in results:
+        for quoted in everything:
+            assert quoted not in result.output
+    for file, data in written_bytes(tmp_path):
         for quoted in everything:
             assert quoted.encode() not in data, (file, quoted)
 

@@ -17,7 +17,7 @@ handle the request: certain, and retried without a flag.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,8 +103,12 @@ def is_unknown_entity(reason: str) -> bool:
     return ENTITY_NOT_FOUND in reason.lower()
 
 
-def read_answer(data: Any, body: str, count: int) -> Answer:
-    """Match a 201's ``success`` and ``failures`` to the ``count`` events of the request ``body``."""
+def read_answer(data: Any, body: str, count: int, redact: Callable[[str], str] = lambda text: text) -> Answer:
+    """Match a 201's ``success`` and ``failures`` to the ``count`` events of the request ``body``.
+
+    Each reason DevGrid gives is passed through ``redact`` before it is cut to length (so that no
+    cut leaves part of a secret behind): it goes to the state file, the summary and the rejects.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("success"), list):
         return Answer(unconfirmed=True)
     success, failures = data["success"], data.get("failures", [])
@@ -119,7 +123,7 @@ def read_answer(data: Any, body: str, count: int) -> Answer:
         if index is None:
             return Answer(tuple(sorted(refused.items())), unconfirmed=True)
         reason = failure.get("reason") or failure.get("message") or "refused, with no reason given"
-        refused[index] = " ".join(str(reason).split())[:300]
+        refused[index] = _shortened(redact(" ".join(str(reason).split())[:4000]))
     return Answer(tuple(sorted(refused.items())), unconfirmed=len(success) + len(refused) != count)
 
 
@@ -169,7 +173,7 @@ class DevGridClient:
                 data = response.json()
             except ValueError:
                 data = None
-            return read_answer(data, body, count)
+            return read_answer(data, body, count, self._redact)
         message = self._message(response)
         if status in (400, 413, 422):
             return Refused(status=status, message=message)
