@@ -109,6 +109,37 @@ def test_streams_go_side_by_side_each_oldest_first_with_one_batch_in_flight(tmp_
     assert store.refused_events(1).height == 0
 
 
+def one_after_another(per_stream: int) -> pl.DataFrame:
+    """Four streams whose histories do not overlap in time: each begins a year after the one before ends."""
+    frames = [
+        events(per_stream, entity).with_columns(
+            pl.lit(env).alias("env"),
+            (pl.col("build_id") + f"-{entity}-{env}").alias("build_id"),
+            pl.col("timestamp").str.replace("^2025", str(2020 + year)),
+        )
+        for year, (entity, env) in enumerate(
+            [("shop", "production"), ("shop", "staging"), ("cart", "production"), ("cart", "staging")]
+        )
+    ]
+    return pl.concat(frames).sort("timestamp", "entityId", "env")
+
+
+def test_streams_fly_side_by_side_even_when_their_histories_do_not_overlap(tmp_path: Path) -> None:
+    # 100 batches per stream, far more than a group written ahead: cut in time order, the first
+    # stream alone would fill every group until its history was sent.
+    devgrid = Concurrent(pause=0.002)
+    loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
+    frame = one_after_another(1500)
+    loader.send(frame)
+    assert loader.report.sent == 6000 and loader.report.stopped is None
+    assert devgrid.most == 4 and devgrid.most_per_stream == 1
+    # Every stream starts among the first batches, and each reached DevGrid oldest first.
+    first = {(body["events"][0]["entityId"], body["events"][0]["attributes"]["env"]) for body in devgrid.bodies[:8]}
+    assert len(first) == 4
+    assert all(stamps == sorted(stamps) and len(stamps) == 1500 for stamps in _order(devgrid).values())
+    assert store.pending_batches() == []
+
+
 def test_same_stream_lets_several_batches_of_one_stream_fly(tmp_path: Path) -> None:
     devgrid = Concurrent()
     loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=True)
@@ -172,6 +203,29 @@ def test_the_cutter_keeps_streams_oldest_first_and_holds_unknown_entities() -> N
     assert in_order.left() == 2 and in_order.cut(1, 4, lambda entity: None, {}) == [[4, 5]]
 
 
+def test_the_cutter_takes_from_every_stream_in_turn_oldest_first() -> None:
+    a, b, c = ("a", "p"), ("b", "p"), ("c", "p")
+    cutter = Cutter([a, a, a, a, b, b, c, a, b, c], per_stream=True)
+    # One batch of each stream in turn, the stream whose next event is oldest first.
+    assert cutter.cut(4, 2, lambda entity: None, {}) == [[0, 1], [4, 5], [6, 9], [2, 3]]
+    assert cutter.lanes_left() == {a, b}
+    # Only the streams asked for; events given back are cut again first, in their stream's order.
+    assert cutter.cut(8, 2, lambda entity: None, {}, only={b}) == [[8]]
+    cutter.give_back([2, 3])
+    assert cutter.left() == 3 and cutter.cut(8, 2, lambda entity: None, {}) == [[2, 3], [7]]
+    assert cutter.exhausted() and cutter.lanes_left() == set()
+
+
+def test_the_cutter_holds_every_event_of_an_unknown_entity_once_its_stream_comes_up() -> None:
+    lanes = [("a", "p"), ("b", "p"), ("b", "p"), ("a", "p"), ("b", "s")]
+    cutter = Cutter(lanes, per_stream=True)
+    held: dict[int, str] = {}
+    assert cutter.cut(1, 5, lambda entity: "gone" if entity == "b" else None, held) == [[0, 3]]
+    assert held == {} and cutter.left() == 3
+    assert cutter.cut(5, 5, lambda entity: "gone" if entity == "b" else None, held) == []
+    assert held == {1: "gone", 2: "gone", 4: "gone"} and cutter.exhausted()
+
+
 def test_a_real_run_sends_four_streams_side_by_side_each_in_order(write: WriteFile, receiver: LocalReceiver) -> None:
     receiver.faults(latency_ms=20)
     rows = "".join(
@@ -215,10 +269,10 @@ def test_the_flag_takes_one_to_thirty_two(write: WriteFile) -> None:
     assert result.exit_code == 2 and "--in-flight" in result.output
 
 
-def test_a_smaller_batch_size_applies_to_batches_being_filled() -> None:
+def test_a_smaller_batch_size_applies_to_what_is_not_cut_yet() -> None:
     a, b = ("a", "p"), ("b", "p")
     cutter = Cutter([a, a, a, b, b, b, b, b, a, a, a], per_stream=True)
-    assert cutter.cut(1, 5, lambda entity: None, {}) == [[3, 4, 5, 6, 7]]
-    # A 413 halved the size while a's batch held three events: it goes out two at a time, oldest first.
-    assert cutter.cut(10, 2, lambda entity: None, {}) == [[0, 1], [2, 8], [9, 10]]
+    assert cutter.cut(1, 5, lambda entity: None, {}) == [[0, 1, 2, 8, 9]]
+    # A 413 halved the size: what is left goes out two at a time, each stream oldest first, in turn.
+    assert cutter.cut(10, 2, lambda entity: None, {}) == [[3, 4], [10], [5, 6], [7]]
     assert cutter.exhausted()

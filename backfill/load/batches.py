@@ -8,7 +8,10 @@ Two ways to cut:
   may be answered out of order;
 * per (entityId, env) stream (``per_stream=True``): every batch holds the events
   of one stream only, oldest first, so that a stream can be kept to one batch
-  in flight while other streams are sent side by side.
+  in flight while other streams are sent side by side. Each stream is cut from
+  its own queue, and a group of batches takes from every stream in turn (the
+  stream whose next event is oldest first): a stream whose history comes
+  before the others' in time does not keep them waiting until it is done.
 
 Events of an entity DevGrid said it does not know are never cut into a batch:
 they are handed back as *held*.
@@ -16,7 +19,8 @@ they are handed back as *held*.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Collection, Sequence
 
 Lane = tuple[str, str]  # (entityId, env)
 Unknown = Callable[[str], str | None]  # the reason DevGrid does not know an entity, or None
@@ -28,10 +32,20 @@ class Cutter:
     def __init__(self, lanes: Sequence[Lane], *, per_stream: bool) -> None:
         self._lanes = lanes
         self._per_stream = per_stream
+        # In send order: the next event, and the events given back (older than what is left).
         self._position = 0
         self._returned: list[int] = []
-        # Per stream: the batch being filled, by stream (dicts keep the order streams first appeared in).
-        self._open: dict[Lane, list[int]] = {}
+        # Per stream: each stream's events in send order (8 bytes an event), and how many of them are cut
+        # (dicts keep the order streams first appear in).
+        self._queues: dict[Lane, array[int]] = {}
+        self._cut: dict[Lane, int] = {}
+        if per_stream:
+            for index, lane in enumerate(lanes):
+                queue = self._queues.get(lane)
+                if queue is None:
+                    queue = self._queues[lane] = array("q")
+                queue.append(index)
+            self._cut = dict.fromkeys(self._queues, 0)
 
     @property
     def per_stream(self) -> bool:
@@ -41,24 +55,46 @@ class Cutter:
         return self._lanes[index]
 
     def exhausted(self) -> bool:
-        return not self._returned and self._position >= len(self._lanes) and not self._open
+        return self.left() == 0
 
     def left(self) -> int:
         """Events not cut into a batch yet."""
-        return len(self._returned) + len(self._lanes) - self._position + sum(map(len, self._open.values()))
+        if self._per_stream:
+            return sum(len(queue) - self._cut[lane] for lane, queue in self._queues.items())
+        return len(self._returned) + len(self._lanes) - self._position
+
+    def lanes_left(self) -> set[Lane]:
+        """The streams with events not cut yet (per stream only)."""
+        return {lane for lane, queue in self._queues.items() if self._cut[lane] < len(queue)}
 
     def give_back(self, indexes: Sequence[int]) -> None:
         """Events of batches released before their POST: cut again (they are older than what is left)."""
-        self._returned = sorted([*self._returned, *indexes])
+        if not self._per_stream:
+            self._returned = sorted([*self._returned, *indexes])
+            return
+        returned: dict[Lane, list[int]] = {}
+        for index in indexes:
+            returned.setdefault(self._lanes[index], []).append(index)
+        for lane, events in returned.items():
+            queue = self._queues[lane]
+            self._queues[lane] = array("q", sorted([*events, *queue[self._cut[lane] :]]))
+            self._cut[lane] = 0
 
-    def cut(self, count: int, size: int, unknown: Unknown, held: dict[int, str]) -> list[list[int]]:
-        """Up to ``count`` batches of at most ``size`` events; events of unknown entities go to ``held``."""
-        batches: list[list[int]] = []
+    def cut(
+        self,
+        count: int,
+        size: int,
+        unknown: Unknown,
+        held: dict[int, str],
+        only: Collection[Lane] | None = None,
+    ) -> list[list[int]]:
+        """Up to ``count`` batches of at most ``size`` events; events of unknown entities go to ``held``.
+
+        ``only`` (per stream): cut batches of these streams alone.
+        """
         if self._per_stream:
-            self._cut_per_stream(count, size, unknown, held, batches)
-        else:
-            self._cut_in_order(count, size, unknown, held, batches)
-        return batches
+            return self._cut_per_stream(count, size, unknown, held, only)
+        return self._cut_in_order(count, size, unknown, held)
 
     def _next(self) -> int | None:
         if self._returned:
@@ -68,9 +104,8 @@ class Cutter:
             return self._position - 1
         return None
 
-    def _cut_in_order(
-        self, count: int, size: int, unknown: Unknown, held: dict[int, str], batches: list[list[int]]
-    ) -> None:
+    def _cut_in_order(self, count: int, size: int, unknown: Unknown, held: dict[int, str]) -> list[list[int]]:
+        batches: list[list[int]] = []
         batch: list[int] = []
         while len(batches) < count:
             index = self._next()
@@ -86,41 +121,26 @@ class Cutter:
                 batch = []
         if batch:
             batches.append(batch)
+        return batches
 
     def _cut_per_stream(
-        self, count: int, size: int, unknown: Unknown, held: dict[int, str], batches: list[list[int]]
-    ) -> None:
-        while len(batches) < count:
-            index = self._next()
-            if index is None:
-                break
-            lane = self._lanes[index]
-            reason = unknown(lane[0])
-            if reason is not None:
-                held[index] = reason
-                continue
-            batch = self._open.setdefault(lane, [])
-            batch.append(index)
-            if len(batch) >= size:
-                batches.extend(self._take(lane, size, unknown, held, whole_only=True))
-        if self._position >= len(self._lanes) and not self._returned:
-            # Everything is read: the streams' last, short batches go out oldest first.
-            while self._open and len(batches) < count:
-                lane = min(self._open, key=lambda lane: self._open[lane][0])
-                batches.extend(self._take(lane, size, unknown, held, whole_only=False))
-
-    def _take(
-        self, lane: Lane, size: int, unknown: Unknown, held: dict[int, str], *, whole_only: bool
+        self, count: int, size: int, unknown: Unknown, held: dict[int, str], only: Collection[Lane] | None
     ) -> list[list[int]]:
-        """The stream's open batch in batches of ``size`` (a 413 may have made it smaller since it was begun)."""
-        batch = self._open.pop(lane)
-        reason = unknown(lane[0])
-        if reason is not None:
-            # DevGrid said it does not know the entity while the batch was being filled.
-            for index in batch:
-                held[index] = reason
-            return []
-        parts = [batch[start : start + size] for start in range(0, len(batch), size)]
-        if whole_only and len(parts[-1]) < size:
-            self._open[lane] = parts.pop()  # newer than the parts that go now: it stays open
-        return parts
+        batches: list[list[int]] = []
+        while len(batches) < count:
+            lanes = [lane for lane in self.lanes_left() if only is None or lane in only]
+            if not lanes:
+                break
+            # One batch of each stream in turn, the stream whose next event is oldest first.
+            lanes.sort(key=lambda lane: self._queues[lane][self._cut[lane]])
+            for lane in lanes[: count - len(batches)]:
+                queue, start = self._queues[lane], self._cut[lane]
+                reason = unknown(lane[0])
+                if reason is not None:
+                    # DevGrid does not know the entity: none of the stream's events will be sent.
+                    held.update(dict.fromkeys(queue[start:].tolist(), reason))
+                    self._cut[lane] = len(queue)
+                    continue
+                batches.append(queue[start : start + size].tolist())
+                self._cut[lane] = min(start + size, len(queue))
+        return batches

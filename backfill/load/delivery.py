@@ -367,6 +367,10 @@ class Delivery:
             if window.cutter.exhausted():
                 if not window.waiting:
                     return None
+            elif idle := self._idle_streams(window):
+                # A stream with nothing in flight and nothing written ahead: its batches next.
+                self._write_ahead(window, only=idle)
+                continue
             elif len(window.waiting) < max(WRITE_AHEAD, 2 * self._in_flight):
                 self._write_ahead(window)
                 continue
@@ -375,12 +379,19 @@ class Delivery:
             self._store.flush()
             self._changed.wait()
 
-    def _write_ahead(self, window: _Sending) -> None:
+    def _idle_streams(self, window: _Sending) -> set[Lane]:
+        """Per stream: the streams with events left to cut but no batch in flight or written ahead."""
+        if not window.cutter.per_stream:
+            return set()
+        ahead = {flight.lane for flight in window.waiting}
+        return window.cutter.lanes_left() - window.flying - ahead
+
+    def _write_ahead(self, window: _Sending, only: set[Lane] | None = None) -> None:
         def unknown(entity: str) -> str | None:
             return self.report.unknown_entities.get(entity)
 
         # The size is read for every group: a 413 shrinks it for the rest of the run.
-        group = window.cutter.cut(WRITE_AHEAD, self.batch_size, unknown, window.held)
+        group = window.cutter.cut(WRITE_AHEAD, self.batch_size, unknown, window.held, only)
         if not group:
             return
         batches = [window.stream.batch(indexes) for indexes in group]

@@ -16,7 +16,9 @@ Usage: python tests/bench/bench_send.py [EVENTS] [--ledger ROWS] [--latency-even
      one          --in-flight 1: one batch at a time (the baseline);
      streams      the default: four streams side by side, one batch each;
      same-stream  [delivery] same_stream = true, in_flight = 8.
-   Targets: streams >= 3x one, same-stream >= 6x one.
+   Targets: streams >= 3x one, same-stream >= 6x one. Then the default again on
+   the same events with each stream's history a block of its own in time (the
+   streams one after another, as an entity added later has), against one.
 3. Ledger: a catch-up run of 1,000 new events against a state file holding
    ROWS sent events (default 1,000,000), next to the same run against an empty
    state file. Target: seconds, not minutes, and about the same either way.
@@ -184,18 +186,30 @@ def _latency(workdir: Path, events: int) -> None:
         ratio = rates[name] / rates["one"]
         verdict = "" if name == "one" else f" (target >= {target:.0f}x: {'met' if ratio >= target else 'NOT met'})"
         print(f"  {name:<12} {rates[name]:>8,.0f} events/s  {ratio:.2f}x{verdict}")
+    in_turn = workdir / "streams_in_turn.csv"
+    _write_events(in_turn, events, streams=True, in_turn=True)
+    rate, _ = _backfill(workdir, in_turn, "latency-in-turn", serve=("--latency-ms", str(LATENCY_MS)))
+    ratio = rate / rates["one"]
+    print(
+        f"  {'streams, histories one after another':<12} {rate:>8,.0f} events/s  {ratio:.2f}x "
+        f"(target >= 3x: {'met' if ratio >= 3 else 'NOT met'})"
+    )
 
 
-def _write_events(path: Path, count: int, offset: int = 0, *, streams: bool = False) -> None:
-    """A review-shaped CSV (the events preset): distinct keys, one second apart; one stream, or four in turn."""
+def _write_events(path: Path, count: int, offset: int = 0, *, streams: bool = False, in_turn: bool = False) -> None:
+    """A review-shaped CSV (the events preset): distinct keys, one second apart; one stream, or four.
+
+    Four streams take turns event by event, or with ``in_turn`` each has a block of the history to itself.
+    """
     i = pl.col("i")
+    stream = (i - offset) * 4 // count if in_turn else i % 4
     frame = pl.DataFrame({"i": pl.int_range(offset, offset + count, eager=True)}).select(
         pl.from_epoch(pl.lit(1_600_000_000) + i, time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
-        (pl.when(i % 4 < 2).then(pl.lit("shop")).otherwise(pl.lit("cart")) if streams else pl.lit("shop")).alias(
+        (pl.when(stream < 2).then(pl.lit("shop")).otherwise(pl.lit("cart")) if streams else pl.lit("shop")).alias(
             "entityId"
         ),
         (
-            pl.when(i % 2 == 0).then(pl.lit("production")).otherwise(pl.lit("staging"))
+            pl.when(stream % 2 == 0).then(pl.lit("production")).otherwise(pl.lit("staging"))
             if streams
             else pl.lit("production")
         ).alias("env"),
