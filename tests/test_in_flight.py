@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,8 @@ class Concurrent:
         self.bodies: list[dict] = []
         self.first_answer = answer
         self.answer_all: httpx.Response | None = None
+        self.answer_by: Callable[[dict], httpx.Response | None] = lambda body: None  # by what was sent
+        self.statuses: list[int] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -54,7 +57,10 @@ class Concurrent:
             self.requests -= 1
             for stream in streams:
                 self.flying[stream] -= 1
-        return answer or self.answer_all or accepted(body)
+        response = answer or self.answer_all or self.answer_by(body) or accepted(body)
+        with self.lock:
+            self.statuses.append(response.status_code)
+        return response
 
 
 def four_streams(per_stream: int) -> pl.DataFrame:
@@ -174,6 +180,29 @@ def test_a_429_slows_every_batch_in_flight(tmp_path: Path) -> None:
     others = [seconds for name, seconds in slept if name not in limited]
     assert len(limited) == 1
     assert others and all(0 < seconds < 30 for seconds in others)
+
+
+@pytest.mark.parametrize(("in_flight", "same_stream", "most_413s"), [(1, False, 1), (4, False, 4), (4, True, 4)])
+def test_a_413_cuts_again_what_was_written_ahead_at_the_old_size(
+    tmp_path: Path, in_flight: int, same_stream: bool, most_413s: int
+) -> None:
+    devgrid = Concurrent(pause=0.002)
+    devgrid.answer_by = lambda body: httpx.Response(413) if len(body["events"]) > 7 else None
+    loader, store = sending(tmp_path, devgrid, in_flight=in_flight, same_stream=same_stream)
+    loader.send(four_streams(60))
+    assert loader.report.sent == 240 and loader.batch_size == 7
+    # Only the batches on the wire when the first 413 came met one: those written ahead were cut again.
+    assert 1 <= devgrid.statuses.count(413) <= most_413s
+    stored = [body for body, status in zip(devgrid.bodies, devgrid.statuses, strict=True) if status == 201]
+    build_ids = [event["attributes"]["build_id"] for body in stored for event in body["events"]]
+    assert sorted(build_ids) == sorted(four_streams(60).get_column("build_id").to_list())
+    if not same_stream:
+        streams: dict[tuple[str, str], list[str]] = {}
+        for body in stored:
+            for event in body["events"]:
+                streams.setdefault((event["entityId"], event["attributes"]["env"]), []).append(event["timestamp"])
+        assert all(stamps == sorted(stamps) for stamps in streams.values())
+    assert store.pending_batches() == []
 
 
 def test_a_stop_releases_what_was_written_ahead_and_counts_every_event(tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ class _Sending:
     stopping: bool = False
     failure: BaseException | None = None
     running: int = 0  # threads still taking batches
+    cut_size: int = 15  # the batch size the batches written ahead were cut at, at most
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,9 @@ class Delivery:
     def _send(self, stream: _Stream, held: dict[int, str]) -> None:
         per_stream = self._in_flight > 1 and not self._same_stream
         lanes = [(key.entity_id, key.env) for key in stream.keys]
-        window = _Sending(stream=stream, cutter=Cutter(lanes, per_stream=per_stream), held=held)
+        window = _Sending(
+            stream=stream, cutter=Cutter(lanes, per_stream=per_stream), held=held, cut_size=self.batch_size
+        )
         # One thread per batch that can fly: per stream, no more than there are streams.
         threads = min(self._in_flight, len(set(lanes))) if per_stream else self._in_flight
         if threads <= 1:
@@ -348,6 +351,11 @@ class Delivery:
                 self._changed.notify_all()
             if new_unknown:
                 self._take_back(window, new_unknown)
+            if self.batch_size < window.cut_size:
+                # A 413 halved the size: the batches written ahead at the old size are cut again, not
+                # each sent to meet a 413 of its own.
+                window.cut_size = self.batch_size
+                self._cut_again(window, lambda flight: len(flight.indexes) > self.batch_size)
 
     def _take(self, window: _Sending) -> _Flight | None:
         """The next batch to POST, written ahead; None once there is nothing left for this thread."""
@@ -405,20 +413,20 @@ class Delivery:
     def _take_back(self, window: _Sending, entities: set[str]) -> None:
         """Batches written ahead with events of entities DevGrid does not know: cut again without them."""
         keys = window.stream.keys
-        affected = [
-            position
-            for position, flight in enumerate(window.waiting)
-            if any(keys[index].entity_id in entities for index in flight.indexes)
-        ]
+        self._cut_again(window, lambda flight: any(keys[index].entity_id in entities for index in flight.indexes))
+
+    def _cut_again(self, window: _Sending, affected_by: Callable[[_Flight], bool]) -> None:
+        """Release the batches written ahead that ``affected_by`` names, and give their events back to be cut again."""
+        affected = [position for position, flight in enumerate(window.waiting) if affected_by(flight)]
         if not affected:
             return
-        # In send order, every batch after the first affected one is cut again, to keep the order;
-        # per stream, a batch holds one entity's events only: those batches alone.
-        released = (
-            [window.waiting[position] for position in affected]
-            if window.cutter.per_stream
-            else window.waiting[affected[0] :]
-        )
+        # To keep the order, every batch after the first affected one is cut again: in send order all of
+        # them, per stream those of the affected batches' streams.
+        if window.cutter.per_stream:
+            lanes = {window.waiting[position].lane for position in affected}
+            released = [flight for flight in window.waiting if flight.lane in lanes]
+        else:
+            released = window.waiting[affected[0] :]
         for flight in released:
             self._store.release(flight.batch_id)
             window.cutter.give_back(flight.indexes)
