@@ -64,8 +64,9 @@ def test_a_dry_run_imports_no_http_client(tmp_path: Path) -> None:
     assert (tmp_path / "review.csv").read_text().count("\n") == 2
     assert "polars" in report["modules"]  # the probe sees what the run imported
     assert [name for name in ("httpx", "tenacity", "boto3") if name in report["modules"]] == []
-    # Nor what only a sending run does: catch signals to stop cleanly between batches.
+    # Nor what only a sending run does: catch signals to stop cleanly between batches, lock the state.
     assert "backfill.interrupts" not in report["own"]
+    assert "filelock" not in report["modules"] and "backfill.state.lock" not in report["own"]
 
 
 @pytest.mark.parametrize("config_text", [None, "[[sources]]\nname = 'runs'\ntype = 'no-such-type'\n"])

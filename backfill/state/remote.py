@@ -462,11 +462,11 @@ def fetch_working_copy(config: Config, notice: Notice = lambda message: None) ->
 
     Nothing is uploaded. While a run on this machine holds the working copy, it is read as it is.
     """
-    from backfill.state.lock import StateLock
-
     state = config.state
     if state.url is None:
         return
+    from backfill.state.lock import StateLock
+
     remote = RemoteState(
         state.url, Path(state.path), lock_seconds=state.lock_seconds, upload_seconds=state.upload_seconds, notice=notice
     )
