@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from gitrepo import GitRepo
 from helpers import WriteFile, source_block
+from mounts import fill, small_disk
 from receivers import KEY
 
 from backfill.cli import main
@@ -281,6 +282,34 @@ def test_rejects_can_go_elsewhere_in_a_dry_run(project: Path, tmp_path: Path) ->
     assert "rejects: bad/rows.csv" in result.stderr
     assert len((tmp_path / "bad" / "rows.csv").read_text().splitlines()) == 2
     assert not (tmp_path / "review.rejects.csv").exists()
+
+
+@pytest.mark.parametrize("on_the_full_disk", ["review", "rejects"])
+def test_a_file_that_cannot_be_written_leaves_every_earlier_file_as_it_was(
+    project: Path, tmp_path: Path, on_the_full_disk: str
+) -> None:
+    """The review, its rejects and its skipped rows (beside the review) are replaced together or not at all."""
+    skipped_row = "8,2025-01-02T00:00:00Z,cancelled,production,sha8\n"
+    (tmp_path / "runs.csv").write_text(HEADER + ROWS + BAD_ROW + skipped_row)
+    with small_disk(tmp_path / "disk", 64) as disk:
+        folders = {"review": tmp_path, "rejects": tmp_path, on_the_full_disk: disk}
+        review, rejects = folders["review"] / "review.csv", folders["rejects"] / "rows.csv"
+        paths = [review, rejects, review.with_name("review.skipped.csv")]
+        arguments = ["run", "-c", str(project), "--dry-run", str(review), "--rejects", str(rejects)]
+        assert cli(*arguments).exit_code == EXIT_OK
+        before = [path.read_bytes() for path in paths]
+        # The next run's history is longer: every file would change; those on the full disk cannot.
+        more = "".join(f"{i},2025-02-01T00:00:00Z,success,production,sha{i}\n" for i in range(9, 400))
+        more += "400,later,success,production,sha400\n401,2025-02-02T00:00:00Z,skipped,production,sha401\n"
+        (tmp_path / "runs.csv").write_text(HEADER + ROWS + BAD_ROW + skipped_row + more)
+        fill(disk)
+        result = cli(*arguments)
+        assert result.exit_code != EXIT_OK
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert "cannot be written" in line and str(disk) in line, line
+        assert [path.read_bytes() for path in paths] == before
+        leftovers = [path.name for folder in (tmp_path, disk) for path in folder.iterdir() if path.suffix == ".tmp"]
+        assert leftovers == []
 
 
 # --- `-`: the review on stdout --------------------------------------------------------------------

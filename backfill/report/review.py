@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -47,11 +47,6 @@ def skipped_path_for(review_path: Path) -> Path:
     return review_path.with_name(f"{review_path.stem}.skipped{review_path.suffix or '.csv'}")
 
 
-def write_skipped(skipped: pl.DataFrame, path: Path) -> None:
-    """The rows that are not deployments (a pre-release tag, a cancelled run), with the reason."""
-    write_csv_atomically(skipped.select("source", ROW, "reason", *EVENT_COLUMNS), path)
-
-
 def write_review(
     events: pl.DataFrame,
     to: Path | BinaryIO,
@@ -64,27 +59,39 @@ def write_review(
     ``formula_columns``, where known, are the only columns that may hold a cell
     starting like a formula (see :attr:`backfill.plan.dedupe.Plan.formula_columns`).
     """
+    if isinstance(to, Path):
+        _write_all_atomically([(to, _review_writer(events, spilled, formula_columns))])
+        return
+    columns = _review_columns(events)
+    if spilled is None:
+        safe = formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns)
+        _write_slices([safe], columns, to, checked=True)
+        return
+    _write_slices(review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT)), columns, to)
+
+
+def _review_columns(events: pl.DataFrame) -> list[str]:
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
     columns.extend(name for name in ENRICHED_COLUMNS if name in events.columns)
     if "state" in events.columns:
         columns.append("state")
+    return columns
+
+
+def _review_writer(
+    events: pl.DataFrame, spilled: SpilledEvents | None, formula_columns: Collection[str] | None
+) -> Writer:
+    """What writes the review CSV to a file's path."""
+    columns = _review_columns(events)
     if spilled is None:
-        safe = formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns)
-        if isinstance(to, Path):
-            _write_atomically(to, safe.write_csv)
-        else:
-            _write_slices([safe], columns, to, checked=True)
-        return
+        return lambda path: formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns).write_csv(path)
     slices = review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT))
-    if isinstance(to, Path):
-        _write_atomically(to, lambda temporary: _write_slices_to(slices, columns, temporary))
-    else:
-        _write_slices(slices, columns, to)
 
+    def write(path: str) -> None:
+        with open(path, "wb") as out:
+            _write_slices(slices, columns, out)
 
-def _write_slices_to(slices: Iterable[pl.DataFrame], columns: list[str], path: str) -> None:
-    with open(path, "wb") as out:
-        _write_slices(slices, columns, out)
+    return write
 
 
 def _write_slices(slices: Iterable[pl.DataFrame], columns: list[str], to: BinaryIO, *, checked: bool = False) -> None:
@@ -113,8 +120,15 @@ def write_review_to_stdout(
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
-    write_csv_atomically(rejects.select("source", ROW, "reason", *EVENT_COLUMNS), path)
+    _write_all_atomically([(path, _rows_writer(rejects))])
 
+
+def _rows_writer(rows: pl.DataFrame) -> Writer:
+    """What writes rejected or skipped rows, with their reason, formula-safe, to a file's path."""
+    return lambda path: formula_safe(rows.select("source", ROW, "reason", *EVENT_COLUMNS)).write_csv(path)
+
+
+Writer = Callable[[str], object]  # writes a file at the path it is given
 
 # Review columns whose text the plan writes itself (an ISO time, success or failed, new or sent): never a formula.
 WRITTEN_BY_THE_PLAN = ("timestamp", "status", "state")
@@ -137,33 +151,40 @@ def formula_safe(
     return frame.with_columns(escape_formula(pl.col(name)) for name in text if name in risky)
 
 
-def write_csv_atomically(frame: pl.DataFrame, path: Path, written: tuple[str, ...] = ()) -> None:
-    """Write text cells formula-safe, to a temporary file renamed into place when complete.
+def _write_all_atomically(files: Sequence[tuple[Path, Writer]]) -> None:
+    """Write each file to a temporary file beside it; rename them all into place once all are complete.
 
-    ``path`` must not be a symlink or anything but a regular file: the rename
-    replaces what it names (:mod:`backfill.report.outputs` checks and resolves it).
+    If any cannot be written, none is replaced: the files of an earlier run stay as
+    they were, together, and the error names the file that failed. A path must not
+    be a symlink or anything but a regular file: the rename replaces what it names
+    (:mod:`backfill.report.outputs` checks and resolves it).
     """
-    safe = formula_safe(frame, written)
-    _write_atomically(path, safe.write_csv)
+    temporaries: list[str] = []
+    try:
+        for path, writer in files:
+            temporaries.append(_temporary_beside(path))
+            try:
+                writer(temporaries[-1])
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+        for (path, _), temporary in zip(files, temporaries, strict=True):
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot be written ({exc.strerror})") from None
+    finally:
+        for temporary in temporaries:
+            Path(temporary).unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write`` with a temporary file's name beside ``path``, then rename it into place."""
+def _temporary_beside(path: Path) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be written ({exc.strerror})") from None
     os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise ConfigError(f"{path}: cannot be written ({exc.strerror})") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return temporary
 
 
 def write_review_files(
@@ -177,14 +198,16 @@ def write_review_files(
     assert review is not None, "a dry run has a review"
     events = ledger.marked if ledger.compared else ledger.marked.drop("state")
     spilled, formula_columns = planned.plan.spilled, planned.plan.formula_columns
+    files: list[tuple[Path, Writer]] = []
     if review.target is None:
         write_review_to_stdout(events, spilled, formula_columns)
     else:
-        write_review(events, review.target, spilled, formula_columns)
+        files.append((review.target, _review_writer(events, spilled, formula_columns)))
     if rejects is not None:
-        write_rejects(planned.plan.rejects, rejects.target or rejects.path)
+        files.append((rejects.target or rejects.path, _rows_writer(planned.plan.rejects)))
     if skipped is not None:
-        write_skipped(planned.plan.skipped, skipped.target or skipped.path)
+        files.append((skipped.target or skipped.path, _rows_writer(planned.plan.skipped)))
+    _write_all_atomically(files)
     extra: dict[str, Any] = {
         "review_csv": str(review.path),
         "rejects_csv": str(rejects.path) if rejects is not None else None,
