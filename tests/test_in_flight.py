@@ -39,7 +39,7 @@ class Concurrent:
         self.first_answer = answer
         self.answer_all: httpx.Response | None = None
         self.answer_by: Callable[[dict], httpx.Response | None] = lambda body: None  # by what was sent
-        self.statuses: list[int] = []
+        self.answered: list[tuple[dict, int]] = []  # each body with its answer's status, in answer order
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -59,7 +59,7 @@ class Concurrent:
                 self.flying[stream] -= 1
         response = answer or self.answer_all or self.answer_by(body) or accepted(body)
         with self.lock:
-            self.statuses.append(response.status_code)
+            self.answered.append((body, response.status_code))
         return response
 
 
@@ -146,6 +146,27 @@ def test_streams_fly_side_by_side_even_when_their_histories_do_not_overlap(tmp_p
     assert store.pending_batches() == []
 
 
+def test_more_streams_than_a_group_written_ahead_all_get_batches_in_flight(tmp_path: Path) -> None:
+    # 20 streams one after another in time, 16 in flight: a group of 8 batches goes to the 8 streams with
+    # the oldest events, and the streams with nothing in flight nor written ahead are cut for next.
+    frames = [
+        events(150, f"app{number:02d}").with_columns(
+            (pl.col("build_id") + f"-{number}").alias("build_id"),
+            pl.col("timestamp").str.replace("^2025", str(2000 + number)),
+        )
+        for number in range(20)
+    ]
+    devgrid = Concurrent(pause=0.05)
+    loader, store = sending(tmp_path, devgrid, in_flight=16, same_stream=False)
+    loader.send(pl.concat(frames).sort("timestamp", "entityId", "env"))
+    assert loader.report.sent == 3000
+    assert devgrid.most == 16 and devgrid.most_per_stream == 1
+    # The first 16 batches to go are of 16 streams: none waits for older streams to be sent.
+    assert len({body["events"][0]["entityId"] for body in devgrid.bodies[:16]}) == 16
+    assert all(stamps == sorted(stamps) and len(stamps) == 150 for stamps in _order(devgrid).values())
+    assert store.pending_batches() == []
+
+
 def test_same_stream_lets_several_batches_of_one_stream_fly(tmp_path: Path) -> None:
     devgrid = Concurrent()
     loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=True)
@@ -182,21 +203,28 @@ def test_a_429_slows_every_batch_in_flight(tmp_path: Path) -> None:
     assert others and all(0 < seconds < 30 for seconds in others)
 
 
-@pytest.mark.parametrize(("in_flight", "same_stream", "most_413s"), [(1, False, 1), (4, False, 4), (4, True, 4)])
+@pytest.mark.parametrize(
+    ("in_flight", "same_stream", "per_stream", "most_413s"),
+    [(1, False, 60, 1), (4, False, 60, 4), (4, True, 60, 4), (2, False, 20, 2), (4, False, 20, 4)],
+)
 def test_a_413_cuts_again_what_was_written_ahead_at_the_old_size(
-    tmp_path: Path, in_flight: int, same_stream: bool, most_413s: int
+    tmp_path: Path, in_flight: int, same_stream: bool, per_stream: int, most_413s: int
 ) -> None:
+    # With 20 events a stream, batches of 15 and 5: a 413 for more than 7 leaves the 5s at their size, and
+    # they must still go after the events of their stream that are cut again.
     devgrid = Concurrent(pause=0.002)
     devgrid.answer_by = lambda body: httpx.Response(413) if len(body["events"]) > 7 else None
     loader, store = sending(tmp_path, devgrid, in_flight=in_flight, same_stream=same_stream)
-    loader.send(four_streams(60))
-    assert loader.report.sent == 240 and loader.batch_size == 7
+    frame = four_streams(per_stream)
+    loader.send(frame)
+    assert loader.report.sent == frame.height and loader.batch_size == 7
     # Only the batches on the wire when the first 413 came met one: those written ahead were cut again.
-    assert 1 <= devgrid.statuses.count(413) <= most_413s
-    stored = [body for body, status in zip(devgrid.bodies, devgrid.statuses, strict=True) if status == 201]
+    assert 1 <= [status for _, status in devgrid.answered].count(413) <= most_413s
+    stored = [body for body, status in devgrid.answered if status == 201]
     build_ids = [event["attributes"]["build_id"] for body in stored for event in body["events"]]
-    assert sorted(build_ids) == sorted(four_streams(60).get_column("build_id").to_list())
+    assert sorted(build_ids) == sorted(frame.get_column("build_id").to_list())
     if not same_stream:
+        # One batch of a stream in flight at a time: answered in the order they were sent.
         streams: dict[tuple[str, str], list[str]] = {}
         for body in stored:
             for event in body["events"]:

@@ -9,9 +9,10 @@ Two ways to cut:
 * per (entityId, env) stream (``per_stream=True``): every batch holds the events
   of one stream only, oldest first, so that a stream can be kept to one batch
   in flight while other streams are sent side by side. Each stream is cut from
-  its own queue, and a group of batches takes from every stream in turn (the
-  stream whose next event is oldest first): a stream whose history comes
-  before the others' in time does not keep them waiting until it is done.
+  its own queue, and a group of batches takes one batch of each stream in turn
+  (the streams whose next event is oldest first, as many as the group holds):
+  a stream whose history comes before the others' in time does not keep them
+  waiting until it is done.
 
 Events of an entity DevGrid said it does not know are never cut into a batch:
 they are handed back as *held*.
@@ -76,9 +77,14 @@ class Cutter:
         for index in indexes:
             returned.setdefault(self._lanes[index], []).append(index)
         for lane, events in returned.items():
-            queue = self._queues[lane]
-            self._queues[lane] = array("q", sorted([*events, *queue[self._cut[lane] :]]))
-            self._cut[lane] = 0
+            queue, cut = self._queues[lane], self._cut[lane]
+            events.sort()
+            if len(events) <= cut and queue[cut - len(events) : cut].tolist() == events:
+                # As a rule the stream's events cut last: they are cut again from where they were.
+                self._cut[lane] = cut - len(events)
+            else:
+                self._queues[lane] = array("q", sorted([*events, *queue[cut:]]))
+                self._cut[lane] = 0
 
     def cut(
         self,

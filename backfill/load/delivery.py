@@ -478,7 +478,8 @@ class Delivery:
         if isinstance(answer, Answer):
             return self._record(batch_id, batch, answer, uncertain)
         if answer.status == 413 and len(batch.keys) > 1:
-            self.batch_size = max(1, len(batch.keys) // 2)
+            # Never larger again: a batch cut before a smaller size was learnt may meet its 413 after.
+            self.batch_size = min(self.batch_size, max(1, len(batch.keys) // 2))
             self._notice(f"DevGrid answered 413 for {len(batch.keys)} events: sending {self.batch_size} at a time")
             return self._split(batch_id, batch, self.batch_size, uncertain)
         if len(batch.keys) > 1:

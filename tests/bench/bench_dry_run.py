@@ -105,7 +105,7 @@ def _compare(workdir: Path, label: str, export: Path, repeat: int) -> None:
         "backfill": _dry_run(workdir, export),
         "least dry run": [sys.executable, str(HERE / "least_dry_run.py"), str(export), str(workdir)],
     }
-    # Rounds alternate the three, so that the machine's other load touches them alike.
+    # Rounds alternate the four, so that the machine's other load touches them alike.
     best: dict[str, tuple[float, float, float]] = {}
     for _ in range(repeat):
         for name, command in commands.items():

@@ -199,7 +199,7 @@ def _latency(workdir: Path, events: int) -> None:
 def _write_events(path: Path, count: int, offset: int = 0, *, streams: bool = False, in_turn: bool = False) -> None:
     """A review-shaped CSV (the events preset): distinct keys, one second apart; one stream, or four.
 
-    Four streams take turns event by event, or with ``in_turn`` each has a block of the history to itself.
+    Four streams alternate event by event, or with ``in_turn`` each has a block of the history to itself.
     """
     i = pl.col("i")
     stream = (i - offset) * 4 // count if in_turn else i % 4
