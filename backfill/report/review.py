@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from backfill.report.outputs import RunOutputs
     from backfill.state.store import Destination
 
+Writer = Callable[[str], object]  # writes a file at the path it is given
+
 
 def rejects_path_for(review_path: Path) -> Path:
     """``review.csv`` -> ``review.rejects.csv``, beside it."""
@@ -127,8 +129,6 @@ def _rows_writer(rows: pl.DataFrame) -> Writer:
     """What writes rejected or skipped rows, with their reason, formula-safe, to a file's path."""
     return lambda path: formula_safe(rows.select("source", ROW, "reason", *EVENT_COLUMNS)).write_csv(path)
 
-
-Writer = Callable[[str], object]  # writes a file at the path it is given
 
 # Review columns whose text the plan writes itself (an ISO time, success or failed, new or sent): never a formula.
 WRITTEN_BY_THE_PLAN = ("timestamp", "status", "state")
