@@ -63,43 +63,44 @@ def write_review(
     """
     if isinstance(to, Path):
         _write_all_atomically([(to, _review_writer(events, spilled, formula_columns))])
-        return
-    columns = _review_columns(events)
-    if spilled is None:
-        safe = formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns)
-        _write_slices([safe], columns, to, checked=True)
-        return
-    _write_slices(review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT)), columns, to)
+    else:
+        _write_frames(*_formula_safe_review(events, spilled, formula_columns), to)
 
 
-def _review_columns(events: pl.DataFrame) -> list[str]:
+def _formula_safe_review(
+    events: pl.DataFrame, spilled: SpilledEvents | None, formula_columns: Collection[str] | None
+) -> tuple[Iterable[pl.DataFrame], list[str]]:
+    """The review's rows, formula-safe: one frame, or with a spill a slice at a time; and its columns."""
     columns = [*EVENT_COLUMNS, *REVIEW_EXTRA_COLUMNS]
     columns.extend(name for name in ENRICHED_COLUMNS if name in events.columns)
     if "state" in events.columns:
         columns.append("state")
-    return columns
+    if spilled is None:
+        return [formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns)], columns
+    slices = review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT))
+    return (formula_safe(part, WRITTEN_BY_THE_PLAN) for part in slices), columns
 
 
 def _review_writer(
     events: pl.DataFrame, spilled: SpilledEvents | None, formula_columns: Collection[str] | None
 ) -> Writer:
-    """What writes the review CSV to a file's path."""
-    columns = _review_columns(events)
+    """What writes the review CSV to a file's path (without a spill, its one frame, by polars itself)."""
+    frames, columns = _formula_safe_review(events, spilled, formula_columns)
     if spilled is None:
-        return lambda path: formula_safe(events.select(columns), WRITTEN_BY_THE_PLAN, formula_columns).write_csv(path)
-    slices = review_slices(events, spilled, columns, pl.col(TS).dt.strftime(TIMESTAMP_FORMAT))
+        [frame] = frames
+        return frame.write_csv
 
     def write(path: str) -> None:
         with open(path, "wb") as out:
-            _write_slices(slices, columns, out)
+            _write_frames(frames, columns, out)
 
     return write
 
 
-def _write_slices(slices: Iterable[pl.DataFrame], columns: list[str], to: BinaryIO, *, checked: bool = False) -> None:
+def _write_frames(frames: Iterable[pl.DataFrame], columns: list[str], to: BinaryIO) -> None:
     written = False
-    for part in slices:
-        (part if checked else formula_safe(part, WRITTEN_BY_THE_PLAN)).write_csv(to, include_header=not written)
+    for part in frames:
+        part.write_csv(to, include_header=not written)
         written = True
     if not written:
         pl.DataFrame(schema=dict.fromkeys(columns, pl.String)).write_csv(to)
