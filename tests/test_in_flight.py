@@ -63,13 +63,17 @@ class Concurrent:
         return response
 
 
-def four_streams(per_stream: int) -> pl.DataFrame:
+def four_streams(per_stream: int, *, one_after_another: bool = False) -> pl.DataFrame:
+    """Four streams taking turns in time; ``one_after_another``: each begins a year after the one before ends."""
     frames = [
         events(per_stream, entity).with_columns(
-            pl.lit(env).alias("env"), (pl.col("build_id") + f"-{entity}-{env}").alias("build_id")
+            pl.lit(env).alias("env"),
+            (pl.col("build_id") + f"-{entity}-{env}").alias("build_id"),
+            pl.col("timestamp").str.replace("^2025", str(2020 + year)) if one_after_another else pl.col("timestamp"),
         )
-        for entity in ("shop", "cart")
-        for env in ("production", "staging")
+        for year, (entity, env) in enumerate(
+            [("shop", "production"), ("shop", "staging"), ("cart", "production"), ("cart", "staging")]
+        )
     ]
     return pl.concat(frames).sort("timestamp", "entityId", "env")
 
@@ -94,9 +98,10 @@ def sending(tmp_path: Path, devgrid: Concurrent, in_flight: int, same_stream: bo
     return loader, store
 
 
-def _order(devgrid: Concurrent) -> dict[tuple[str, str], list[str]]:
+def _order(devgrid: Concurrent, bodies: list[dict] | None = None) -> dict[tuple[str, str], list[str]]:
+    """Each stream's timestamps in the order DevGrid received them (of ``bodies``, else of every request)."""
     order: dict[tuple[str, str], list[str]] = {}
-    for body in devgrid.bodies:
+    for body in devgrid.bodies if bodies is None else bodies:
         for event in body["events"]:
             order.setdefault((event["entityId"], event["attributes"]["env"]), []).append(event["timestamp"])
     return order
@@ -115,27 +120,12 @@ def test_streams_go_side_by_side_each_oldest_first_with_one_batch_in_flight(tmp_
     assert store.refused_events(1).height == 0
 
 
-def one_after_another(per_stream: int) -> pl.DataFrame:
-    """Four streams whose histories do not overlap in time: each begins a year after the one before ends."""
-    frames = [
-        events(per_stream, entity).with_columns(
-            pl.lit(env).alias("env"),
-            (pl.col("build_id") + f"-{entity}-{env}").alias("build_id"),
-            pl.col("timestamp").str.replace("^2025", str(2020 + year)),
-        )
-        for year, (entity, env) in enumerate(
-            [("shop", "production"), ("shop", "staging"), ("cart", "production"), ("cart", "staging")]
-        )
-    ]
-    return pl.concat(frames).sort("timestamp", "entityId", "env")
-
-
 def test_streams_fly_side_by_side_even_when_their_histories_do_not_overlap(tmp_path: Path) -> None:
     # 100 batches per stream, far more than a group written ahead: cut in time order, the first
     # stream alone would fill every group until its history was sent.
     devgrid = Concurrent(pause=0.002)
     loader, store = sending(tmp_path, devgrid, in_flight=4, same_stream=False)
-    frame = one_after_another(1500)
+    frame = four_streams(1500, one_after_another=True)
     loader.send(frame)
     assert loader.report.sent == 6000 and loader.report.stopped is None
     assert devgrid.most == 4 and devgrid.most_per_stream == 1
@@ -225,11 +215,7 @@ def test_a_413_cuts_again_what_was_written_ahead_at_the_old_size(
     assert sorted(build_ids) == sorted(frame.get_column("build_id").to_list())
     if not same_stream:
         # One batch of a stream in flight at a time: answered in the order they were sent.
-        streams: dict[tuple[str, str], list[str]] = {}
-        for body in stored:
-            for event in body["events"]:
-                streams.setdefault((event["entityId"], event["attributes"]["env"]), []).append(event["timestamp"])
-        assert all(stamps == sorted(stamps) for stamps in streams.values())
+        assert all(stamps == sorted(stamps) for stamps in _order(devgrid, stored).values())
     assert store.pending_batches() == []
 
 
